@@ -80,11 +80,11 @@ def _check_activation(x, ndim: int, layout: str) -> None:
 
 
 def _check_weight_args(device, packed, codebook, bits, in_features, bias, full: bool) -> None:
+    for name, t in (("packed", packed), ("codebook", codebook), ("bias", bias)):
+        if isinstance(t, torch.Tensor) and t.device != device:
+            raise ValueError(f"{name} is on {t.device} but x is on {device}; move them to one device")
     check_codebook(codebook, bits, full=full)
     _check_packed(packed, bits, in_features)
-    for name, t in (("packed", packed), ("codebook", codebook), ("bias", bias)):
-        if t is not None and t.device != device:
-            raise ValueError(f"{name} is on {t.device} but x is on {device}; move them to one device")
     if bias is not None:
         if not bias.dtype.is_floating_point or bias.dim() != 1 or bias.shape[0] != packed.shape[0]:
             raise ValueError(f"bias must be a 1-D float tensor of length N={packed.shape[0]}, got "

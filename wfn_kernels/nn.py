@@ -1,0 +1,242 @@
+"""Drop-in modules: WFNLinear / WFNConv2d hold packed codes + a local codebook, and ``convert()``.
+
+A converted module computes exactly what its float original computed when the original's weights lie
+on the codebook (the decoded weight is bit-identical; accumulation order may differ by backend).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from . import ops
+from .codebook import DEFAULT_MAX_TERMS, Codebook
+from .packing import PackedWeight, pack_weight, unpack_codes
+from .reference import check_codebook, check_codes_in_range
+
+
+class _WFNBase(nn.Module):
+    """Shared buffers: ``packed`` uint8 (out, row_bytes), ``codebook`` float32 (C,), ``global_index``
+    int64 (C,) (position of each local value in the whole-network codebook, -1 if unknown), ``bias``."""
+
+    def _init_weight(self, pw: PackedWeight, bias: torch.Tensor | None, backend: str) -> None:
+        check_codebook(pw.codebook, pw.bits)
+        check_codes_in_range(pw.packed, pw.bits, pw.in_features, pw.codebook.numel())
+        self.bits = pw.bits
+        self.backend = ops.Backend.parse(backend).value
+        self.register_buffer("packed", pw.packed.contiguous())
+        self.register_buffer("codebook", pw.codebook.float().contiguous())
+        gi = pw.global_index if pw.global_index is not None else torch.full((pw.codebook.numel(),), -1)
+        self.register_buffer("global_index", gi.to(torch.int64))
+        self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
+
+    def weight_bytes(self) -> dict[str, int]:
+        """Packed weight size (codes + local fp32 codebook) vs the fp32 dense weight, in bytes."""
+        packed = self.packed.numel() + 4 * self.codebook.numel()
+        dense = 4 * self.packed.shape[0] * self._k()
+        return {"packed_bytes": packed, "fp32_bytes": dense}
+
+    def codes(self) -> torch.Tensor:
+        """Unpacked int64 codes (out, K)."""
+        return unpack_codes(self.packed, self.bits, self._k())
+
+    def set_backend(self, backend: str) -> None:
+        self.backend = ops.Backend.parse(backend).value
+
+
+class WFNLinear(_WFNBase):
+    """Linear layer y = x @ W.T + b with W = codebook[codes] (out_features, in_features).
+
+    Input (..., in_features) float32/bfloat16/float16; output (..., out_features), same dtype.
+    """
+
+    def __init__(self, packed: PackedWeight, bias: torch.Tensor | None = None, backend: str = "auto"):
+        super().__init__()
+        if len(packed.shape) != 2:
+            raise ValueError(f"WFNLinear needs a 2-D weight, got shape {packed.shape}")
+        self.out_features, self.in_features = packed.shape
+        self._init_weight(packed, bias, backend)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, codebook: Codebook, name: str = "linear",
+                    backend: str = "auto") -> WFNLinear:
+        """Pack ``linear``'s weight onto ``codebook``; raises naming ``name`` if weights are off it."""
+        return cls(pack_weight(linear.weight, codebook, name=name), linear.bias, backend)
+
+    def _k(self) -> int:
+        return self.in_features
+
+    def dense_weight(self) -> torch.Tensor:
+        """Decoded float32 weight (out_features, in_features)."""
+        return self.codebook[self.codes()]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ops.codebook_linear(x, self.packed, self.codebook, self.bits, self.bias,
+                                   in_features=self.in_features, backend=self.backend, validate=False)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"bits={self.bits}, codebook_size={self.codebook.numel()}, backend={self.backend}")
+
+
+class WFNConv2d(_WFNBase):
+    """Conv2d with W = codebook[codes].reshape(out, in/groups, kh, kw); input (B, C, H, W)."""
+
+    def __init__(self, packed: PackedWeight, bias: torch.Tensor | None = None, stride=1, padding=0,
+                 dilation=1, groups: int = 1, backend: str = "auto"):
+        super().__init__()
+        if len(packed.shape) != 4:
+            raise ValueError(f"WFNConv2d needs a 4-D weight, got shape {packed.shape}")
+        if isinstance(padding, str):
+            raise ValueError(f"WFNConv2d needs numeric padding, got {padding!r}")
+        self.out_channels = packed.shape[0]
+        self.in_channels = packed.shape[1] * groups
+        self.kernel_size = tuple(packed.shape[2:])
+        self.stride, self.padding, self.dilation = ops._pair(stride), ops._pair(padding), ops._pair(dilation)
+        self.stride, self.padding, self.dilation = tuple(self.stride), tuple(self.padding), tuple(self.dilation)
+        self.groups = int(groups)
+        self.weight_shape = tuple(packed.shape)
+        self._init_weight(packed, bias, backend)
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, codebook: Codebook, name: str = "conv",
+                  backend: str = "auto") -> WFNConv2d:
+        """Pack ``conv``'s weight onto ``codebook`` (zeros padding mode only)."""
+        if conv.padding_mode != "zeros":
+            raise ValueError(f"{name}: padding_mode={conv.padding_mode!r} is not supported (only 'zeros')")
+        return cls(pack_weight(conv.weight, codebook, name=name), conv.bias, conv.stride, conv.padding,
+                   conv.dilation, conv.groups, backend)
+
+    def _k(self) -> int:
+        return self.weight_shape[1] * self.weight_shape[2] * self.weight_shape[3]
+
+    def dense_weight(self) -> torch.Tensor:
+        """Decoded float32 weight (out, in/groups, kh, kw)."""
+        return self.codebook[self.codes()].reshape(self.weight_shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ops.codebook_conv2d(x, self.packed, self.codebook, self.bits, self.weight_shape, self.bias,
+                                   self.stride, self.padding, self.dilation, self.groups,
+                                   backend=self.backend, validate=False)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
+                f"bias={self.bias is not None}, bits={self.bits}, codebook_size={self.codebook.numel()}, "
+                f"backend={self.backend}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# convert()
+
+@dataclass
+class ConversionReport:
+    """What ``convert`` did: converted layers (name, kind, bits, codebook size), skipped ones with the
+    reason, and the whole-network codebook used."""
+
+    codebook: Codebook | None
+    converted: list[dict] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [f"converted {len(self.converted)} layer(s), skipped {len(self.skipped)}; whole-network "
+                 f"codebook: {len(self.codebook) if self.codebook is not None else 0} values"]
+        lines += [f"  + {c['name']}: {c['kind']} {c['bits']}-bit, {c['codebook_size']} values" for c in self.converted]
+        lines += [f"  - {name}: {why}" for name, why in self.skipped]
+        return "\n".join(lines)
+
+
+def _candidates(model: nn.Module, filter_fn) -> tuple[list[tuple[str, nn.Module]], list[tuple[str, str]]]:
+    chosen, skipped = [], []
+    for name, mod in model.named_modules():
+        if type(mod) not in (nn.Linear, nn.Conv2d):
+            continue
+        if filter_fn is not None and not filter_fn(mod, name):
+            skipped.append((name, "excluded by filter_fn"))
+        elif isinstance(mod, nn.Conv2d) and (mod.padding_mode != "zeros" or isinstance(mod.padding, str)):
+            skipped.append((name, f"unsupported padding ({mod.padding_mode!r}, {mod.padding!r})"))
+        else:
+            chosen.append((name, mod))
+    return chosen, skipped
+
+
+def _collect_codebook(chosen, max_terms: int, skipped: list) -> tuple[Codebook | None, list]:
+    """Whole-network codebook from the unique weight values of every eligible layer."""
+    eligible, values = [], []
+    for name, mod in chosen:
+        uniq = torch.unique(mod.weight.detach().float().cpu())
+        if uniq.numel() > 256:
+            skipped.append((name, f"{uniq.numel()} unique weight values (at most 256 fit 8-bit codes)"))
+            continue
+        try:
+            Codebook(uniq, max_terms=max_terms)
+        except ValueError as exc:
+            skipped.append((name, f"weights are not on a power-of-two codebook: {exc}"))
+            continue
+        eligible.append((name, mod))
+        values.append(uniq)
+    if not eligible:
+        return None, []
+    return Codebook(torch.unique(torch.cat(values)), max_terms=max_terms, max_entries=None), eligible
+
+
+def convert(model: nn.Module, filter_fn=None, codebook: Codebook | None = None, *, strict: bool | None = None,
+            max_terms: int = DEFAULT_MAX_TERMS, backend: str = "auto") -> ConversionReport:
+    """Swap (in place) every ``nn.Linear`` / ``nn.Conv2d`` whose weights lie on a codebook.
+
+    ``filter_fn(module, name) -> bool`` selects layers. With ``codebook=None`` the whole-network codebook
+    is collected from the model's unique values, and layers that cannot be packed are skipped with the
+    reason. With an explicit ``codebook`` (``strict`` defaults to True) a selected layer whose weights are
+    off the codebook raises ValueError naming the layer, how many weights are off and by how much; with
+    ``strict=False`` it is skipped instead. Returns a :class:`ConversionReport`.
+    """
+    strict = codebook is not None if strict is None else strict
+    chosen, skipped = _candidates(model, filter_fn)
+    if codebook is None:
+        codebook, chosen = _collect_codebook(chosen, max_terms, skipped)
+    report = ConversionReport(codebook, skipped=skipped)
+    for name, mod in chosen:
+        try:
+            new = (WFNLinear.from_linear(mod, codebook, name, backend) if isinstance(mod, nn.Linear)
+                   else WFNConv2d.from_conv(mod, codebook, name, backend))
+        except ValueError as exc:
+            if strict:
+                raise
+            report.skipped.append((name, str(exc)))
+            continue
+        _set_submodule(model, name, new.to(mod.weight.device))
+        report.converted.append({"name": name, "kind": type(mod).__name__, "bits": new.bits,
+                                 "codebook_size": int(new.codebook.numel())})
+    return report
+
+
+def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+    if name == "":
+        raise ValueError("convert: the model itself is a Linear/Conv2d; wrap it in a container module")
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def wfn_modules(model: nn.Module) -> list[tuple[str, _WFNBase]]:
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, _WFNBase)]
+
+
+def weight_bytes(model: nn.Module) -> dict[str, int]:
+    """Weight memory of the model: packed WFN layers vs fp32, plus float parameters left as they are."""
+    packed = dense = 0
+    for _, m in wfn_modules(model):
+        wb = m.weight_bytes()
+        packed += wb["packed_bytes"]
+        dense += wb["fp32_bytes"]
+    other = sum(p.numel() * p.element_size() for p in model.parameters())
+    other += sum(m.bias.numel() * 4 for _, m in wfn_modules(model) if m.bias is not None)
+    return {"packed_bytes": packed, "fp32_bytes": dense, "other_float_bytes": other}
+
+
+def set_backend(model: nn.Module, backend: str) -> None:
+    """Set the kernel backend of every WFN module in ``model``."""
+    for _, m in wfn_modules(model):
+        m.set_backend(backend)
