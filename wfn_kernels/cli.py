@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     try:
         from .fixing.cli import add_subcommands
     except ModuleNotFoundError as exc:  # only a missing fixing/cli.py is tolerated, not its import errors
-        if exc.name != "wfn_kernels.fixing.cli":
+        if exc.name not in ("wfn_kernels.fixing", "wfn_kernels.fixing.cli"):
             raise
     else:
         add_subcommands(sub)
