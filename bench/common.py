@@ -1,0 +1,89 @@
+"""Shared benchmark helpers: timing (medians), environment header, measured read bandwidth."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+
+def median_seconds(fn, repeats: int = 10, warmup: int = 2, min_time: float = 0.0) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` runs after ``warmup`` runs (CUDA synchronised)."""
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    start = time.perf_counter()
+    while len(times) < repeats or time.perf_counter() - start < min_time:
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def read_bandwidth_gbs(megabytes: int = 512, repeats: int = 10) -> float:
+    """Measured read bandwidth: a large fp32 ``torch.sum`` (reads every byte once), GB/s (1e9 B/s)."""
+    n = megabytes * (1 << 20) // 4
+    buf = torch.ones(n)
+    t = median_seconds(lambda: buf.sum(), repeats=repeats)
+    return 4 * n / t / 1e9
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                keep = ["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512vbmi", "avx512_vnni", "avx512_bf16"]
+                return " ".join(f for f in keep if f in flags)
+    except OSError:
+        pass
+    return "unknown"
+
+
+def git_commit() -> str:
+    try:
+        root = Path(__file__).resolve().parents[1]
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def environment(bandwidth_gbs: float | None = None) -> dict:
+    """Environment header for every results file."""
+    try:
+        import triton
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = "not installed"
+    import wfn_kernels
+
+    ext = wfn_kernels.available_backends()["extension"]
+    env = {
+        "commit": git_commit(), "python": platform.python_version(), "torch": torch.__version__,
+        "triton": triton_version, "cpu": cpu_model(), "cpu_flags": cpu_flags(), "threads": torch.get_num_threads(),
+        "extension": ext["reason"] if ext["available"] else f"unavailable: {ext['reason']}",
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "none",
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", ""),
+    }
+    if bandwidth_gbs is not None:
+        env["read_bandwidth_gbs"] = round(bandwidth_gbs, 2)
+    return env

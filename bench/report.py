@@ -1,0 +1,153 @@
+"""Write benchmark rows as CSV, a markdown report (environment, tables, targets) and PNG plots."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _find(rows, **kw):
+    return [r for r in rows if all(r.get(k) == v for k, v in kw.items())]
+
+
+def targets(rows: list[dict], backend: str) -> list[tuple[str, str, float | None, str]]:
+    """(target, required, measured, PASS/MISS/not measured) for the fast-kernels and bench issues."""
+    out = []
+
+    def add(label, need, value, ok):
+        out.append((label, need, value, "not measured" if value is None else ("PASS" if ok(value) else "MISS")))
+
+    r = _find(rows, kind="linear", M=1, N=8192, K=8192, bits=4)
+    add("M=1 8192^2 4-bit vs fp32 F.linear", ">= 6x", r[0].get(f"{backend}_vs_fp32") if r else None, lambda v: v >= 6)
+    add("M=1 8192^2 4-bit % of read bandwidth", ">= 80 %", r[0].get(f"{backend}_pct_bw") if r else None,
+        lambda v: v >= 80)
+    add("M=1 8192^2 4-bit vs int8 dynamic quant", ">= 1.5x", r[0].get(f"{backend}_vs_int8_dynamic") if r else None,
+        lambda v: v >= 1.5)
+    r = _find(rows, kind="linear", M=1, N=8192, K=8192, bits=8)
+    add("M=1 8192^2 8-bit vs fp32", ">= 3.5x", r[0].get(f"{backend}_vs_fp32") if r else None, lambda v: v >= 3.5)
+    r = _find(rows, kind="linear", M=256, N=4096, K=4096, bits=4)
+    add("M=256 4096^2 4-bit vs fp32", ">= 0.9x", r[0].get(f"{backend}_vs_fp32") if r else None, lambda v: v >= 0.9)
+    convs = [c.get(f"{backend}_vs_fp32") for c in _find(rows, kind="conv", M=1)]
+    worst = min(convs) if convs and None not in convs else None
+    add("ResNet-18 conv layers batch 1, worst layer vs fp32", ">= 0.9x", worst, lambda v: v >= 0.9)
+    r = _find(rows, kind="model", name="resnet18-shaped (4-bit)", M=1)
+    add("ResNet-18-shaped net batch 1 vs float", ">= 1.0x", r[0]["wfn_vs_float"] if r else None, lambda v: v >= 1.0)
+    add("ResNet-18-shaped net weight memory vs fp32", "<= 1/6", r[0]["memory_ratio"] if r else None,
+        lambda v: v <= 1 / 6)
+    return out
+
+
+def write_outputs(rows: list[dict], env: dict, out: Path, backends: list[str]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    keys = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("kind", "name", "M", "N", "K", "bits"), k))
+    with open(out / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    main = backends[0] if backends else "extension"
+    lines = ["# wfn-kernels benchmark results", "", "## Environment", ""]
+    lines += [f"- {k}: {v}" for k, v in env.items()]
+    lines += ["", f"## Targets (backend `{main}`)", "", "| target | required | measured | status |", "|---|---|---|---|"]
+    for label, need, value, status in targets(rows, main):
+        lines.append(f"| {label} | {need} | {'' if value is None else f'{value:.2f}'} | {status} |")
+    lines += ["", "## Linear layers", "", _linear_table(rows, backends), "", "## Conv layers (ResNet-18, batch 1)", "",
+              _conv_table(rows, backends), "", "## Whole models", "", _model_table(rows), ""]
+    (out / "results.md").write_text("\n".join(lines))
+    plot_speedup_vs_batch(rows, main, out / "speedup_vs_batch.png")
+    plot_bandwidth(rows, main, env.get("read_bandwidth_gbs"), out / "bandwidth.png")
+    plot_memory(rows, out / "weight_memory.png")
+
+
+def _fmt(v, p=2):
+    return "" if v is None else (f"{v:.{p}f}" if isinstance(v, float) else str(v))
+
+
+def _linear_table(rows, backends) -> str:
+    head = "| shape | M | N | K | bits | " + " | ".join(
+        f"{b} ms | {b} GB/s | {b} % bw | {b} vs fp32 | {b} vs bf16 | {b} vs int8" for b in backends
+    ) + " | fp32 ms | packed MB |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in _find(rows, kind="linear"):
+        cells = [r["name"], r["M"], r["N"], r["K"], r["bits"]]
+        for b in backends:
+            cells += [_fmt(r.get(f"{b}_s", 0) * 1e3, 3), _fmt(r.get(f"{b}_gbs"), 1), _fmt(r.get(f"{b}_pct_bw"), 0),
+                      _fmt(r.get(f"{b}_vs_fp32")), _fmt(r.get(f"{b}_vs_bf16")), _fmt(r.get(f"{b}_vs_int8_dynamic"))]
+        cells += [_fmt(r["fp32_s"] * 1e3, 3), _fmt(r["weight_bytes_packed"] / 1e6, 3)]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def _conv_table(rows, backends) -> str:
+    lines = ["| layer | batch | C_out | K | " + " | ".join(f"{b} ms | {b} vs fp32" for b in backends) + " | fp32 ms |",
+             "|" + "---|" * (5 + 2 * len(backends))]
+    for r in _find(rows, kind="conv"):
+        cells = [r["name"], r["M"], r["N"], r["K"]]
+        for b in backends:
+            cells += [_fmt(r.get(f"{b}_s", 0) * 1e3, 3), _fmt(r.get(f"{b}_vs_fp32"))]
+        lines.append("| " + " | ".join(str(c) for c in cells + [_fmt(r["fp32_s"] * 1e3, 3)]) + " |")
+    return "\n".join(lines)
+
+
+def _model_table(rows) -> str:
+    lines = ["| model | batch | float ms | WFN ms | speed-up | packed KB | fp32 KB | memory ratio |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in _find(rows, kind="model"):
+        lines.append(f"| {r['name']} | {r['M']} | {r['float_s'] * 1e3:.2f} | {r['wfn_s'] * 1e3:.2f} | "
+                     f"{r['wfn_vs_float']:.2f}x | {r['weight_bytes_packed'] / 1e3:.1f} | "
+                     f"{r['weight_bytes_fp32'] / 1e3:.1f} | {r['memory_ratio']:.3f} |")
+    return "\n".join(lines)
+
+
+def plot_speedup_vs_batch(rows, backend, path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for bits in (2, 4, 8):
+        pts = sorted((r["M"], r[f"{backend}_vs_fp32"]) for r in _find(rows, kind="linear", N=4096, K=4096, bits=bits)
+                     if f"{backend}_vs_fp32" in r)
+        if pts:
+            ax.plot(*zip(*pts), marker="o", label=f"{bits}-bit")
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set(xscale="log", xlabel="batch M", ylabel="speed-up vs fp32 F.linear", title=f"4096x4096, backend {backend}")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_bandwidth(rows, backend, bw, path) -> None:
+    """Roofline-style: achieved GB/s of each M=1 row against the measured read bandwidth."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    pts = [r for r in _find(rows, kind="linear", M=1) if f"{backend}_gbs" in r]
+    labels = [f"{r['name']}\n{r['bits']}b" for r in pts]
+    ax.bar(range(len(pts)), [r[f"{backend}_gbs"] for r in pts], color="tab:blue")
+    if bw:
+        ax.axhline(bw, color="red", ls="--", label=f"measured read bandwidth {bw:.1f} GB/s")
+        ax.legend()
+    ax.set_xticks(range(len(pts)), labels, fontsize=7)
+    ax.set(ylabel="GB/s (packed bytes moved / time)", title=f"batch-1 GEMV bandwidth, backend {backend}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_memory(rows, path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sq = [r for r in _find(rows, kind="linear", M=1) if r["N"] == 4096]
+    models = [r for r in _find(rows, kind="model") if r["M"] == 1]
+    labels = [f"4096^2 {r['bits']}b" for r in sq] + [r["name"] for r in models]
+    fp32 = [r["weight_bytes_fp32"] / 1e6 for r in sq + models]
+    packed = [r["weight_bytes_packed"] / 1e6 for r in sq + models]
+    xs = range(len(labels))
+    ax.bar([x - 0.2 for x in xs], fp32, 0.4, label="fp32")
+    ax.bar([x + 0.2 for x in xs], packed, 0.4, label="WFN packed")
+    ax.set_xticks(list(xs), labels, rotation=20, fontsize=7)
+    ax.set(ylabel="weight MB", yscale="log", title="weight memory")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
