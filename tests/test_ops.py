@@ -109,20 +109,23 @@ def test_autograd_matches_dense(rng):
     torch.testing.assert_close(bias.grad, b2.grad, rtol=1e-4, atol=1e-4)
 
 
-def test_torch_compile_fullgraph_module(rng):
+def test_torch_compile_fullgraph_modules_inductor(rng):
+    """Inductor, fullgraph: the WFN ops are traced through their fake kernels, no graph breaks."""
     from torch import nn
 
     from wfn_kernels.codebook import Codebook
-    from wfn_kernels.nn import WFNLinear
+    from wfn_kernels.nn import WFNConv2d, WFNLinear
 
     cb = Codebook.from_values([-1.0, -0.25, 0.0, 0.5, 2.0])
-    lin = nn.Linear(24, 10)
+    conv, lin = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4 * 36, 10)
     with torch.no_grad():
-        lin.weight.copy_(cb.values[torch.randint(0, 5, (10, 24), generator=rng)])
-    mod = WFNLinear.from_linear(lin, cb)
-    compiled = torch.compile(mod, fullgraph=True, backend="aot_eager")
-    x = torch.randn(3, 24, generator=rng)
-    torch.testing.assert_close(compiled(x), lin(x))
+        for layer in (conv, lin):
+            layer.weight.copy_(cb.values[torch.randint(0, 5, layer.weight.shape, generator=rng)])
+    dense = nn.Sequential(conv, nn.ReLU(), nn.Flatten(), lin)
+    wfn = nn.Sequential(WFNConv2d.from_conv(conv, cb), nn.ReLU(), nn.Flatten(), WFNLinear.from_linear(lin, cb))
+    compiled = torch.compile(wfn, fullgraph=True)
+    x = torch.randn(2, 3, 6, 6, generator=rng)
+    torch.testing.assert_close(compiled(x), dense(x), rtol=1e-5, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------------------- bad input
