@@ -86,6 +86,22 @@ def fashion_mnist(data_dir: str | os.PathLike | None = None) -> tuple[Split, Spl
     return splits[0], splits[1]
 
 
+def validation_split(train: Split, fraction: float = 0.1, seed: int = 0) -> tuple[Split, Split]:
+    """Hold out ``fraction`` of a training split (fixed permutation) as validation: (train, val).
+
+    WFN's original held out 10 % of the training data (90/10 random_split) and reported the test set.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"validation fraction must lie in (0, 1), got {fraction}")
+    n = len(train.labels)
+    n_val = int(round(n * fraction))
+    if n_val == 0 or n_val == n:
+        raise ValueError(f"validation fraction {fraction} of {n} samples leaves an empty split")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    val, rest = perm[:n_val], perm[n_val:]
+    return Split(train.images[rest], train.labels[rest]), Split(train.images[val], train.labels[val])
+
+
 def load(name: str, data_dir=None) -> tuple[Split, Split]:
     """(train, test) of a named dataset: 'digits' or 'fashion-mnist'."""
     if name == "digits":

@@ -28,7 +28,42 @@ class SmallCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-MODELS = {"small-cnn": SmallCNN}
+class _Block(nn.Module):
+    """Basic residual block: two 3x3 conv+BN, identity or 1x1-conv shortcut (He et al. 2016)."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class SmallResNet(nn.Module):
+    """A ResNet-style CNN for (1, H, W) images: stem conv, three residual stages (width, 2w, 4w; the
+    last two downsample), global average pooling, linear head. Input float32 (B, 1, H, W); logits out.
+    """
+
+    def __init__(self, num_classes: int = 10, width: int = 16):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.layers = nn.Sequential(_Block(width, width, 1), _Block(width, 2 * width, 2),
+                                    _Block(2 * width, 4 * width, 2))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4 * width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.layers(self.stem(x))), 1))
+
+
+MODELS = {"small-cnn": SmallCNN, "small-resnet": SmallResNet}
 
 
 def build(name: str, **kwargs) -> nn.Module:
