@@ -12,24 +12,20 @@ import numpy as np
 
 
 def grid(bound: float, tolerance: float, zero_threshold: float, ratio_cap: float = 0.9999) -> np.ndarray:
-    """Positive grid v_0 = γ0, v_{k+1} = v_k (1+a)/(1-a) with a = min(tolerance, ratio_cap).
+    """Positive grid v_0 = γ0, v_{k+1} = v_k (1+a)/(1-a) with a = min(tolerance, ratio_cap), all v_k < bound.
 
-    Points are generated while the previous one is below ``bound`` (so the last point is the first one
-    >= bound; a bound <= γ0 gives just [γ0]). Every |w| in [γ0, bound] is then within relative distance
-    ``a`` of a grid point, because the switch-over between v_k and v_{k+1} is at v_k / (1 - a).
-    Returns float64 (K,), increasing.
+    The original stores v_k while v_k < B (so a bound <= γ0 gives an empty grid and the candidates are
+    just {0}); this reading reproduces the candidate counts of spec §2.4 exactly. Between consecutive
+    points the switch-over is at v_k / (1 - a), so every |w| in [γ0, v_last] is within relative distance a
+    of a grid point. Returns float64 (K,), increasing.
     """
     a = min(float(tolerance), float(ratio_cap))
     ratio = (1.0 + a) / (1.0 - a)
     if not bound > zero_threshold:
-        return np.array([zero_threshold])
-    steps = math.ceil(math.log(bound / zero_threshold) / math.log(ratio))
+        return np.zeros(0)
+    steps = math.ceil(math.log(bound / zero_threshold) / math.log(ratio)) + 1
     pts = zero_threshold * ratio ** np.arange(steps + 1, dtype=np.float64)
-    while len(pts) > 1 and pts[-2] >= bound:  # guard log rounding: keep only one point >= bound
-        pts = pts[:-1]
-    if pts[-1] < bound:
-        pts = np.append(pts, pts[-1] * ratio)
-    return pts
+    return pts[pts < bound]
 
 
 def nearest_power_of_two(x: np.ndarray, order: int, zero_threshold: float, first: bool) -> np.ndarray:

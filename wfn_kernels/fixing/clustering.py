@@ -23,7 +23,7 @@ Decisions where the original is buggy or ambiguous (each tested in tests/fixing/
   so a forced quota on 0 prunes the smallest weights.
 - |w| < γ0 is at distance 0 from the centre 0 only; to other centres it has its plain relative
   distance; an exact 0 is at infinite distance from a non-zero centre (0/0 never arises).
-- The grid stops at the first point >= max |w| (the original's `while v < B` loop).
+- The grid keeps the points < max |w| (the original stores v_k while v_k < B; spec §2.4 counts).
 
 Speed: the weights are sorted once; every later query is a binary search plus prefix sums over the
 sorted array (pool.py), so a pass costs O(n log n) for the sort plus O(steps · log n) after it.

@@ -137,7 +137,7 @@ def _train(t, net, params, state, cfg, loader, epochs):
             ce = nn.functional.cross_entropy(net(x), y)
             if not torch.isfinite(ce):
                 raise FloatingPointError(f"WFN iteration {t}, epoch {epoch}, step {steps}: the loss is "
-                                         f"{float(ce)}; stopping (the last good checkpoint is kept)")
+                                         f"{float(ce.detach())}; stopping (the last good checkpoint is kept)")
             loss, reg = regularised_loss(ce, state.free_weights(), state.centres, cfg.regularizer_ratio,
                                          cfg.zero_threshold, cfg.temperature)
             opt.zero_grad(set_to_none=True)

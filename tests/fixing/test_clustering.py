@@ -1,0 +1,146 @@
+"""The fast greedy clustering against a direct O(n·k) transcription, and its invariants."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wfn_kernels.codebook import power_of_two_terms
+from wfn_kernels.fixing.candidates import additive_powers_of_two, candidate_centres, grid
+from wfn_kernels.fixing.clustering import cluster
+
+from naive import naive_cluster
+
+G0 = 2.0 ** -7
+
+
+def _weights(seed, n, dup=False):
+    g = np.random.default_rng(seed)
+    w = g.laplace(0, 0.05, n).astype(np.float32)
+    if dup:  # blocks of identical values, as after an earlier fixing step
+        w[: n // 3] = np.float32(2.0 ** -4)
+        w[n // 3: n // 2] = 0
+    return w
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_matches_naive_transcription(seed):
+    g = np.random.default_rng(100 + seed)
+    n = int(g.integers(20, 1500))
+    w = _weights(seed, n, dup=seed % 3 == 0)
+    frac = float(g.choice([0.3, 0.6, 0.9, 0.999, 1.0]))
+    tol = float(g.choice([0.01, 0.05, 0.1, 0.3, 0.9]))
+    r = cluster(torch.from_numpy(w), frac, tol)
+    out, assigned, steps = naive_cluster(w, frac, tol)
+    assert np.array_equal(r.fixed.numpy(), assigned)
+    assert np.array_equal(r.values.numpy(), out.astype(np.float32))
+    assert [(s.centre, s.order, s.taken) for s in r.steps] == [(float(c), o, int(k)) for c, o, k in steps]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(-4, 4, width=32), min_size=1, max_size=300), st.floats(0.0, 1.0),
+       st.sampled_from([0.005, 0.02, 0.1, 0.5]))
+def test_exact_quota_and_values_on_centres(ws, frac, tol):
+    w = torch.tensor(ws, dtype=torch.float32)
+    r = cluster(w, frac, tol)
+    assert int(r.fixed.sum()) == int(len(ws) * frac)
+    assert torch.isin(r.values[r.fixed], r.centres).all()
+    assert torch.equal(r.values[~r.fixed], w[~r.fixed])  # free weights untouched
+
+
+@pytest.mark.parametrize("ws", [[0.0] * 50, [0.3] * 50, [1e-9, -1e-9, 0.0, 5.0, -7.0], [1e3, -1e3, 1e-3],
+                                [0.0, 0.0, 0.001, 1.0]])
+def test_terminates_and_fixes_everything_on_pathological_inputs(ws):
+    r = cluster(torch.tensor(ws), 1.0, 0.01)
+    assert bool(r.fixed.all())
+    assert torch.isin(r.values, r.centres).all()
+
+
+def test_threshold_doubling_guarantees_termination():
+    # with no order escalation allowed (max 0) only doubling the threshold can fix the spread weights
+    w = torch.tensor([0.3, 0.71, 1.9, -0.45, 2.9, -5.5])
+    r = cluster(w, 1.0, 0.001, max_order_before_doubling=0)
+    assert bool(r.fixed.all())
+    assert max(s.threshold for s in r.steps) > 0.001
+
+
+def test_order_escalation_when_powers_of_two_are_too_far():
+    # 0.75 = 2^-1 + 2^-2 is 1/3 away (relative) from 2^-1 and 2^0: order 0 cannot take it at δ = 0.01
+    w = torch.full((100,), 0.75)
+    r = cluster(w, 1.0, 0.01)
+    assert r.steps[0].order == 1 and r.steps[0].centre == 0.75 and r.failures == 1
+    # near powers of two stay at order 0
+    assert cluster(torch.full((10,), 0.5), 1.0, 0.01).steps[0].order == 0
+
+
+def test_zero_centre_takes_sub_threshold_weights_at_no_cost():
+    w = torch.tensor([0.001, -0.002, 0.0, 0.004, 0.5, 0.25, -0.125])
+    r = cluster(w, 4 / 7, 0.01)
+    assert r.steps[0].centre == 0.0 and r.steps[0].taken == 4
+    assert torch.equal(r.values[:4], torch.zeros(4))
+
+
+def test_mean_not_each_distance_is_bounded():
+    """Acceptance is on the mean of non-zero relative distances: individual members may exceed δ_t."""
+    g = np.random.default_rng(0)
+    w = torch.from_numpy(g.laplace(0, 0.05, 3000).astype(np.float32))
+    tol = 0.05
+    r = cluster(w, 1.0, tol)
+    first = r.steps[0]
+    members = w[(r.values == first.centre) & r.fixed]
+    d = ((members - first.centre).abs() / members.abs()).double()
+    assert d[d > 0].mean() <= tol + 1e-9
+    assert d.max() > tol
+
+
+def test_grid_covers_every_weight_within_tolerance():
+    for tol in (0.0075, 0.01, 0.1, 0.5):
+        pts = grid(1.0, tol, G0)
+        assert pts[0] == G0 and pts[-1] < 1.0 and pts[-1] * (1 + tol) / (1 - tol) >= 1.0
+        w = np.exp(np.linspace(np.log(G0), np.log(pts[-1]), 2000))
+        d = np.min(np.abs(w[:, None] - pts[None]) / w[:, None], axis=1)
+        assert d.max() <= tol * (1 + 1e-9)
+
+
+def test_grid_sizes_match_the_spec_table():
+    # spec §2.3: points in [2^-7, 1) for δ = 0.0075, 0.01, 0.015 are 324, 243, 162
+    for tol, count in [(0.0075, 324), (0.01, 243), (0.015, 162)]:
+        pts = grid(1.0, tol, G0)
+        assert int((pts < 1.0).sum()) == count
+
+
+@pytest.mark.parametrize("order", [0, 1, 2, 3])
+def test_candidates_are_additive_powers_of_two(order):
+    c = candidate_centres(1.0, 0.01, order, G0)
+    assert c[0] == -c[-1] and 0.0 in c and np.all(np.diff(c) > 0)
+    for v in c[c > 0]:
+        assert len(power_of_two_terms(float(v))) <= order + 1
+    if order == 0:  # spec §2.4: pure powers of two 2^-7 .. 2^0
+        assert sorted(c[c > 0].tolist()) == [2.0 ** e for e in range(-7, 1)]
+
+
+def test_candidate_counts_match_the_spec_table():
+    # spec §2.4 table (signed, including 0, B = 1)
+    table = {0.1: [17, 51, 51, 51], 0.05: [17, 81, 99, 99], 0.015: [17, 107, 265, 311],
+             0.01: [17, 119, 337, 441], 0.0075: [17, 125, 393, 561]}
+    for tol, counts in table.items():
+        assert [len(candidate_centres(1.0, tol, k, G0)) for k in range(4)] == counts
+    assert candidate_centres(G0, 0.01, 0, G0).tolist() == [0.0]
+
+
+def test_residual_terms_stop_once_within_tolerance():
+    v = np.array([0.5 * 1.004])  # within 1 % of 2^-1: no second term even at order 3
+    assert additive_powers_of_two(v, 0.01, 3, G0)[0] == 0.5
+    assert math.isclose(additive_powers_of_two(np.array([0.75]), 0.01, 1, G0)[0], 0.75)
+
+
+def test_bad_inputs_raise_clear_errors():
+    with pytest.raises(ValueError, match="non-finite"):
+        cluster(torch.tensor([0.1, float("nan")]), 0.5, 0.01)
+    with pytest.raises(ValueError, match="1-D"):
+        cluster(torch.zeros(2, 2), 0.5, 0.01)
+    with pytest.raises(ValueError, match="fraction"):
+        cluster(torch.zeros(4), 1.5, 0.01)

@@ -1,0 +1,131 @@
+import json
+
+import pytest
+import torch
+from torch import nn
+from wfn_helpers import fast_config, tiny_setup
+
+from wfn_kernels.fixing import WFNConfig, fix_weights, trainer
+from wfn_kernels.fixing.params import flatten, tracked_parameters
+
+
+def _half_fixed_state(model, include_bn=True):
+    params = tracked_parameters(model, include_bn)
+    state = trainer._State(params)
+    fixed = {n: torch.rand(p.shape, generator=torch.Generator().manual_seed(1)) < 0.5 for n, p in params}
+    state.freeze(fixed, torch.tensor([0.0, 0.125]))
+    return params, state
+
+
+def test_fixed_weights_stay_exactly_fixed_even_with_sgd_momentum_and_weight_decay():
+    model, loader, _ = tiny_setup()
+    params, state = _half_fixed_state(model)
+    before = {n: p.detach().clone() for n, p in params}
+    cfg = fast_config(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.5, max_steps_per_iteration=5)
+    trainer._train(1, model, params, state, cfg, loader, 1)
+    for n, p in params:
+        m = state.fixed[n]
+        assert torch.equal(p[m], before[n][m]), n
+        assert not torch.equal(p[~m], before[n][~m]), n  # the free weights did train
+
+
+def test_masking_only_the_gradient_would_not_be_enough(monkeypatch):
+    """Control for the test above: without restoring the values, weight decay moves fixed weights."""
+    model, loader, _ = tiny_setup()
+    params, state = _half_fixed_state(model)
+    before = {n: p.detach().clone() for n, p in params}
+    monkeypatch.setattr(trainer._State, "restore_fixed", lambda self: None)
+    cfg = fast_config(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.5, max_steps_per_iteration=3)
+    trainer._train(1, model, params, state, cfg, loader, 1)
+    assert any(not torch.equal(p[state.fixed[n]], before[n][state.fixed[n]]) for n, p in params)
+
+
+def test_end_to_end_quota_frozen_between_fixings_and_all_on_codebook(monkeypatch):
+    model, loader, val = tiny_setup()
+    cfg = fast_config()
+    params = tracked_parameters(model, cfg.include_batchnorm)
+    n = sum(p.numel() for _, p in params)
+    snapshots, seen = [], []
+    real_cluster = trainer.cluster
+
+    def spy(flat, *a, **k):
+        seen.append(flat.clone())
+        return real_cluster(flat, *a, **k)
+
+    monkeypatch.setattr(trainer, "cluster", spy)
+    model, history = fix_weights(model, loader, val, cfg, progress=False,
+                                 on_iteration=lambda e: snapshots.append(flatten(params)))
+    assert [h["n_fixed"] for h in history] == [int(n * f) for f in cfg.fix_fractions]
+    for t in range(1, len(history)):  # what was fixed after t-1 did not move while training in t
+        prev = snapshots[t - 1]
+        on_centre = torch.isin(prev, torch.tensor(history[t - 1]["centres"]))
+        fixed_before = on_centre & (seen[t] == prev)
+        assert int(fixed_before.sum()) >= history[t - 1]["n_fixed"]
+    final = flatten(params)
+    assert torch.isin(final, torch.tensor(history[-1]["centres"])).all()
+    assert history[-1]["unique"] == len(set(final.tolist()))
+    assert all(h["val_accuracy"] is not None for h in history)
+
+
+def test_nan_loss_stops_without_overwriting_the_last_checkpoint(tmp_path):
+    model, loader, _ = tiny_setup()
+    x, y = next(iter(loader))
+    bad = [(torch.full_like(x, float("nan")), y)]
+    cfg = fast_config()
+    with pytest.raises(FloatingPointError, match="iteration 1"):
+        fix_weights(model, bad, None, cfg, run_dir=tmp_path, progress=False)
+    index = json.loads((tmp_path / "checkpoint.json").read_text())
+    assert index["iteration"] == 0 and (tmp_path / index["state_file"]).is_file()
+
+
+def test_checkpoint_from_another_model_or_config_is_rejected(tmp_path):
+    model, loader, _ = tiny_setup()
+    cfg = fast_config(fix_fractions=(0.5, 1.0), epochs_per_iteration=0)
+    fix_weights(model, loader, None, cfg, run_dir=tmp_path, progress=False)
+    other, _, _ = tiny_setup(width=6)
+    with pytest.raises(ValueError, match="another model"):
+        fix_weights(other, loader, None, cfg, run_dir=tmp_path, resume=True, progress=False)
+    same, _, _ = tiny_setup()
+    with pytest.raises(ValueError, match="different WFNConfig.*relative_tolerance"):
+        fix_weights(same, loader, None, fast_config(fix_fractions=(0.5, 1.0), epochs_per_iteration=0,
+                                                    relative_tolerance=0.2), run_dir=tmp_path, resume=True)
+    with pytest.raises(FileNotFoundError, match="checkpoint"):
+        fix_weights(same, loader, None, cfg, run_dir=tmp_path / "nothing", resume=True, progress=False)
+    (tmp_path / "checkpoint.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        fix_weights(same, loader, None, cfg, run_dir=tmp_path, resume=True, progress=False)
+
+
+def test_bad_models_and_weights_are_rejected():
+    _, loader, _ = tiny_setup()
+    with pytest.raises(ValueError, match="no nn.Linear"):
+        fix_weights(nn.Sequential(nn.Flatten(), nn.ReLU()), loader, progress=False)
+    model, _, _ = tiny_setup()
+    with torch.no_grad():
+        model.classifier[1].weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="classifier.1.weight contains NaN"):
+        fix_weights(model, loader, progress=False)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(relative_tolerance=0.0), r"open interval \(0, 1\)"),
+    (dict(relative_tolerance=1.0), r"open interval \(0, 1\)"),
+    (dict(fix_fractions=(0.5, 0.4, 1.0)), "strictly increasing"),
+    (dict(fix_fractions=(0.0, 1.0)), "out-of-range"),
+    (dict(fix_fractions=(0.5, 1.2)), "out-of-range"),
+    (dict(fix_fractions=(0.5, 0.9)), "end at 1.0"),
+    (dict(fix_fractions=()), "empty"),
+    (dict(zero_threshold=0.01), "power of two"),
+    (dict(optimizer="rmsprop"), "optimizer"),
+    (dict(temperature=0.0), "temperature"),
+])
+def test_config_validation(kw, match):
+    with pytest.raises(ValueError, match=match):
+        WFNConfig(**kw)
+
+
+def test_tolerance_schedule_relaxes_from_n_delta_to_delta():
+    cfg = WFNConfig(relative_tolerance=0.01)
+    assert [round(cfg.tolerance_at(t), 10) for t in range(10)] == [round(0.01 * k, 10) for k in range(10, 0, -1)]
+    assert WFNConfig(relax_tolerance=False).tolerance_at(0) == 0.01
+    assert WFNConfig.from_dict(cfg.to_dict()) == cfg
