@@ -12,7 +12,8 @@ from pathlib import Path
 
 import yaml
 
-DESIGNS = ("dense_ws", "codebook", "shift_add", "factorised")
+DESIGNS = ("dense_ws", "codebook", "shift_add", "factorised", "sparse_pe")
+DEFAULT_DESIGNS = ("dense_ws", "codebook", "shift_add", "factorised")
 DATAFLOWS = ("ws_systolic",)
 CODEBOOK_SCOPES = ("layer", "network")
 FACTORISED_PRODUCTS = ("multiply", "shift_add")

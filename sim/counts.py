@@ -11,6 +11,7 @@ Designs:
 - ``shift_add``: codebook storage, multipliers replaced by shifters: t shifts and t-1 adds per weight
   with t power-of-two terms; a fold runs at ceil(max t / shifters_per_pe) cycles per output.
 - ``factorised``: UCNN-style PEs (see :func:`factorised_counts`).
+- ``sparse_pe``: the same PEs without factorisation, zero taps skipped (UCNN's sparse baseline).
 DRAM traffic (our model, not SCALE-Sim's): weights once; ifmap once if it fits half the ifmap SRAM
 (double buffering) else once per column fold / pass; outputs once. Bandwidth stalls when
 ``dram_bandwidth_bytes_per_cycle`` > 0: cycles = max(compute cycles, DRAM bits / bandwidth).
@@ -47,7 +48,7 @@ def check_fits(workload: Workload, arch: ArchConfig, designs) -> None:
             if stats is None:
                 raise ValueError(f"design {design!r} needs weight statistics, but layer {layer.name!r} of "
                                  f"workload {workload.name!r} has none (load a model or synthesise weights)")
-            if design == "factorised" and layer.gemm_k > arch.pe_buffer_words:
+            if design in ("factorised", "sparse_pe") and layer.gemm_k > arch.pe_buffer_words:
                 raise ValueError(f"layer {layer.name!r} does not fit the factorised PE: K={layer.gemm_k} taps "
                                  f"> pe_buffer_words={arch.pe_buffer_words}")
 
@@ -87,10 +88,10 @@ def count_layer(layer: Layer, stats: WeightStats | None, arch: ArchConfig, desig
             terms, nnz = int(stats.terms_per_filter.sum()), int(stats.nnz_per_filter.sum())
             c["shifts"] = layer.gemm_n * terms
             c["adds"] += layer.gemm_n * (terms - nnz)
-    elif design == "factorised":
+    elif design in ("factorised", "sparse_pe"):
         if stats is None:
-            raise ValueError(f"design 'factorised': layer {layer.name!r} has no weight statistics")
-        c = factorised_counts(layer, stats, arch, network_codebook_size, first_layer)
+            raise ValueError(f"design {design!r}: layer {layer.name!r} has no weight statistics")
+        c = factorised_counts(layer, stats, arch, network_codebook_size, first_layer, design == "factorised")
         storage = c["weight_storage_bits"]
     else:
         raise ValueError(f"unknown design {design!r}; expected one of {list(DESIGNS)}")
@@ -171,7 +172,7 @@ def _memory_traffic(c: dict, layer: Layer, arch: ArchConfig, storage_bits: int) 
 
 
 def factorised_counts(layer: Layer, stats: WeightStats, arch: ArchConfig, network_codebook_size=None,
-                      first_layer: bool = True) -> dict:
+                      first_layer: bool = True, factorise: bool = True) -> dict:
     """UCNN-style factorised PEs (Hegde et al., ISCA 2018).
 
     Each PE holds the indirection tables of one block of G filters and computes, per output pixel,
@@ -183,8 +184,18 @@ def factorised_counts(layer: Layer, stats: WeightStats, arch: ArchConfig, networ
     (``load_imbalance`` = cycle-weighted max/mean work). With fewer blocks than PEs, outputs are split
     over copies of each block. Tables: iiT ceil(log2 K) bits per non-zero tap, wiT G x index bits per
     sub-group, plus the codebook. Activations come from the ifmap SRAM once per pass and are broadcast.
+    ``factorise=False`` is the ``sparse_pe`` baseline on the same PEs (UCNN's Eyeriss-style sparse
+    baseline): every non-zero tap is multiplied, adds nnz - 1, weights stored as values + tap offsets.
     """
-    reuse = stats.group_reuse(arch.activation_group_filters)
+    if factorise:
+        reuse = stats.group_reuse(arch.activation_group_filters)
+        idx_bits, book_bits = _codebook_bits(stats, arch, network_codebook_size, first_layer)
+        filters_per_block = arch.activation_group_filters
+    else:  # sparse_pe: each non-zero tap is its own group; weights stored as values, no codebook
+        nnz = stats.nnz_per_filter.astype(np.int64)
+        reuse = {"taps_any": nnz, "subgroups": nnz, "subgroups_per_filter_minus1": np.maximum(nnz - 1, 0),
+                 "unique": nnz, "unique_terms": stats.terms_per_filter}
+        idx_bits, book_bits, filters_per_block = arch.weight_bits, 0, 1
     n, k, g_conv = layer.gemm_n, layer.gemm_k, layer.groups
     adds = reuse["taps_any"] - reuse["subgroups"] + reuse["subgroups_per_filter_minus1"]
     if arch.factorised_product == "shift_add":
@@ -194,9 +205,8 @@ def factorised_counts(layer: Layer, stats: WeightStats, arch: ArchConfig, networ
         products, per_product = reuse["unique"], arch.multipliers_per_pe
     work = np.maximum(1, np.maximum(-(-adds // arch.adders_per_pe), -(-products // per_product)))
     cycles, busy, imbalance, passes = _deal_blocks(work, n, arch)
-    idx_bits, book_bits = _codebook_bits(stats, arch, network_codebook_size, first_layer)
     ptr_bits = max(1, math.ceil(math.log2(k)))
-    table_bits = reuse["taps_any"] * ptr_bits + reuse["subgroups"] * arch.activation_group_filters * idx_bits
+    table_bits = reuse["taps_any"] * ptr_bits + reuse["subgroups"] * filters_per_block * idx_bits
     blocks_per_group = work.size // g_conv
     ifmap_reads = g_conv * n * k * max(1, math.ceil(blocks_per_group / arch.num_pes))
     product_total = n * int(products.sum())
@@ -210,7 +220,7 @@ def factorised_counts(layer: Layer, stats: WeightStats, arch: ArchConfig, networ
         "macs": layer.macs, "adds": n * int(adds.sum()),
         "multiplies": product_total if arch.factorised_product == "multiply" else 0,
         "shifts": product_total if arch.factorised_product == "shift_add" else 0,
-        "codebook_reads": n * int(reuse["unique"].sum()),
+        "codebook_reads": n * int(reuse["unique"].sum()) if factorise else 0,
         "ifmap_sram_reads": ifmap_reads, "ifmap_sram_read_bits": ifmap_reads * arch.act_bits,
         "filter_sram_reads": int(table_bits.sum() + book_bits) // max(1, arch.weight_bits),
         "ofmap_sram_writes": out_words, "ofmap_sram_write_bits": out_words * arch.acc_bits,

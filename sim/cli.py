@@ -1,0 +1,122 @@
+"""``wfn-sim``: simulate a model or topology on an accelerator and write reports.
+
+    wfn-sim --topology FILE|--model PATH|--resnet DEPTH --arch FILE --designs dense_ws,codebook,... --out DIR
+
+Every ArchConfig field also has a flag (``--array-rows 16``, ``--energy-table aladdin_cacti45``...)
+that overrides the YAML. ``--unique-weights U`` gives a shape-only workload synthetic weights with U
+values; ``--sweep-unique 3,17,64,256`` runs the U sweep instead of a single simulation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+
+from .arch import DEFAULT_DESIGNS, ArchConfig, load_arch, parse_designs
+from .energy import load_energy_table
+from .report import relative_to_dense, write_all
+from .simulate import simulate
+from .sweep import SWEEP_DESIGNS, unique_weight_sweep, write_sweep
+from .synth import resnet_workload, with_synthetic_weights
+from .workload import load_topology_csv
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return values
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="wfn-sim", description=__doc__.split("\n\n")[0])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--topology", help="topology CSV (ours or SCALE-Sim's)")
+    src.add_argument("--model", help="torch.save'd nn.Module (conv/linear/WFN layers); needs --input-shape")
+    src.add_argument("--resnet", type=int, choices=(18, 34, 50, 101, 152), help="built-in ResNet layer list")
+    p.add_argument("--arch", default="ws32", help="architecture YAML, or a name in wfn_sim/configs (default ws32)")
+    p.add_argument("--designs", default=",".join(DEFAULT_DESIGNS), help="comma-separated designs")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--input-shape", type=_int_list, default=(1, 3, 224, 224), help="model input, e.g. 1,3,32,32")
+    p.add_argument("--unique-weights", type=int, help="synthesise weights with this many values (2..256)")
+    p.add_argument("--zero-fraction", type=float, default=0.0, help="extra fraction of zero weights (synthetic)")
+    p.add_argument("--seed", type=int, default=0, help="seed of synthetic weights")
+    p.add_argument("--sweep-unique", type=_int_list, help="run the U sweep over these U values")
+    p.add_argument("--no-plots", action="store_true", help="skip PNG plots")
+    arch = p.add_argument_group("architecture overrides (one flag per ArchConfig field)")
+    for field in dataclasses.fields(ArchConfig):
+        kind = {bool: _bool, int: int, float: float}.get(type(field.default), str)
+        arch.add_argument("--" + field.name.replace("_", "-"), dest="arch_" + field.name, type=kind, default=None)
+    return p
+
+
+def _workload(args):
+    if args.topology:
+        wl = load_topology_csv(args.topology)
+    elif args.resnet:
+        wl = resnet_workload(args.resnet)
+    else:
+        from .extract import load_model_workload
+
+        wl = load_model_workload(args.model, args.input_shape)
+    if args.unique_weights is not None:
+        wl = with_synthetic_weights(wl, args.unique_weights, args.seed, args.zero_fraction)
+    return wl
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        arch = load_arch(args.arch)
+        overrides = {f.name: getattr(args, "arch_" + f.name) for f in dataclasses.fields(ArchConfig)
+                     if getattr(args, "arch_" + f.name) is not None}
+        arch = arch.replace(**overrides)
+        table = load_energy_table(arch.energy_table)
+        if args.sweep_unique:
+            return _run_sweep(args, arch, table)
+        designs = parse_designs(args.designs)
+        workload = _workload(args)
+        start = time.perf_counter()
+        result = simulate(workload, arch, designs, table)
+        seconds = time.perf_counter() - start
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"wfn-sim: error: {exc}", file=sys.stderr)
+        return 2
+    paths = write_all(result, args.out, plots=not args.no_plots)
+    print(f"{workload.name}: {len(workload.layers)} layers, {len(designs)} designs in {seconds:.2f} s; "
+          f"energy table {table.name} ({table.unit})")
+    rel = relative_to_dense(result)
+    for design, total in result.totals.items():
+        extra = f"  energy {rel[design][0]:.3f}x, cycles {rel[design][1]:.3f}x of dense_ws" if rel else ""
+        print(f"  {design:<11} cycles {total['cycles']:>12,}  energy {total['total_energy_pj']:.4g}{extra}")
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _run_sweep(args, arch, table) -> int:
+    designs = parse_designs(args.designs) if args.designs != ",".join(DEFAULT_DESIGNS) else SWEEP_DESIGNS
+    if args.model:
+        raise ValueError("--sweep-unique needs a shape-only workload (--topology or --resnet), not --model")
+    args.unique_weights = None
+    workload = _workload(args)
+    rows = unique_weight_sweep(workload, arch, args.sweep_unique, designs, table, args.seed, args.zero_fraction)
+    paths = write_sweep(rows, args.out, f"{workload.name} on {arch.name}, table {table.name}", not args.no_plots)
+    for r in rows:
+        if r["design"] == "factorised":
+            print(f"U={r['unique_values']:>4}: factorised energy {r['energy_vs_dense']:.3f}x of dense_ws, "
+                  f"{r['factorised_energy_gain_vs_sparse_pe']:.2f}x better than sparse_pe")
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0

@@ -1,0 +1,110 @@
+"""Workload from a torch model: trace one forward pass, record every conv/linear layer's shapes and
+weights. torch is imported inside the functions only, so the rest of the simulator runs without it.
+
+Recognised layers: ``nn.Conv2d``, ``nn.Linear``, and any module with ``dense_weight()`` plus either
+Conv2d's attributes (in_channels, out_channels, kernel_size, stride, padding, dilation, groups) or
+Linear's (in_features, out_features), such as ``wfn_kernels.nn.WFNConv2d`` / ``WFNLinear``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from .workload import Layer, WeightStats, Workload
+
+CONV_ATTRS = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups")
+LINEAR_ATTRS = ("in_features", "out_features")
+
+
+def _pair(v) -> tuple[int, int]:
+    return (int(v[0]), int(v[1])) if isinstance(v, (tuple, list)) else (int(v), int(v))
+
+
+def layer_kind(module) -> str | None:
+    """'conv', 'linear' or None for a module the simulator does not model."""
+    import torch.nn as nn
+
+    if isinstance(module, nn.Conv2d) or (hasattr(module, "dense_weight") and all(hasattr(module, a) for a in CONV_ATTRS)):
+        return "conv"
+    if isinstance(module, nn.Linear) or (hasattr(module, "dense_weight") and all(hasattr(module, a) for a in LINEAR_ATTRS)):
+        return "linear"
+    return None
+
+
+def module_weight(module):
+    """Dense weight as float64 numpy, in nn.Conv2d / nn.Linear weight shape."""
+    import torch
+
+    with torch.no_grad():
+        w = module.dense_weight() if hasattr(module, "dense_weight") else module.weight
+        return w.detach().to("cpu", torch.float64).numpy()
+
+
+def _conv_layer(name, module, x) -> Layer:
+    if isinstance(module.padding, str):
+        raise ValueError(f"layer {name!r}: string padding {module.padding!r} is not supported; use integers")
+    kh, kw = _pair(module.kernel_size)
+    sh, sw = _pair(module.stride)
+    ph, pw = _pair(module.padding)
+    dh, dw = _pair(module.dilation)
+    if x.dim() != 4:
+        raise ValueError(f"layer {name!r}: expected a 4-D (B, C, H, W) input, got shape {tuple(x.shape)}")
+    return Layer(name, "conv", int(x.shape[2]), int(x.shape[3]), int(module.in_channels), int(module.out_channels),
+                 kh, kw, sh, sw, ph, pw, dh, dw, int(module.groups))
+
+
+def _linear_layer(name, module, x) -> Layer:
+    rows = math.prod(int(s) for s in x.shape[:-1]) // max(1, int(x.shape[0]))  # per sample
+    return Layer(name, "linear", max(rows, 1), 1, int(module.in_features), int(module.out_features))
+
+
+def extract_workload(model, input_shape, name: str = "model") -> Workload:
+    """Trace ``model`` on zeros of ``input_shape`` (batch first; batch 1 is modelled) and return its
+    conv/linear layers in call order, each with the WeightStats of its real weights.
+
+    A module called several times appears once per call (its name suffixed ``#2``, ``#3``...).
+    """
+    import torch
+
+    layers, stats, seen, hooks = [], [], {}, []
+
+    def hook(module, inputs, _output, module_name):
+        x = inputs[0]
+        kind = layer_kind(module)
+        layer = _conv_layer(module_name, module, x) if kind == "conv" else _linear_layer(module_name, module, x)
+        seen[module_name] = seen.get(module_name, 0) + 1
+        if seen[module_name] > 1:
+            layer = Layer(**{**layer.__dict__, "name": f"{module_name}#{seen[module_name]}"})
+        layers.append(layer)
+        stats.append(WeightStats.from_weight(module_weight(module), layer.groups))
+
+    for module_name, module in model.named_modules():
+        if layer_kind(module) is not None:
+            hooks.append(module.register_forward_hook(
+                lambda m, i, o, n=module_name or type(m).__name__: hook(m, i, o, n)))
+    if not hooks:
+        raise ValueError(f"model {name!r}: no nn.Conv2d / nn.Linear / dense_weight() layers found")
+    try:
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(tuple(input_shape)))
+        model.train(was_training)
+    finally:
+        for h in hooks:
+            h.remove()
+    if not layers:
+        raise ValueError(f"model {name!r}: the forward pass on shape {tuple(input_shape)} called no modelled layer")
+    return Workload(name, tuple(layers), tuple(stats))
+
+
+def load_model_workload(path, input_shape) -> Workload:
+    """Workload of a whole model saved with ``torch.save(model, path)`` (needs the model's classes)."""
+    import torch
+
+    model = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"{path}: expected a torch.save'd nn.Module, got {type(model).__name__}")
+    return extract_workload(model, input_shape, Path(path).stem)
+
