@@ -1,0 +1,64 @@
+import json
+
+import pytest
+import torch
+
+from wfn_kernels import data, models
+from wfn_kernels.fixing.cli import main
+
+
+def test_missing_and_malformed_dataset_dirs(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        data.fashion_mnist(tmp_path / "nope")
+    with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
+        data.fashion_mnist(tmp_path)
+    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (tmp_path / stem).write_bytes(b"garbage!")
+    with pytest.raises(ValueError, match="not an unsigned-byte idx file"):
+        data.fashion_mnist(tmp_path)
+
+
+def test_validation_split_is_disjoint_and_deterministic():
+    train, _ = data.digits()
+    a, v = data.validation_split(train, 0.2, seed=3)
+    a2, v2 = data.validation_split(train, 0.2, seed=3)
+    assert len(a.labels) + len(v.labels) == len(train.labels) and len(v.labels) == round(0.2 * len(train.labels))
+    assert torch.equal(v.images, v2.images)
+    with pytest.raises(ValueError, match="validation fraction"):
+        data.validation_split(train, 1.0)
+
+
+def test_small_resnet_shapes():
+    m = models.build("small-resnet", width=4)
+    assert m(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert m(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+
+
+def test_cli_fix_then_stats(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["fix", "--dataset", "digits", "--out", str(out), "--baseline-epochs", "2", "--fractions", "0.5", "1.0",
+               "--epochs-per-iteration", "1", "--max-steps-per-iteration", "3", "--delta", "0.05", "--no-progress",
+               "--lr", "1e-3"])
+    assert rc == 0
+    for name in ("history.json", "history.csv", "metrics.json", "summary.json", "model.safetensors",
+                 "progress.png", "accuracy.png", "orders.png", "top_values.png", "checkpoints/checkpoint.json"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["relative_tolerance"] == 0.05 and summary["unique"] >= 1
+    capsys.readouterr()
+    assert main(["stats", str(out / "model.safetensors"), "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["unique"] == summary["unique"]
+
+
+def test_cli_rejects_bad_config(tmp_path):
+    with pytest.raises(SystemExit, match="open interval"):
+        main(["fix", "--dataset", "digits", "--out", str(tmp_path), "--delta", "1.5"])
+    with pytest.raises(SystemExit, match="strictly increasing"):
+        main(["fix", "--dataset", "digits", "--out", str(tmp_path), "--fractions", "0.6", "0.3", "1.0"])
+
+
+def test_cli_missing_dataset_dir(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        main(["fix", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "x"), "--out", str(tmp_path)])
