@@ -102,7 +102,7 @@ def field_names() -> list[str]:
 
 def load_arch(path) -> ArchConfig:
     """ArchConfig from a YAML mapping of field -> value, or the name of a file in configs/ (e.g. ws32)."""
-    path = _resolve(path, "arch")
+    path = _resolve(path, "arch config")
     with open(path) as f:
         data = yaml.safe_load(f)
     if not isinstance(data, dict):
@@ -120,7 +120,7 @@ def _resolve(path, kind: str) -> Path:
     named = CONFIG_DIR / f"{path}.yaml"
     if named.exists():
         return named
-    raise FileNotFoundError(f"{kind} config {str(path)!r}: no such file, and no {named.name} in {CONFIG_DIR}")
+    raise FileNotFoundError(f"{kind} {str(path)!r}: no such file, and no {named.name} in {CONFIG_DIR}")
 
 
 def parse_designs(text) -> tuple[str, ...]:
