@@ -1,0 +1,78 @@
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from wfn_sim.cli import main
+from wfn_sim.simulate import ROW_FIELDS
+
+GOLDEN_TOPOLOGY = str(Path(__file__).parents[1] / "data" / "scalesim" / "golden_layers.csv")
+
+
+def test_topology_run_writes_fixed_columns_and_totals(tmp_path, capsys):
+    rc = main(["--topology", GOLDEN_TOPOLOGY, "--designs", "dense_ws", "--out", str(tmp_path), "--no-plots"])
+    assert rc == 0
+    rows = list(csv.DictReader(open(tmp_path / "layers.csv")))
+    assert list(rows[0])[4:] == list(ROW_FIELDS) and len(rows) == 16
+    assert rows[0]["energy_table"] == "horowitz45" and rows[0]["energy_unit"] == "pJ"
+    doc = json.loads((tmp_path / "report.json").read_text())
+    assert doc["totals"]["dense_ws"]["cycles"] == sum(int(r["cycles"]) for r in rows)
+    assert "energy table horowitz45" in capsys.readouterr().out
+
+
+def test_synthetic_weights_all_designs_with_plots_and_overrides(tmp_path):
+    rc = main(["--topology", GOLDEN_TOPOLOGY, "--unique-weights", "17", "--out", str(tmp_path),
+               "--energy-table", "aladdin_cacti45", "--activation-group-filters", "2",
+               "--spill-psums-per-row-fold", "false"])
+    assert rc == 0
+    for name in ("layers.csv", "totals.csv", "report.json", "energy_per_layer.png", "vs_dense.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    totals = {r["design"]: r for r in csv.DictReader(open(tmp_path / "totals.csv"))}
+    assert set(totals) == {"dense_ws", "codebook", "shift_add", "factorised"}
+    assert totals["dense_ws"]["energy_table"] == "aladdin_cacti45" and float(totals["dense_ws"]["energy_vs_dense"]) == 1.0
+    doc = json.loads((tmp_path / "report.json").read_text())
+    assert doc["arch_config"]["activation_group_filters"] == 2 and doc["arch_config"]["spill_psums_per_row_fold"] is False
+
+
+def test_model_file_run(tmp_path):
+    import torch
+    import torch.nn as nn
+
+    path = tmp_path / "m.pt"
+    torch.save(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 5)), path)
+    rc = main(["--model", str(path), "--input-shape", "1,3,8,8", "--designs", "dense_ws,factorised",
+               "--out", str(tmp_path / "out"), "--no-plots"])
+    assert rc == 0
+    assert len(list(csv.DictReader(open(tmp_path / "out" / "layers.csv")))) == 4
+
+
+def test_sweep_run(tmp_path, capsys):
+    rc = main(["--topology", GOLDEN_TOPOLOGY, "--sweep-unique", "3,256", "--out", str(tmp_path)])
+    assert rc == 0
+    rows = list(csv.DictReader(open(tmp_path / "sweep.csv")))
+    assert {r["design"] for r in rows} == {"dense_ws", "codebook", "shift_add", "factorised", "sparse_pe"}
+    assert (tmp_path / "sweep.png").exists() and "better than sparse_pe" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--designs", "dense_ws,tpu"], "unknown design(s) ['tpu']"),
+    (["--array-rows", "0"], "ArchConfig.array_rows must be a positive integer"),
+    (["--dataflow", "os"], "ArchConfig.dataflow must be one of"),
+    (["--designs", "factorised"], "needs weight statistics"),
+    (["--energy-table", "missing_table"], "energy table 'missing_table'"),
+    (["--unique-weights", "17", "--pe-buffer-words", "16", "--designs", "factorised"], "does not fit the factorised PE"),
+])
+def test_bad_input_fails_before_work_with_a_named_field(tmp_path, capsys, args, message):
+    out = tmp_path / "out"
+    rc = main(["--topology", GOLDEN_TOPOLOGY, "--out", str(out)] + args)
+    assert rc == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_topology_with_wrong_columns_fails(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("layer,h,w\nc,1,2\n")
+    assert main(["--topology", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "is neither" in capsys.readouterr().err
