@@ -1,0 +1,67 @@
+"""Compile the Triton kernels ahead of time for NVIDIA targets, no GPU needed (run as a script).
+
+Usage: python aot_compile.py ARCH [ARCH ...]   (e.g. 90 80). Prints one JSON line per compiled variant:
+{"kernel", "arch", "bits", "dtype", "atomic", "m", "cubin_bytes", "vector_loads", "mma"}. Must run WITHOUT
+TRITON_INTERPRET=1 (interpreted kernels cannot be compiled); the test runs it in a subprocess.
+"""
+
+import json
+import re
+import sys
+
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from wfn_kernels.triton import choose_config
+from wfn_kernels.triton.kernels import codebook_gemm_kernel, codebook_gemv_kernel
+
+ARGS = ["x_ptr", "packed_ptr", "cb_ptr", "bias_ptr", "y_ptr", "M", "N", "K", "RB", "num_entries",
+        "KB_PER_SPLIT", "stride_xm", "stride_xk", "stride_pn", "stride_ym", "stride_yn"]
+# What Triton's launcher specialises at run time for 8192-wide contiguous tensors: 16-aligned pointers and
+# sizes/strides divisible by 16.
+DIV16 = {"x_ptr", "packed_ptr", "cb_ptr", "bias_ptr", "y_ptr", "K", "RB", "KB_PER_SPLIT", "stride_xm",
+         "stride_pn", "stride_ym"}
+TRITON_TYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def compile_variant(kernel, arch, bits, dtype, m, atomic):
+    cfg = choose_config(m, 8192, 8192, bits, torch.device("cpu"))
+    t = TRITON_TYPES[dtype]
+    types = [f"*{t}", "*u8", "*fp32", "*fp32", "*fp32" if atomic else f"*{t}"] + ["i32"] * 11
+    consts = dict(BITS=bits, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_KB=cfg.block_kb, HAS_BIAS=True,
+                  ATOMIC=atomic, EVEN_KB=True)
+    if kernel is codebook_gemm_kernel:
+        consts.update(GROUP_M=cfg.group_m, DOT_FP32=dtype == torch.float32)
+    signature = dict(zip(ARGS, types)) | {name: "constexpr" for name in consts}
+    attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(ARGS) if name in DIV16}
+    src = ASTSource(fn=kernel, signature=signature, constexprs=consts, attrs=attrs)
+    compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32),
+                              options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
+    ptx = compiled.asm["ptx"]
+    return {"kernel": kernel.__name__, "arch": arch, "bits": bits, "dtype": t, "atomic": atomic,
+            "cubin_bytes": len(compiled.asm["cubin"]),
+            "vector_loads": bool(re.search(r"ld\.global(\.\w+)*\.v4\.b32", ptx)),
+            "mma": bool(re.search(r"\b(wgmma|mma)\.", ptx))}
+
+
+def variants(arch):
+    """(kernel, bits, dtype, M, atomic): every width and dtype on the first target, 4-bit fp16 on the others."""
+    out = [(codebook_gemv_kernel, 4, torch.float16, 1, False), (codebook_gemm_kernel, 4, torch.float16, 64, False)]
+    if arch == 90:
+        out += [(codebook_gemv_kernel, 2, torch.float16, 1, False), (codebook_gemm_kernel, 2, torch.float16, 16, False),
+                (codebook_gemv_kernel, 8, torch.float32, 1, False), (codebook_gemm_kernel, 8, torch.float16, 64, False),
+                (codebook_gemv_kernel, 4, torch.bfloat16, 3, True), (codebook_gemm_kernel, 4, torch.bfloat16, 256, False),
+                (codebook_gemm_kernel, 4, torch.float32, 16, True)]
+    return out
+
+
+def main(arches):
+    for arch in arches:
+        for kernel, bits, dtype, m, atomic in variants(arch):
+            print(json.dumps(compile_variant(kernel, arch, bits, dtype, m, atomic) | {"m": m}), flush=True)
+
+
+if __name__ == "__main__":
+    main([int(a) for a in sys.argv[1:]] or [90])
