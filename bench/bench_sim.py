@@ -8,7 +8,8 @@
 2. dense_ws on the 16 SCALE-Sim golden layers against SCALE-Sim v3.0.0 on the same layers: SCALE-Sim
    times are those recorded in tests/data/scalesim/golden_ws32.csv when the goldens were made on this
    machine, or re-measured with --scalesim-python (target: >= 20x faster). Correctness is checked first.
-3. The U sweep (3, 17, 64, 256) on ResNet-50 and ResNet-18, with and without 50 % extra zeros.
+3. The U sweep (3, 17, 64, 256) on ResNet-50 and ResNet-18, with and without 50 % extra zeros, and
+   ResNet-18 with WFN's clustering step (wfn_kernels.fixing) applied to synthetic weights.
 Writes bench/results/sim_bench.csv, sim_bench.md and sim_sweep_* folders (CSV + PNG).
 """
 
@@ -30,7 +31,7 @@ import numpy as np
 from wfn_sim.arch import DEFAULT_DESIGNS, ArchConfig
 from wfn_sim.counts import count_layer
 from wfn_sim.simulate import simulate
-from wfn_sim.sweep import unique_weight_sweep, write_sweep
+from wfn_sim.sweep import SWEEP_DESIGNS, unique_weight_sweep, write_sweep
 from wfn_sim.synth import resnet_workload, with_synthetic_weights
 from wfn_sim.workload import WeightStats, Workload, load_topology_csv
 
@@ -110,6 +111,39 @@ def run_sweeps(out_root: Path) -> list[dict]:
     return summary
 
 
+def run_wfn_clustered(depth: int, tolerances=(0.01, 0.05, 0.1), seed: int = 0) -> list[dict]:
+    """WFN's clustering step (wfn_kernels.fixing.clustering.cluster, all weights fixed at once, network-wide
+    centres) applied to synthetic He-scaled Laplace weights of a ResNet; no training, so this is the value
+    structure WFN produces, not a trained WFN model. One summary row per tolerance (delta)."""
+    import torch
+
+    from wfn_kernels.fixing.clustering import cluster
+
+    shapes = resnet_workload(depth)
+    gen = torch.Generator().manual_seed(seed)
+    flat = [torch.empty(ly.weight_count).exponential_(generator=gen) * (2.0 / ly.gemm_k) ** 0.5 / 2 ** 0.5
+            * (torch.randint(0, 2, (ly.weight_count,), generator=gen) * 2 - 1) for ly in shapes.layers]
+    weights = torch.cat(flat)
+    rows = []
+    for tol in tolerances:
+        start = time.perf_counter()
+        fixed = cluster(weights, 1.0, tol).values.double().numpy()
+        seconds = time.perf_counter() - start
+        stats, offset = [], 0
+        for ly in shapes.layers:
+            stats.append(WeightStats.from_weight(fixed[offset:offset + ly.weight_count].reshape(ly.out_channels, -1), ly.groups))
+            offset += ly.weight_count
+        wl = Workload(f"resnet{depth}_wfn_delta{tol}", shapes.layers, tuple(stats))
+        res = simulate(wl, ArchConfig(activation_group_filters=2), SWEEP_DESIGNS)
+        t = res.totals
+        rows.append({"tolerance": tol, "network_unique": int(np.unique(fixed).size), "cluster_s": seconds,
+                     "mean_filter_unique": float(np.mean(np.concatenate([s.unique_per_filter for s in stats]))),
+                     "max_terms": int(max(s.terms_per_value.max() for s in stats)),
+                     **{f"{d}_energy_vs_dense": t[d]["total_energy_pj"] / t["dense_ws"]["total_energy_pj"] for d in SWEEP_DESIGNS},
+                     "factorised_gain_vs_sparse_pe": t["sparse_pe"]["total_energy_pj"] / t["factorised"]["total_energy_pj"]})
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=3)
@@ -132,7 +166,13 @@ def main() -> None:
             {"metric": "golden_layers_scalesim_s", "value": vs["scalesim_s"], "target": vs["scalesim_source"]},
             {"metric": "speedup_vs_scalesim", "value": vs["speedup"], "target": ">= 20"}]
     sweep = [] if args.no_sweep else run_sweeps(RESULTS)
-    write_outputs(env, rows, sweep, r50["result"])
+    wfn = [] if args.no_sweep else run_wfn_clustered(18)
+    for w in wfn:
+        print(f"ResNet-18 WFN-clustered delta={w['tolerance']}: network U={w['network_unique']}, mean per-filter "
+              f"U={w['mean_filter_unique']:.1f}, max terms {w['max_terms']}: factorised "
+              f"{w['factorised_energy_vs_dense']:.3f}x dense_ws, shift_add {w['shift_add_energy_vs_dense']:.3f}x, "
+              f"factorised gain vs sparse_pe {w['factorised_gain_vs_sparse_pe']:.2f}x (clustering {w['cluster_s']:.1f} s)")
+    write_outputs(env, rows, sweep, r50["result"], wfn)
     for s in sweep:
         if s["design"] == "factorised":
             print(f"{s['network']} +{s['extra_zeros']:.0%} zeros U={s['unique_values']:>3}: factorised "
@@ -140,7 +180,7 @@ def main() -> None:
                   f"less than sparse_pe, {s['factorised_speedup_vs_sparse_pe']:.2f}x faster")
 
 
-def write_outputs(env: dict, rows: list[dict], sweep: list[dict], r50_result) -> None:
+def write_outputs(env: dict, rows: list[dict], sweep: list[dict], r50_result, wfn: list[dict]) -> None:
     with open(RESULTS / "sim_bench.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["metric", "value", "target"])
         writer.writeheader()
@@ -157,6 +197,13 @@ def write_outputs(env: dict, rows: list[dict], sweep: list[dict], r50_result) ->
         lines += [f"| {s['network']} | {s['extra_zeros']:.0%} | {s['unique_values']} | {s['design']} | "
                   f"{s['energy_vs_dense']:.3f} | {s['cycles_vs_dense']:.3f} | "
                   f"{s['factorised_energy_gain_vs_sparse_pe']:.2f} |" for s in sweep]
+    if wfn:
+        lines += ["", "ResNet-18 with WFN's clustering step on synthetic weights (network-wide centres, G = 2):", "",
+                  "| delta | network U | mean per-filter U | max terms | codebook | shift_add | factorised | "
+                  "factorised gain vs sparse_pe |", "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {w['tolerance']} | {w['network_unique']} | {w['mean_filter_unique']:.1f} | {w['max_terms']} | "
+                  f"{w['codebook_energy_vs_dense']:.3f} | {w['shift_add_energy_vs_dense']:.3f} | "
+                  f"{w['factorised_energy_vs_dense']:.3f} | {w['factorised_gain_vs_sparse_pe']:.2f} |" for w in wfn]
     (RESULTS / "sim_bench.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {RESULTS / 'sim_bench.csv'}, {RESULTS / 'sim_bench.md'}")
 
