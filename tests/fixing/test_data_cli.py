@@ -62,3 +62,15 @@ def test_cli_rejects_bad_config(tmp_path):
 def test_cli_missing_dataset_dir(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         main(["fix", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "x"), "--out", str(tmp_path)])
+
+
+def test_cli_sweep_writes_csv_and_plots(tmp_path):
+    out = tmp_path / "sweep"
+    rc = main(["sweep", "--dataset", "digits", "--out", str(out), "--baseline-epochs", "2", "--fractions", "0.5", "1.0",
+               "--epochs-per-iteration", "1", "--max-steps-per-iteration", "2", "--deltas", "0.02", "0.1",
+               "--bn", "off", "--no-progress"])
+    assert rc == 0
+    rows = (out / "sweep.csv").read_text().splitlines()
+    assert len(rows) == 3 and rows[0].startswith("delta,ratio,bn,accuracy")
+    for metric in ("accuracy", "unique_nonzero", "entropy_nonzero_bits"):
+        assert (out / f"sweep_{metric}.png").is_file()
