@@ -129,3 +129,14 @@ def test_tolerance_schedule_relaxes_from_n_delta_to_delta():
     assert [round(cfg.tolerance_at(t), 10) for t in range(10)] == [round(0.01 * k, 10) for k in range(10, 0, -1)]
     assert WFNConfig(relax_tolerance=False).tolerance_at(0) == 0.01
     assert WFNConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_batchnorm_recalibration_changes_only_running_statistics():
+    model, loader, _ = tiny_setup()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer.recalibrate_batchnorm(model, loader, 3)
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.endswith(("running_mean", "running_var", "num_batches_tracked")) for k in changed)
+    bn = model.features[1]
+    assert bn.momentum == 0.1 and int(bn.num_batches_tracked) == 3

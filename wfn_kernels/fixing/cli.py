@@ -59,6 +59,8 @@ def _add_common(p) -> None:
     p.add_argument("--lr", type=float, default=WFNConfig.lr)
     p.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
     p.add_argument("--temperature", type=float, default=WFNConfig.temperature)
+    p.add_argument("--bn-recalibration-batches", type=int, default=0,
+                   help="re-estimate BN statistics over N batches after each fixing (0: off, as the paper)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true")
@@ -70,7 +72,8 @@ def _config(args, delta: float, ratio: float, bn: bool) -> WFNConfig:
                          zero_threshold=args.zero_threshold, fix_fractions=tuple(args.fractions),
                          relax_tolerance=not args.no_relax, epochs_per_iteration=args.epochs_per_iteration,
                          max_steps_per_iteration=args.max_steps_per_iteration, lr=args.lr,
-                         optimizer=args.optimizer, temperature=args.temperature, seed=args.seed)
+                         optimizer=args.optimizer, temperature=args.temperature, seed=args.seed,
+                         bn_recalibration_batches=args.bn_recalibration_batches)
     except ValueError as exc:
         raise SystemExit(f"wfn {args.command}: {exc}") from exc
 

@@ -43,6 +43,9 @@ class WFNConfig:
     grad_clip_norm: max global gradient norm (None disables).
     include_batchnorm: fix BatchNorm affine γ and β too (on for the published ImageNet runs, spec §2.1).
     max_order_before_doubling / ratio_cap: termination valve and grid-ratio cap of the clustering.
+    bn_recalibration_batches: after each fixing, re-estimate BatchNorm running statistics over this many
+        training batches (no gradients). 0 (default) is the original, which evaluates with the statistics
+        of the weights before the fixing; an extension, not in the paper.
     seed: seeds every iteration's RNG as seed * 1000 + t, so a resumed run replays the same batches.
     """
 
@@ -63,6 +66,7 @@ class WFNConfig:
     include_batchnorm: bool = True
     max_order_before_doubling: int = PAPER_MAX_ORDER_BEFORE_DOUBLING
     ratio_cap: float = PAPER_RATIO_CAP
+    bn_recalibration_batches: int = 0
     seed: int = 0
 
     def __post_init__(self):
@@ -79,7 +83,8 @@ class WFNConfig:
                 raise ValueError(f"WFNConfig: {name} must be a finite number >= 0, got {v!r}")
         if self.temperature <= 0 or self.lr <= 0:
             raise ValueError(f"WFNConfig: temperature and lr must be > 0, got {self.temperature}, {self.lr}")
-        for name in ("epochs_per_iteration", "first_epochs", "max_order_before_doubling", "seed"):
+        for name in ("epochs_per_iteration", "first_epochs", "max_order_before_doubling", "seed",
+                     "bn_recalibration_batches"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ValueError(f"WFNConfig: {name} must be an int >= 0, got {v!r}")

@@ -33,13 +33,16 @@ COUNTS = ("unique_nonzero", "entropy_bits", "entropy_nonzero_bits")
 def run_seed(args) -> dict:
     cfg = WFNConfig(relative_tolerance=args.delta, relax_tolerance=not args.no_relax,
                     include_batchnorm=not args.no_bn, epochs_per_iteration=args.epochs_per_iteration,
-                    lr=args.lr, regularizer_ratio=args.ratio, seed=args.seed)
+                    lr=args.lr, regularizer_ratio=args.ratio, seed=args.seed,
+                    bn_recalibration_batches=args.bn_recalibration_batches)
     runs = Path(args.runs)
     spec = RunSpec(dataset="fashion-mnist", out=str(runs / f"seed{args.seed}"), model=args.model, config=cfg,
                    data_dir=args.data_dir, baseline=str(runs / f"baseline_{args.model}_s{args.seed}.safetensors"),
                    baseline_epochs=args.baseline_epochs, progress=False)
     r = run(spec)
     row = {"seed": args.seed, "delta": args.delta, "relax": not args.no_relax, "bn": not args.no_bn,
+           "lr": args.lr, "epochs_per_iteration": args.epochs_per_iteration,
+           "bn_recalibration_batches": args.bn_recalibration_batches,
            "baseline_accuracy": r["baseline_accuracy"], "wfn_accuracy": r["test_accuracy"],
            "fix_seconds": r["fix_seconds"], **{f"wfn_{k}": r["metrics"][k] for k in COUNTS},
            "wfn_unique_nonzero_conv_linear": network_metrics(r["model"], False)["unique_nonzero"]}
@@ -150,6 +153,7 @@ def main(argv=None) -> int:
     p.add_argument("--baseline-epochs", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--ratio", type=float, default=WFNConfig.regularizer_ratio)
+    p.add_argument("--bn-recalibration-batches", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p = sub.add_parser("report")
     p.add_argument("--runs", required=True)

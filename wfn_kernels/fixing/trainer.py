@@ -112,6 +112,8 @@ def _iteration(t, model, net, params, state, cfg, train_loader, val_loader) -> d
     unflatten_into(params, values)
     state.freeze({n: m for (n, _), m in zip(params, split_like(params, fixed))}, centres)
     moved = int(((values != before) & was_fixed).sum())
+    if cfg.bn_recalibration_batches:
+        recalibrate_batchnorm(model, train_loader, cfg.bn_recalibration_batches)
     m = tensor_metrics([(n, p) for n, p in params])
     entry = {"iteration": t, "fraction": cfg.fix_fractions[t], "tolerance": tol, "epochs": epochs,
              "train_loss": loss, "reg_loss": reg, "n_tracked": int(values.numel()), "n_fixed": int(fixed.sum()),
@@ -153,6 +155,30 @@ def _train(t, net, params, state, cfg, loader, epochs):
     if count == 0:
         raise ValueError("fix_weights: the training loader yielded no batches")
     return total / count, total_reg / count
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, loader, batches: int) -> None:
+    """Re-estimate every BatchNorm's running mean/var as the plain average over ``batches`` batches of
+    ``loader`` (train-mode forward, no gradients); rank 0's statistics are broadcast under DDP."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not bns:
+        return
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average = the plain mean over the batches seen
+    model.train()
+    for i, (x, _) in enumerate(loader):
+        if i >= batches:
+            break
+        model(x)
+    for m, mom in zip(bns, saved):
+        m.momentum = mom
+    if _world() > 1:
+        for m in bns:
+            for buf in (m.running_mean, m.running_var, m.num_batches_tracked):
+                dist.broadcast(buf, 0)
 
 
 def _optimizer(parameters, cfg: WFNConfig):
