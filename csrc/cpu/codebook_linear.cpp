@@ -8,7 +8,6 @@
 #include <torch/library.h>
 
 #include <cstdint>
-#include <vector>
 
 #include "kernels.h"
 
@@ -24,23 +23,6 @@ void check_common(const at::Tensor& packed, const at::Tensor& codebook, int64_t 
               "codebook must be a 1-D float32 tensor");
   TORCH_CHECK(codebook.numel() >= 1 && codebook.numel() <= (int64_t(1) << bits), "codebook has ",
               codebook.numel(), " entries; ", bits, "-bit codes index 1 to ", int64_t(1) << bits);
-}
-
-at::Tensor decode_weight_cpu(const at::Tensor& packed, const at::Tensor& codebook, int64_t bits,
-                             int64_t k) {
-  const int64_t n = packed.size(0);
-  at::Tensor w = at::empty({n, k}, codebook.options());
-  // Pad the table to 2^bits entries so an out-of-range code reads 0 instead of out-of-bounds memory
-  // (the Python front end rejects such codes before they get here).
-  std::vector<float> table(size_t(1) << bits, 0.f);
-  std::copy(codebook.data_ptr<float>(), codebook.data_ptr<float>() + codebook.numel(), table.begin());
-  const uint8_t* p = packed.data_ptr<uint8_t>();
-  float* out = w.data_ptr<float>();
-  const int64_t rb = packed.size(1);
-  at::parallel_for(0, n, 1, [&](int64_t lo, int64_t hi) {
-    for (int64_t r = lo; r < hi; ++r) decode_row(p + r * rb, table.data(), bits, k, out + r * k);
-  });
-  return w;
 }
 
 at::Tensor codebook_linear_cpu(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& codebook,

@@ -1,4 +1,17 @@
-// Internal interface between the CPU op entry points and the SIMD kernels.
+// Internal interface between the CPU op entry points (codebook_linear.cpp, shift_add.cpp) and the
+// SIMD kernels (kernels_{scalar,avx2,avx512}.cpp), chosen at run time (dispatch.cpp).
+//
+// Packed layout (wfn_kernels/packing.py): uint8 (N, row_bytes), row_bytes = ceil(K*bits/8); element k
+// of a row sits at bit (k*bits)%8 of byte (k*bits)/8 (little-endian within a byte).
+//
+// GEMV layout trick (why x is permuted): the SIMD kernels read a row in blocks of `block_bytes` bytes
+// (64 for AVX-512, 32 for AVX2) viewed as D = block_bytes/4 little-endian 32-bit words. Word j holds
+// E = 32/bits consecutive codes: element j*E + p at bit p*bits. Shifting all D words right by p*bits
+// puts "phase p" codes (elements j*E + p, j = 0..D-1) in the low bits of every lane, where a
+// permutexvar / gather table lookup reads them, with no masking or re-interleaving of weights. So
+// instead of reordering the (large) weight stream we reorder the (small) activation once per call:
+// xperm[blk*EB + p*D + j] = x[blk*EB + j*E + p], EB = block_bytes*8/bits elements per block, zero-padded
+// to whole blocks (padding codes are zero and the padded x is zero, so they add 0).
 #pragma once
 #include <ATen/ATen.h>
 
@@ -7,8 +20,49 @@
 
 namespace wfn {
 
-// Decode one packed row of k codes into floats through a 2^bits-entry table.
-void decode_row(const uint8_t* row, const float* table, int64_t bits, int64_t k, float* out);
+enum class Isa : int { Scalar = 0, Avx2 = 1, Avx512 = 2 };
+
+// The level in use (hardware support, lowered by WFN_CPU_DISPATCH or set_isa).
+Isa active_isa();
+// Highest level this CPU supports.
+Isa hardware_isa();
+// Force a level (tests); raises if the CPU lacks it. Returns the level now in use.
+Isa set_isa(Isa isa);
+const char* isa_name(Isa isa);
+// Which SIMD level the kernels use: "avx512", "avx2" or "scalar".
+const char* cpu_capability();
+
+// Arguments of a GEMV over a range of weight rows, for all M activation rows.
+struct GemvArgs {
+  const float* x;        // (M, xstride) floats, permuted per level (see above; scalar: natural order)
+  int64_t m;             // activation rows
+  int64_t xstride;       // floats per activation row (padded K)
+  const uint8_t* packed; // (N, row_bytes)
+  int64_t row_bytes;
+  int64_t k;             // in_features
+  int bits;              // 2, 4 or 8
+  const float* table;    // 256 floats: codebook padded with zeros (out-of-range codes read 0)
+  float* y;              // (M, ldy)
+  int64_t ldy;
+};
+
+// y[:, r0:r1] for rows r0..r1 of the weight. One function per level.
+void gemv_rows_scalar(const GemvArgs& a, int64_t r0, int64_t r1);
+void gemv_rows_avx2(const GemvArgs& a, int64_t r0, int64_t r1);
+void gemv_rows_avx512(const GemvArgs& a, int64_t r0, int64_t r1);
+
+// Decode rows r0..r1 into natural-order floats out[(r - r0) * k + i] (for the GEMM / conv paths).
+void decode_rows_scalar(const uint8_t* packed, int64_t row_bytes, int64_t k, int bits, const float* table,
+                        int64_t r0, int64_t r1, float* out);
+void decode_rows_avx2(const uint8_t* packed, int64_t row_bytes, int64_t k, int bits, const float* table,
+                      int64_t r0, int64_t r1, float* out);
+void decode_rows_avx512(const uint8_t* packed, int64_t row_bytes, int64_t k, int bits, const float* table,
+                        int64_t r0, int64_t r1, float* out);
+
+// Block geometry of the GEMV kernels at a level: bytes per block (1 for scalar: natural order).
+int64_t gemv_block_bytes(Isa isa, int bits);
+// Whether the AVX-512 8-bit GEMV uses the byte-plane (vpermt2b) decode, which wants its own x order.
+bool avx512_u8_byteplanes();
 
 // y (M, N) float32 = x (M, K) float32 contiguous @ decode(packed).T
 at::Tensor linear_dispatch(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& codebook,
@@ -19,9 +73,7 @@ at::Tensor conv2d_dispatch(const at::Tensor& x, const at::Tensor& packed, const 
                            at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                            int64_t groups);
 
+// codebook[codes] as float32 (N, K), decoded with the active level, parallel over rows.
 at::Tensor decode_weight_cpu(const at::Tensor& packed, const at::Tensor& codebook, int64_t bits, int64_t k);
-
-// Which SIMD level the kernels use: "avx512", "avx2" or "scalar" (WFN_CPU_DISPATCH may lower it).
-const char* cpu_capability();
 
 }  // namespace wfn

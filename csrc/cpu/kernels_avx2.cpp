@@ -1,0 +1,161 @@
+// AVX2 + FMA kernels, compiled for that target per function, used when AVX-512 is absent (or forced with
+// WFN_CPU_DISPATCH=avx2). Same block/phase scheme as AVX-512 (kernels.h) with 32-byte blocks of 8 words.
+//  * 4-bit: _mm256_permutevar8x32_ps reads 3 index bits, so the 16-entry table is two registers; the code's
+//    bit 3, shifted to the sign bit, picks between them with blendv.
+//  * 2-bit: one register holding the 4 entries twice (bit 2 of the index belongs to the next code).
+//  * 8-bit: 8-lane gathers from the 256-float table.
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "kernels.h"
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,bmi,bmi2")
+
+namespace wfn {
+namespace {
+
+#define WFN_INLINE2 inline __attribute__((always_inline))
+
+template <int BITS>
+struct Dec2 {
+  static constexpr int kPhases = 32 / BITS;
+  __m256 lut0, lut1;
+  const float* table;
+  explicit Dec2(const float* t) : table(t) {
+    alignas(32) float a[8], b[8];
+    for (int i = 0; i < 8; ++i) {
+      a[i] = t[BITS == 2 ? (i & 3) : i];
+      b[i] = t[BITS == 4 ? 8 + i : 0];
+    }
+    lut0 = _mm256_load_ps(a);
+    lut1 = _mm256_load_ps(b);
+  }
+  WFN_INLINE2 __m256 get(__m256i s, int p) const {
+    if (BITS == 8) {
+      const __m256i idx = p == 3 ? _mm256_srli_epi32(s, 24)
+                                 : _mm256_and_si256(_mm256_srli_epi32(s, 8 * p), _mm256_set1_epi32(255));
+      return _mm256_i32gather_ps(table, idx, 4);
+    }
+    const __m256i idx = p == 0 ? s : _mm256_srli_epi32(s, p * BITS);
+    if (BITS == 2) return _mm256_permutevar8x32_ps(lut0, idx);
+    const __m256 lo = _mm256_permutevar8x32_ps(lut0, idx), hi = _mm256_permutevar8x32_ps(lut1, idx);
+    const __m256i sel = _mm256_slli_epi32(s, 28 - 4 * p);  // bit 3 of code p -> sign bit
+    return _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(sel));
+  }
+};
+
+template <int BITS, int R, int MT>
+WFN_INLINE2 void block_fma(const Dec2<BITS>& dec, const __m256i (&v)[R], const float* xk, int64_t xstride,
+                           __m256 (&acc)[MT][R][2]) {
+#pragma GCC unroll 16
+  for (int p = 0; p < Dec2<BITS>::kPhases; ++p) {
+    __m256 w[R];
+    for (int r = 0; r < R; ++r) w[r] = dec.get(v[r], p);
+    for (int i = 0; i < MT; ++i) {
+      const __m256 xv = _mm256_loadu_ps(xk + i * xstride + p * 8);
+      for (int r = 0; r < R; ++r) acc[i][r][p & 1] = _mm256_fmadd_ps(w[r], xv, acc[i][r][p & 1]);
+    }
+  }
+}
+
+WFN_INLINE2 float hsum(__m256 v) {
+  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
+}
+
+template <int BITS, int R, int MT>
+void gemv_tile(const Dec2<BITS>& dec, const GemvArgs& a, int64_t r, int64_t m0) {
+  constexpr int64_t kElems = 8 * Dec2<BITS>::kPhases;
+  __m256 acc[MT][R][2];
+  for (int i = 0; i < MT; ++i)
+    for (int j = 0; j < R; ++j) acc[i][j][0] = acc[i][j][1] = _mm256_setzero_ps();
+  const uint8_t* rows[R];
+  for (int j = 0; j < R; ++j) rows[j] = a.packed + (r + j) * a.row_bytes;
+  const float* x = a.x + m0 * a.xstride;
+  const int64_t nfull = a.row_bytes / 32, tail = a.row_bytes % 32;
+  __m256i v[R];
+  for (int64_t b = 0; b < nfull; ++b) {
+    for (int j = 0; j < R; ++j) v[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[j] + 32 * b));
+    block_fma<BITS, R, MT>(dec, v, x + b * kElems, a.xstride, acc);
+  }
+  if (tail) {  // copy the last partial block into a zeroed buffer: never read past the row
+    alignas(32) uint8_t buf[R][32];
+    for (int j = 0; j < R; ++j) {
+      std::memset(buf[j], 0, 32);
+      std::memcpy(buf[j], rows[j] + 32 * nfull, size_t(tail));
+      v[j] = _mm256_load_si256(reinterpret_cast<const __m256i*>(buf[j]));
+    }
+    block_fma<BITS, R, MT>(dec, v, x + nfull * kElems, a.xstride, acc);
+  }
+  for (int i = 0; i < MT; ++i)
+    for (int j = 0; j < R; ++j) a.y[(m0 + i) * a.ldy + r + j] = hsum(_mm256_add_ps(acc[i][j][0], acc[i][j][1]));
+}
+
+template <int BITS, int R>
+void gemv_tile_m(const Dec2<BITS>& dec, const GemvArgs& a, int64_t r, int64_t m0, int64_t mt) {
+  switch (mt) {
+    case 1: gemv_tile<BITS, R, 1>(dec, a, r, m0); break;
+    case 2: gemv_tile<BITS, R, 2>(dec, a, r, m0); break;
+    case 3: gemv_tile<BITS, R, 3>(dec, a, r, m0); break;
+    default: gemv_tile<BITS, R, 4>(dec, a, r, m0); break;
+  }
+}
+
+template <int BITS>
+void gemv_rows_impl(const GemvArgs& a, int64_t r0, int64_t r1) {
+  const Dec2<BITS> dec(a.table);
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4)
+    for (int64_t m0 = 0; m0 < a.m; m0 += 4) gemv_tile_m<BITS, 4>(dec, a, r, m0, a.m - m0 < 4 ? a.m - m0 : 4);
+  for (; r < r1; ++r)
+    for (int64_t m0 = 0; m0 < a.m; m0 += 4) gemv_tile_m<BITS, 1>(dec, a, r, m0, a.m - m0 < 4 ? a.m - m0 : 4);
+}
+
+}  // namespace
+
+void gemv_rows_avx2(const GemvArgs& a, int64_t r0, int64_t r1) {
+  if (a.bits == 2) gemv_rows_impl<2>(a, r0, r1);
+  else if (a.bits == 4) gemv_rows_impl<4>(a, r0, r1);
+  else gemv_rows_impl<8>(a, r0, r1);
+}
+
+// Natural-order decode, 8 codes per step, scalar tail.
+void decode_rows_avx2(const uint8_t* packed, int64_t row_bytes, int64_t k, int bits, const float* table,
+                      int64_t r0, int64_t r1, float* out) {
+  const Dec2<4> d4(table);
+  const Dec2<2> d2(table);
+  const __m256i sh4 = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+  const __m256i sh2 = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+  const int64_t full = k / 8 * 8;
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* row = packed + r * row_bytes;
+    float* o = out + (r - r0) * k;
+    for (int64_t i = 0; i < full; i += 8) {
+      __m256 w;
+      if (bits == 2) {
+        uint16_t h;
+        std::memcpy(&h, row + i / 4, 2);
+        w = d2.get(_mm256_srlv_epi32(_mm256_set1_epi32(h), sh2), 0);
+      } else if (bits == 4) {
+        int32_t word;
+        std::memcpy(&word, row + i / 2, 4);
+        w = d4.get(_mm256_srlv_epi32(_mm256_set1_epi32(word), sh4), 0);
+      } else {
+        const __m256i idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + i)));
+        w = _mm256_i32gather_ps(table, idx, 4);
+      }
+      _mm256_storeu_ps(o + i, w);
+    }
+    const int per_byte = 8 / bits;
+    for (int64_t i = full; i < k; ++i)
+      o[i] = table[(row[i / per_byte] >> ((i % per_byte) * bits)) & ((1u << bits) - 1u)];
+  }
+}
+
+}  // namespace wfn
+
+#pragma GCC pop_options

@@ -1,0 +1,162 @@
+// Level-independent drivers: x permutation, GEMV vs decode+GEMM choice, decode of whole weights, conv.
+//
+// Why two paths: at small M the op is bandwidth bound on the packed weights, so the fused GEMV (decode in
+// registers, FMA, never materialise a float weight) wins. At large M it is compute bound and a tuned
+// sgemm wins; decoding a tile of rows into a cache-resident float buffer costs O(N*K) against O(M*N*K)
+// for the product, so decode-then-at::mm_out per row tile reaches dense speed.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "kernels.h"
+
+namespace wfn {
+namespace {
+
+int64_t env_int(const char* name, int64_t fallback) {
+  const char* v = std::getenv(name);
+  return (v != nullptr && *v != '\0') ? std::atoll(v) : fallback;
+}
+
+// Smallest M that takes the decode + GEMM path (WFN_GEMM_MIN_M overrides; measured in bench/bench_cpu.py).
+int64_t gemm_min_m(Isa isa) {
+  static const int64_t forced = env_int("WFN_GEMM_MIN_M", -1);
+  if (forced >= 0) return forced;
+  return isa == Isa::Scalar ? 4 : 16;
+}
+
+// Float bytes of a decoded row tile: a few MB so it stays in L2/L3 while at::mm reads it M times.
+int64_t gemm_tile_rows(int64_t k) {
+  static const int64_t bytes = env_int("WFN_GEMM_TILE_BYTES", int64_t(2) << 20);
+  return std::max<int64_t>(16, bytes / (4 * std::max<int64_t>(k, 1)) / 16 * 16);
+}
+
+std::vector<float> padded_table(const at::Tensor& codebook) {
+  std::vector<float> table(256, 0.f);  // zero padding: a code past the codebook reads 0, never OOB
+  std::memcpy(table.data(), codebook.data_ptr<float>(), sizeof(float) * size_t(codebook.numel()));
+  return table;
+}
+
+void decode_rows(Isa isa, const uint8_t* packed, int64_t row_bytes, int64_t k, int bits, const float* table,
+                 int64_t r0, int64_t r1, float* out) {
+  switch (isa) {
+    case Isa::Avx512: decode_rows_avx512(packed, row_bytes, k, bits, table, r0, r1, out); break;
+    case Isa::Avx2: decode_rows_avx2(packed, row_bytes, k, bits, table, r0, r1, out); break;
+    default: decode_rows_scalar(packed, row_bytes, k, bits, table, r0, r1, out); break;
+  }
+}
+
+// Decode rows [r0, r1) into out (row-major, k floats each), parallel over rows.
+void decode_parallel(Isa isa, const at::Tensor& packed, int64_t k, int bits, const float* table, int64_t r0,
+                     int64_t r1, float* out) {
+  const uint8_t* p = packed.data_ptr<uint8_t>();
+  const int64_t rb = packed.size(1);
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(k, 1));
+  at::parallel_for(r0, r1, grain, [&](int64_t lo, int64_t hi) {
+    decode_rows(isa, p, rb, k, bits, table, lo, hi, out + (lo - r0) * k);
+  });
+}
+
+// Activations in the order the level's GEMV reads them (kernels.h); scalar reads x as is.
+at::Tensor permute_x(Isa isa, const at::Tensor& x, int64_t row_bytes, int bits) {
+  const int64_t bb = gemv_block_bytes(isa, bits);
+  if (bb == 1) return x;
+  const int64_t m = x.size(0), k = x.size(1);
+  const int64_t e = 32 / bits, d = bb / 4, eb = bb * 8 / bits;
+  const int64_t nblk = (row_bytes + bb - 1) / bb;
+  const bool planes = isa == Isa::Avx512 && bits == 8 && avx512_u8_byteplanes();
+  at::Tensor xp = at::zeros({m, nblk * eb}, x.options());
+  const float* src = x.data_ptr<float>();
+  float* dst = xp.data_ptr<float>();
+  const int64_t kp = nblk * eb;
+  at::parallel_for(0, m, 16, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      const float* s = src + i * k;
+      float* o = dst + i * kp;
+      for (int64_t blk = 0; blk < nblk; ++blk) {
+        const int64_t base = blk * eb;
+        for (int64_t p = 0; p < e; ++p)
+          for (int64_t j = 0; j < d; ++j) {
+            // planes: vector g=p, lane j=4l+i holds element 16l+4g+i; else phase p, lane j holds j*e+p
+            const int64_t el = planes ? (j / 4) * 16 + p * 4 + (j % 4) : j * e + p;
+            if (base + el < k) o[base + p * d + j] = s[base + el];
+          }
+      }
+    }
+  });
+  return xp;
+}
+
+at::Tensor gemv(Isa isa, const at::Tensor& x, const at::Tensor& packed, const float* table, int bits, int64_t k) {
+  const int64_t m = x.size(0), n = packed.size(0);
+  at::Tensor y = at::empty({m, n}, x.options());
+  const at::Tensor xp = permute_x(isa, x, packed.size(1), bits);
+  GemvArgs a{xp.data_ptr<float>(), m, xp.size(1), packed.data_ptr<uint8_t>(), packed.size(1), k, bits,
+             table, y.data_ptr<float>(), n};
+  auto fn = isa == Isa::Avx512 ? gemv_rows_avx512 : isa == Isa::Avx2 ? gemv_rows_avx2 : gemv_rows_scalar;
+  constexpr int64_t kGroup = 4;  // rows per task unit: a multiple of every kernel's row tile
+  const int64_t groups = (n + kGroup - 1) / kGroup;
+  at::parallel_for(0, groups, 1, [&](int64_t lo, int64_t hi) {
+    fn(a, lo * kGroup, std::min(hi * kGroup, n));
+  });
+  return y;
+}
+
+at::Tensor gemm(Isa isa, const at::Tensor& x, const at::Tensor& packed, const float* table, int bits, int64_t k) {
+  const int64_t m = x.size(0), n = packed.size(0);
+  at::Tensor y = at::empty({m, n}, x.options());
+  const int64_t nb = std::min(n, gemm_tile_rows(k));
+  at::Tensor w = at::empty({nb, k}, x.options());
+  for (int64_t n0 = 0; n0 < n; n0 += nb) {
+    const int64_t rows = std::min(nb, n - n0);
+    at::Tensor wt = w.narrow(0, 0, rows);
+    decode_parallel(isa, packed, k, bits, table, n0, n0 + rows, wt.data_ptr<float>());
+    at::Tensor out = y.narrow(1, n0, rows);  // strides (n, 1): BLAS-compatible, written in place
+    at::mm_out(out, x, wt.t());
+  }
+  return y;
+}
+
+}  // namespace
+
+int64_t gemv_block_bytes(Isa isa, int bits) {
+  (void)bits;
+  return isa == Isa::Avx512 ? 64 : isa == Isa::Avx2 ? 32 : 1;
+}
+
+at::Tensor decode_weight_cpu(const at::Tensor& packed, const at::Tensor& codebook, int64_t bits, int64_t k) {
+  const int64_t n = packed.size(0);
+  at::Tensor w = at::empty({n, k}, codebook.options());
+  if (n == 0 || k == 0) return w;
+  const std::vector<float> table = padded_table(codebook);
+  decode_parallel(active_isa(), packed, k, int(bits), table.data(), 0, n, w.data_ptr<float>());
+  return w;
+}
+
+at::Tensor linear_dispatch(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& codebook,
+                           int64_t bits, int64_t k) {
+  const int64_t m = x.size(0), n = packed.size(0);
+  if (m == 0 || n == 0 || k == 0) return at::zeros({m, n}, x.options());
+  const Isa isa = active_isa();
+  const std::vector<float> table = padded_table(codebook);
+  if (m >= gemm_min_m(isa)) return gemm(isa, x, packed, table.data(), int(bits), k);
+  return gemv(isa, x, packed, table.data(), int(bits), k);
+}
+
+at::Tensor conv2d_dispatch(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& codebook,
+                           int64_t bits, at::IntArrayRef weight_shape, const std::optional<at::Tensor>& bias,
+                           at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                           int64_t groups) {
+  const int64_t k = weight_shape[1] * weight_shape[2] * weight_shape[3];
+  at::Tensor w = decode_weight_cpu(packed, codebook, bits, k).view(weight_shape);
+  std::optional<at::Tensor> b;
+  if (bias.has_value() && bias->defined()) b = bias->to(at::kFloat);
+  return at::conv2d(x.to(at::kFloat), w, b, stride, padding, dilation, groups).to(x.scalar_type());
+}
+
+}  // namespace wfn
