@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from wfn_sim.arch import DEFAULT_DESIGNS, ArchConfig
 from wfn_sim.counts import count_layer
 from wfn_sim.simulate import simulate
@@ -57,14 +56,14 @@ def bench_resnet50(repeats: int) -> dict:
         synthetic = with_synthetic_weights(shapes, 17, seed=seed)
         dense = [s.dense().astype(np.float32) for s in synthetic.stats]
         start = time.perf_counter()
-        stats = tuple(WeightStats.from_weight(w, ly.groups) for w, ly in zip(dense, shapes.layers))
+        stats = tuple(WeightStats.from_weight(w, ly.groups) for w, ly in zip(dense, shapes.layers, strict=True))
         built = time.perf_counter()
         result = simulate(Workload("resnet50_U17", shapes.layers, stats), ArchConfig(), DEFAULT_DESIGNS)
         done = time.perf_counter()
         stats_s.append(built - start)
         sim_s.append(done - built)
     weights = sum(ly.weight_count for ly in shapes.layers)
-    total = [a + b for a, b in zip(stats_s, sim_s)]
+    total = [a + b for a, b in zip(stats_s, sim_s, strict=True)]
     return {"layers": len(shapes.layers), "weights": weights, "stats_s": statistics.median(stats_s),
             "sim_s": statistics.median(sim_s), "total_s": statistics.median(total), "result": result}
 
@@ -73,7 +72,7 @@ def bench_vs_scalesim(repeats: int, scalesim_python: str | None) -> dict:
     golden = list(csv.DictReader(open(GOLDEN_DIR / "golden_ws32.csv")))
     workload = load_topology_csv(GOLDEN_DIR / "golden_layers.csv")
     arch = ArchConfig()
-    for layer, gold in zip(workload.layers, golden):  # correctness before timing
+    for layer, gold in zip(workload.layers, golden, strict=True):  # correctness before timing
         assert count_layer(layer, None, arch, "dense_ws")["compute_cycles"] == int(gold["total_cycles"]), layer.name
     times = []
     for _ in range(max(repeats, 20)):
@@ -131,16 +130,19 @@ def run_wfn_clustered(depth: int, tolerances=(0.01, 0.05, 0.1), seed: int = 0) -
         seconds = time.perf_counter() - start
         stats, offset = [], 0
         for ly in shapes.layers:
-            stats.append(WeightStats.from_weight(fixed[offset:offset + ly.weight_count].reshape(ly.out_channels, -1), ly.groups))
+            layer_weights = fixed[offset:offset + ly.weight_count].reshape(ly.out_channels, -1)
+            stats.append(WeightStats.from_weight(layer_weights, ly.groups))
             offset += ly.weight_count
         wl = Workload(f"resnet{depth}_wfn_delta{tol}", shapes.layers, tuple(stats))
         res = simulate(wl, ArchConfig(activation_group_filters=2), SWEEP_DESIGNS)
         t = res.totals
+        dense_pj = t["dense_ws"]["total_energy_pj"]
         rows.append({"tolerance": tol, "network_unique": int(np.unique(fixed).size), "cluster_s": seconds,
                      "mean_filter_unique": float(np.mean(np.concatenate([s.unique_per_filter for s in stats]))),
                      "max_terms": int(max(s.terms_per_value.max() for s in stats)),
-                     **{f"{d}_energy_vs_dense": t[d]["total_energy_pj"] / t["dense_ws"]["total_energy_pj"] for d in SWEEP_DESIGNS},
-                     "factorised_gain_vs_sparse_pe": t["sparse_pe"]["total_energy_pj"] / t["factorised"]["total_energy_pj"]})
+                     **{f"{d}_energy_vs_dense": t[d]["total_energy_pj"] / dense_pj for d in SWEEP_DESIGNS},
+                     "factorised_gain_vs_sparse_pe":
+                         t["sparse_pe"]["total_energy_pj"] / t["factorised"]["total_energy_pj"]})
     return rows
 
 
@@ -171,7 +173,8 @@ def main() -> None:
         print(f"ResNet-18 WFN-clustered delta={w['tolerance']}: network U={w['network_unique']}, mean per-filter "
               f"U={w['mean_filter_unique']:.1f}, max terms {w['max_terms']}: factorised "
               f"{w['factorised_energy_vs_dense']:.3f}x dense_ws, shift_add {w['shift_add_energy_vs_dense']:.3f}x, "
-              f"factorised gain vs sparse_pe {w['factorised_gain_vs_sparse_pe']:.2f}x (clustering {w['cluster_s']:.1f} s)")
+              f"factorised gain vs sparse_pe {w['factorised_gain_vs_sparse_pe']:.2f}x "
+              f"(clustering {w['cluster_s']:.1f} s)")
     write_outputs(env, rows, sweep, r50["result"], wfn)
     for s in sweep:
         if s["design"] == "factorised":
@@ -192,7 +195,8 @@ def write_outputs(env: dict, rows: list[dict], sweep: list[dict], r50_result, wf
     lines += [f"| {d} | {t['cycles']:,} | {t['total_energy_pj'] / 1e6:.1f} |" for d, t in r50_result.totals.items()]
     if sweep:
         lines += ["", "U sweep (G = 2; gain = sparse_pe energy / factorised energy):", "",
-                  "| network | extra zeros | U | design | energy vs dense_ws | cycles vs dense_ws | factorised gain vs sparse_pe |",
+                  "| network | extra zeros | U | design | energy vs dense_ws | cycles vs dense_ws "
+                  "| factorised gain vs sparse_pe |",
                   "|---|---|---|---|---|---|---|"]
         lines += [f"| {s['network']} | {s['extra_zeros']:.0%} | {s['unique_values']} | {s['design']} | "
                   f"{s['energy_vs_dense']:.3f} | {s['cycles_vs_dense']:.3f} | "

@@ -44,7 +44,7 @@ def check_fits(workload: Workload, arch: ArchConfig, designs) -> None:
             raise ValueError(f"unknown design {design!r}; expected one of {list(DESIGNS)}")
         if design == "dense_ws":
             continue
-        for layer, stats in zip(workload.layers, workload.stats):
+        for layer, stats in zip(workload.layers, workload.stats, strict=True):
             if stats is None:
                 raise ValueError(f"design {design!r} needs weight statistics, but layer {layer.name!r} of "
                                  f"workload {workload.name!r} has none (load a model or synthesise weights)")
@@ -58,7 +58,7 @@ def count_workload(workload: Workload, arch: ArchConfig, design: str) -> list[di
     check_fits(workload, arch, [design])
     network = _network_codebook(workload) if arch.codebook_scope == "network" and design != "dense_ws" else None
     rows = []
-    for i, (layer, stats) in enumerate(zip(workload.layers, workload.stats)):
+    for i, (layer, stats) in enumerate(zip(workload.layers, workload.stats, strict=True)):
         rows.append(count_layer(layer, stats, arch, design, network, first_layer=(i == 0)))
     return rows
 

@@ -25,9 +25,10 @@ def layer_kind(module) -> str | None:
     """'conv', 'linear' or None for a module the simulator does not model."""
     import torch.nn as nn
 
-    if isinstance(module, nn.Conv2d) or (hasattr(module, "dense_weight") and all(hasattr(module, a) for a in CONV_ATTRS)):
+    duck = hasattr(module, "dense_weight")
+    if isinstance(module, nn.Conv2d) or (duck and all(hasattr(module, a) for a in CONV_ATTRS)):
         return "conv"
-    if isinstance(module, nn.Linear) or (hasattr(module, "dense_weight") and all(hasattr(module, a) for a in LINEAR_ATTRS)):
+    if isinstance(module, nn.Linear) or (duck and all(hasattr(module, a) for a in LINEAR_ATTRS)):
         return "linear"
     return None
 
@@ -81,8 +82,8 @@ def extract_workload(model, input_shape, name: str = "model") -> Workload:
 
     for module_name, module in model.named_modules():
         if layer_kind(module) is not None:
-            hooks.append(module.register_forward_hook(
-                lambda m, i, o, n=module_name or type(m).__name__: hook(m, i, o, n)))
+            label = module_name or type(module).__name__
+            hooks.append(module.register_forward_hook(lambda m, i, o, n=label: hook(m, i, o, n)))
     if not hooks:
         raise ValueError(f"model {name!r}: no nn.Conv2d / nn.Linear / dense_weight() layers found")
     try:

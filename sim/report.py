@@ -96,7 +96,7 @@ def _plot_layers(result: SimResult, path: Path, plt) -> Path:
     designs = list(result.designs)
     layers = [r["layer"] for r in result.rows if r["design"] == designs[0]]
     width = 0.8 / len(designs)
-    fig, ax = plt.subplots(figsize=(max(8.0, 0.35 * len(layers) * len(designs)), 5))
+    fig, ax = plt.subplots(figsize=(min(36.0, max(8.0, 0.12 * len(layers) * len(designs))), 6))
     colors = plt.get_cmap("tab20").colors
     for d_i, design in enumerate(designs):
         rows = [r for r in result.rows if r["design"] == design]
@@ -106,8 +106,8 @@ def _plot_layers(result: SimResult, path: Path, plt) -> Path:
             vals = [r[comp] / 1e6 for r in rows]
             ax.bar(xs, vals, width, bottom=bottom, color=colors[c_i % len(colors)],
                    label=comp.replace("_energy_pj", "") if d_i == 0 else None, edgecolor="none")
-            bottom = [b + v for b, v in zip(bottom, vals)]
-        for x, b in zip(xs, bottom):
+            bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
+        for x, b in zip(xs, bottom, strict=True):
             ax.text(x, b, design[0], ha="center", va="bottom", fontsize=5)
     ax.set_xticks(range(len(layers)))
     ax.set_xticklabels(layers, rotation=90, fontsize=6)

@@ -28,7 +28,8 @@ class SimResult:
         return self.totals[design][field]
 
 
-def simulate(workload: Workload, arch: ArchConfig, designs=("dense_ws",), table: EnergyTable | None = None) -> SimResult:
+def simulate(workload: Workload, arch: ArchConfig, designs=("dense_ws",),
+             table: EnergyTable | None = None) -> SimResult:
     """Count and price every layer for each design. Validates designs, table and fit before any work."""
     designs = parse_designs(designs)
     table = table if table is not None else load_energy_table(arch.energy_table)
@@ -37,7 +38,7 @@ def simulate(workload: Workload, arch: ArchConfig, designs=("dense_ws",), table:
     rows, totals = [], {}
     for design in designs:
         design_rows = []
-        for layer, counts in zip(workload.layers, count_workload(workload, arch, design)):
+        for layer, counts in zip(workload.layers, count_workload(workload, arch, design), strict=True):
             row = {"design": design, "layer": layer.name, **counts, **layer_energy(counts, arch, table, design)}
             design_rows.append(row)
         totals[design] = _total(design_rows, design)

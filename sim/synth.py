@@ -85,7 +85,7 @@ def resnet_layers(depth: int, image_size: int = 224, num_classes: int = 1000) ->
     hw = (image_size + 6 - 7) // 2 + 1
     hw = (hw + 2 - 3) // 2 + 1  # 3x3 stride-2 max pool
     cin = 64
-    for stage, (n, width) in enumerate(zip(counts, (64, 128, 256, 512)), start=1):
+    for stage, (n, width) in enumerate(zip(counts, (64, 128, 256, 512), strict=True), start=1):
         for b in range(n):
             stride = 2 if (b == 0 and stage > 1) else 1
             prefix = f"layer{stage}.{b}"

@@ -302,7 +302,7 @@ class Workload:
             raise ValueError(f"workload {self.name!r}: no layers")
         if len(self.stats) != len(self.layers):
             raise ValueError(f"workload {self.name!r}: {len(self.stats)} stats for {len(self.layers)} layers")
-        for layer, stats in zip(self.layers, self.stats):
+        for layer, stats in zip(self.layers, self.stats, strict=True):
             if stats is not None and stats.codes.shape != (layer.out_channels, layer.gemm_k):
                 raise ValueError(f"layer {layer.name!r}: weights have shape {stats.codes.shape}, expected "
                                  f"(out_channels, K) = ({layer.out_channels}, {layer.gemm_k})")
@@ -327,19 +327,29 @@ def load_topology_csv(path) -> Workload:
     its ceil output size, so a padded layer is written with enlarged in_h/in_w (ceil_mode=True here).
     """
     path = Path(path)
+    if not path.exists() and (Path(__file__).parent / "configs" / f"{path}.csv").exists():
+        path = Path(__file__).parent / "configs" / f"{path}.csv"  # a shipped topology by name: resnet50
     with open(path, newline="") as f:
         rows = [[c.strip() for c in r] for r in csv.reader(f) if any(c.strip() for c in r)]
     if not rows:
         raise ValueError(f"{path}: empty topology file")
-    header = [c for c in rows[0] if c]
-    if tuple(header) == SCALESIM_COLUMNS:
-        layers = [_scalesim_layer(path, i, dict(zip(SCALESIM_COLUMNS, r))) for i, r in enumerate(rows[1:], 2)]
-    elif tuple(header) == TOPOLOGY_COLUMNS:
-        layers = [_topology_layer(path, i, dict(zip(TOPOLOGY_COLUMNS, r))) for i, r in enumerate(rows[1:], 2)]
+    rows = [r[:-1] if r and r[-1] == "" else r for r in rows]  # SCALE-Sim rows end with a comma
+    header = tuple(rows[0])
+    if header == SCALESIM_COLUMNS:
+        layers = [_scalesim_layer(path, i, _cells(path, i, r, header)) for i, r in enumerate(rows[1:], 2)]
+    elif header == TOPOLOGY_COLUMNS:
+        layers = [_topology_layer(path, i, _cells(path, i, r, header)) for i, r in enumerate(rows[1:], 2)]
     else:
         raise ValueError(f"{path}: header {header} is neither {list(TOPOLOGY_COLUMNS)} nor SCALE-Sim's "
                          f"{list(SCALESIM_COLUMNS)}")
     return Workload(path.stem, tuple(layers), (None,) * len(layers))
+
+
+def _cells(path, row_number, row, header) -> dict:
+    if len(row) != len(header):
+        raise ValueError(f"{path}: row {row_number} has {len(row)} values, expected {len(header)} "
+                         f"({', '.join(header)})")
+    return dict(zip(header, row, strict=True))
 
 
 def _topology_layer(path, i, row) -> Layer:

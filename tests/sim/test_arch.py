@@ -1,5 +1,4 @@
 import pytest
-
 from wfn_sim.arch import ArchConfig, load_arch, parse_designs
 
 

@@ -3,7 +3,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from wfn_sim.cli import main
 from wfn_sim.simulate import ROW_FIELDS
 
@@ -30,9 +29,11 @@ def test_synthetic_weights_all_designs_with_plots_and_overrides(tmp_path):
         assert (tmp_path / name).stat().st_size > 0, name
     totals = {r["design"]: r for r in csv.DictReader(open(tmp_path / "totals.csv"))}
     assert set(totals) == {"dense_ws", "codebook", "shift_add", "factorised"}
-    assert totals["dense_ws"]["energy_table"] == "aladdin_cacti45" and float(totals["dense_ws"]["energy_vs_dense"]) == 1.0
+    assert totals["dense_ws"]["energy_table"] == "aladdin_cacti45"
+    assert float(totals["dense_ws"]["energy_vs_dense"]) == 1.0
     doc = json.loads((tmp_path / "report.json").read_text())
-    assert doc["arch_config"]["activation_group_filters"] == 2 and doc["arch_config"]["spill_psums_per_row_fold"] is False
+    assert doc["arch_config"]["activation_group_filters"] == 2
+    assert doc["arch_config"]["spill_psums_per_row_fold"] is False
 
 
 def test_model_file_run(tmp_path):
@@ -61,7 +62,8 @@ def test_sweep_run(tmp_path, capsys):
     (["--dataflow", "os"], "ArchConfig.dataflow must be one of"),
     (["--designs", "factorised"], "needs weight statistics"),
     (["--energy-table", "missing_table"], "energy table 'missing_table'"),
-    (["--unique-weights", "17", "--pe-buffer-words", "16", "--designs", "factorised"], "does not fit the factorised PE"),
+    (["--unique-weights", "17", "--pe-buffer-words", "16", "--designs", "factorised"],
+     "does not fit the factorised PE"),
 ])
 def test_bad_input_fails_before_work_with_a_named_field(tmp_path, capsys, args, message):
     out = tmp_path / "out"

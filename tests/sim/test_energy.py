@@ -3,7 +3,6 @@ import math
 import numpy as np
 import pytest
 import yaml
-
 from wfn_sim.arch import ArchConfig
 from wfn_sim.counts import count_layer
 from wfn_sim.energy import check_table, layer_energy, load_energy_table, table_path

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-
 from wfn_sim.extract import extract_workload
 
 torch.set_num_threads(1)
@@ -36,8 +35,9 @@ def test_layer_shapes_match_the_torch_forward_pass():
         else:
             assert (layer.out_h, layer.out_channels) == (1, shape[1])
     assert wl.layers[1].groups == 2 and wl.layers[2].dilation_h == 2
-    for layer, stats, module in zip(wl.layers, wl.stats, [model[0], model[2], model[4], model[6]]):
-        np.testing.assert_array_equal(stats.dense(), module.weight.detach().double().reshape(layer.out_channels, -1).numpy())
+    for layer, stats, module in zip(wl.layers, wl.stats, [model[0], model[2], model[4], model[6]], strict=True):
+        expected = module.weight.detach().double().reshape(layer.out_channels, -1).numpy()
+        np.testing.assert_array_equal(stats.dense(), expected)
 
 
 def test_packed_wfn_model_is_extracted_through_dense_weight():
@@ -54,7 +54,7 @@ def test_packed_wfn_model_is_extracted_through_dense_weight():
     assert type(model[0]).__name__ == "WFNConv2d" and type(model[6]).__name__ == "WFNLinear"
     packed = extract_workload(model, (1, 3, 9, 10))
     assert packed.layers == reference.layers
-    for a, b in zip(packed.stats, reference.stats):
+    for a, b in zip(packed.stats, reference.stats, strict=True):
         np.testing.assert_array_equal(a.dense(), b.dense())
         assert a.codebook_size <= 6 and a.terms_per_value.max() <= 2
 

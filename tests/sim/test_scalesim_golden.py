@@ -4,7 +4,6 @@ import csv
 from pathlib import Path
 
 import pytest
-
 from wfn_sim.arch import load_arch
 from wfn_sim.counts import count_layer
 from wfn_sim.workload import load_topology_csv

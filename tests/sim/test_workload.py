@@ -2,10 +2,8 @@ import math
 
 import numpy as np
 import pytest
-
 from wfn_sim.synth import resnet_layers, synthetic_stats, unique_value_set, with_synthetic_weights
-from wfn_sim.workload import (Layer, WeightStats, Workload, load_topology_csv, naf_term_counts,
-                              write_topology_csv)
+from wfn_sim.workload import Layer, WeightStats, Workload, load_topology_csv, naf_term_counts, write_topology_csv
 
 
 def test_naf_term_counts_match_codebook_power_of_two_terms():
@@ -103,3 +101,16 @@ def test_synthetic_weights_have_requested_values():
     with pytest.raises(ValueError, match="unique_values must be in"):
         unique_value_set(300)
     assert math.isclose(np.abs(s.values).max(), 127, abs_tol=30)
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_shipped_resnet_topologies_equal_the_built_layer_lists(depth):
+    assert load_topology_csv(f"resnet{depth}").layers == resnet_layers(depth)
+
+
+def test_topology_row_with_missing_values_names_row_and_columns(tmp_path):
+    path = tmp_path / "short.csv"
+    path.write_text("Layer name,IFMAP Height,IFMAP Width,Filter Height,Filter Width,Channels,Num Filter,Strides,\n"
+                    "c1,8,8,3,3,3,\n")
+    with pytest.raises(ValueError, match="row 2 has 6 values, expected 8"):
+        load_topology_csv(path)
