@@ -29,7 +29,8 @@ class ArchConfig:
     counts them (and are read back for the next fold); off, each output is written once.
     Factorised (UCNN-style) PEs: ``adders_per_pe`` adders and ``multipliers_per_pe`` multipliers (or
     shifters when ``factorised_product`` is shift_add); ``activation_group_filters`` G filters share one
-    indirection table; ``group_sum_bits`` is the width of a group sum fed to the multiplier;
+    indirection table; ``group_sum_bits`` is the width of the group-sum operand of each product (the
+    adds themselves use ``acc_bits`` adders, as in the other designs);
     ``pe_buffer_words`` bounds the taps K of one filter window a factorised PE can hold.
     """
 

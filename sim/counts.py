@@ -26,6 +26,11 @@ import numpy as np
 from .arch import DESIGNS, ArchConfig
 from .workload import Layer, WeightStats, Workload
 
+# Units: *_cycles in clock cycles; *_pct percent; load_imbalance = max/mean PE work (1 = balanced);
+# macs = the layer's dense multiply-accumulates (same for every design); multiplies/adds/shifts/
+# codebook_reads = events; *_sram_reads/_writes = words (SCALE-Sim's counts for dense_ws; filter words are
+# weight_bits wide for the factorised designs); *_bits = bits moved; rf_read_bits = PE-local buffer reads;
+# array_hop_bits = bits passed between PEs; weight_storage_bits = the layer's weights as stored in DRAM.
 COUNT_FIELDS = (
     "cycles", "compute_cycles", "stall_cycles", "mapping_efficiency_pct", "compute_util_pct",
     "overall_util_pct", "load_imbalance", "macs", "multiplies", "adds", "shifts", "codebook_reads",

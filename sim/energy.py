@@ -98,7 +98,9 @@ def required_events(arch: ArchConfig, design: str) -> tuple[str, ...]:
         return (f"int{arch.act_bits}_shift", acc) + FIXED_EVENTS
     if design == "factorised":
         kind = "mult" if arch.factorised_product == "multiply" else "shift"
-        return (f"int{arch.group_sum_bits}_{kind}", f"int{arch.group_sum_bits}_add") + FIXED_EVENTS
+        # group sums are accumulated in the same acc_bits adders as every other design; only the
+        # product takes a group_sum_bits-wide operand
+        return (f"int{arch.group_sum_bits}_{kind}", acc) + FIXED_EVENTS
     raise ValueError(f"unknown design {design!r}")
 
 
