@@ -44,9 +44,16 @@ RATIO_FIELDS = ("mapping_efficiency_pct", "compute_util_pct", "overall_util_pct"
 
 def check_fits(workload: Workload, arch: ArchConfig, designs) -> None:
     """Raise before any work if a design cannot run a layer on ``arch`` (names layer and field)."""
+    half_filter_sram_bits = arch.filter_sram_kb * 8192 // 2  # double-buffered
     for design in designs:
         if design not in DESIGNS:
             raise ValueError(f"unknown design {design!r}; expected one of {list(DESIGNS)}")
+        for layer in workload.layers:
+            fold_bits = min(layer.gemm_k, arch.array_rows) * min(layer.gemm_m, arch.array_cols) * arch.weight_bits
+            if design in ("dense_ws", "codebook", "shift_add") and fold_bits > half_filter_sram_bits:
+                raise ValueError(f"layer {layer.name!r} does not fit the array: one fold of its weights needs "
+                                 f"{fold_bits} bits, more than half the filter SRAM (filter_sram_kb="
+                                 f"{arch.filter_sram_kb}, double-buffered)")
         if design == "dense_ws":
             continue
         for layer, stats in zip(workload.layers, workload.stats, strict=True):

@@ -128,3 +128,11 @@ def test_factorised_gain_over_sparse_baseline_shrinks_as_u_grows():
     gains = [r["factorised_energy_gain_vs_sparse_pe"] for r in rows if r["design"] == "factorised"]
     assert all(a > b for a, b in zip(gains, gains[1:], strict=False)), gains
     assert gains[0] > 1.2
+
+
+def test_layer_whose_weight_fold_exceeds_the_filter_sram_is_rejected():
+    wl = Workload("shapes", (CONV,), (None,))
+    arch = ArchConfig(array_rows=128, array_cols=128, filter_sram_kb=1)
+    with pytest.raises(ValueError, match="layer 'conv' does not fit the array: .*filter_sram_kb=1,"):
+        check_fits(wl, arch, ["dense_ws"])
+    check_fits(wl, ArchConfig(array_rows=128, array_cols=128, filter_sram_kb=2), ["dense_ws"])
