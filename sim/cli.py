@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     arch = p.add_argument_group("architecture overrides (one flag per ArchConfig field)")
     for field in dataclasses.fields(ArchConfig):
         kind = {bool: _bool, int: int, float: float}.get(type(field.default), str)
-        arch.add_argument("--" + field.name.replace("_", "-"), dest="arch_" + field.name, type=kind, default=None)
+        arch.add_argument("--" + field.name.replace("_", "-"), dest="arch_" + field.name, type=kind, default=None,
+                          metavar=type(field.default).__name__.upper(), help=f"default {field.default!r}")
     return p
 
 
