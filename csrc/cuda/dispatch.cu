@@ -1,4 +1,6 @@
 // codebook_linear_launch (argument checks, GEMV vs GEMM choice) and the dense decode kernel.
+#include <algorithm>
+
 #include "codebook_common.cuh"
 
 namespace wfn {
