@@ -51,10 +51,13 @@ def codebook_gemv_kernel(
     n_mask = offs_n < N
     kb_start = pid_k * KB_PER_SPLIT
     kb_end = tl.minimum(kb_start + KB_PER_SPLIT, RB)
+    # Row bases hoisted out of the K loop, in int64 so N * row_bytes past 2^31 cannot wrap.
+    p_rows = packed_ptr + offs_n[:, None].to(tl.int64) * stride_pn
+    x_rows = x_ptr + offs_m[:, None].to(tl.int64) * stride_xm
     acc = tl.zeros((BLOCK_M, BLOCK_N, BLOCK_KB), dtype=tl.float32)
     for kb0 in range(kb_start, kb_end, BLOCK_KB):
         offs_b = kb0 + tl.arange(0, BLOCK_KB)
-        p_ptrs = packed_ptr + offs_n[:, None] * stride_pn + offs_b[None, :]
+        p_ptrs = p_rows + offs_b[None, :]
         if EVEN_KB:
             byts = tl.load(p_ptrs, mask=n_mask[:, None], other=0).to(tl.int32)
         else:
@@ -64,7 +67,7 @@ def codebook_gemv_kernel(
             w = tl.load(cb_ptr + code, mask=code < num_entries, other=0.0)
             offs_k = offs_b * PER_BYTE + j
             # Elements past K (padding of the last byte) get x = 0, so they add nothing.
-            xk = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :] * stride_xk,
+            xk = tl.load(x_rows + offs_k[None, :] * stride_xk,
                          mask=m_mask[:, None] & (offs_k < K)[None, :], other=0.0).to(tl.float32)
             acc += xk[:, None, :] * w[None, :, :]
     out = tl.sum(acc, axis=2)
@@ -106,11 +109,13 @@ def codebook_gemm_kernel(
     n_mask = offs_n < N
     kb_start = pid_k * KB_PER_SPLIT
     kb_end = tl.minimum(kb_start + KB_PER_SPLIT, RB)
+    p_cols = packed_ptr + offs_n[None, :].to(tl.int64) * stride_pn
+    x_rows = x_ptr + offs_m[:, None].to(tl.int64) * stride_xm
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for kb0 in range(kb_start, kb_end, BLOCK_KB):
         offs_b = kb0 + tl.arange(0, BLOCK_KB)
         # (BLOCK_KB, BLOCK_N) view of the packed rows: contiguous along dim 0.
-        p_ptrs = packed_ptr + offs_b[:, None] + offs_n[None, :] * stride_pn
+        p_ptrs = p_cols + offs_b[:, None]
         if EVEN_KB:
             byts = tl.load(p_ptrs, mask=n_mask[None, :], other=0).to(tl.int32)
         else:
@@ -119,7 +124,7 @@ def codebook_gemm_kernel(
             code = (byts >> (j * BITS)) & CODE_MASK
             w = tl.load(cb_ptr + code, mask=code < num_entries, other=0.0)
             offs_k = offs_b * PER_BYTE + j
-            xk = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :] * stride_xk,
+            xk = tl.load(x_rows + offs_k[None, :] * stride_xk,
                          mask=m_mask[:, None] & (offs_k < K)[None, :], other=0.0)
             if DOT_FP32:
                 acc = tl.dot(xk.to(tl.float32), w, acc, input_precision="ieee")
@@ -136,7 +141,7 @@ def _epilogue(out, bias_ptr, y_ptr, offs_m, offs_n, m_mask, n_mask, stride_ym, s
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)
         out = out + tl.where(pid_k == 0, bias, 0.0)[None, :]
-    y_ptrs = y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :] * stride_yn
+    y_ptrs = y_ptr + offs_m[:, None].to(tl.int64) * stride_ym + offs_n[None, :] * stride_yn
     mask = m_mask[:, None] & n_mask[None, :]
     if ATOMIC:
         tl.atomic_add(y_ptrs, out, mask=mask)

@@ -8,6 +8,7 @@ choice is reproducible; :func:`choose_config` is public so a benchmark can sweep
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from dataclasses import dataclass, replace
@@ -126,11 +127,12 @@ def codebook_linear_triton_launch(x: torch.Tensor, packed: torch.Tensor, codeboo
             x.stride(0), x.stride(1), packed.stride(0), y.stride(0), y.stride(1))
     common = dict(BITS=bits, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_KB=cfg.block_kb,
                   HAS_BIAS=bias is not None, ATOMIC=atomic, EVEN_KB=rb % cfg.block_kb == 0, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-    if cfg.path == "gemv":
-        codebook_gemv_kernel[(triton.cdiv(n, cfg.block_n), split_k)](*args, **common)
-    else:
-        # The interpreter has no bfloat16 arithmetic, so there the bf16 dot runs on fp32 operands.
-        dot_fp32 = x.dtype == torch.float32 or (interpreting() and x.dtype == torch.bfloat16)
-        grid = (triton.cdiv(m, cfg.block_m) * triton.cdiv(n, cfg.block_n), split_k)
-        codebook_gemm_kernel[grid](*args, GROUP_M=cfg.group_m, DOT_FP32=dot_fp32, **common)
+    with torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext():
+        if cfg.path == "gemv":
+            codebook_gemv_kernel[(triton.cdiv(n, cfg.block_n), split_k)](*args, **common)
+        else:
+            # The interpreter has no bfloat16 arithmetic, so there the bf16 dot runs on fp32 operands.
+            dot_fp32 = x.dtype == torch.float32 or (interpreting() and x.dtype == torch.bfloat16)
+            grid = (triton.cdiv(m, cfg.block_m) * triton.cdiv(n, cfg.block_n), split_k)
+            codebook_gemm_kernel[grid](*args, GROUP_M=cfg.group_m, DOT_FP32=dot_fp32, **common)
     return y.to(x.dtype)
