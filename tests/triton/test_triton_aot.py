@@ -41,3 +41,29 @@ def test_gemv_uses_128bit_packed_loads(compiled):
 def test_gemm_uses_tensor_cores_only_for_half_inputs(compiled):
     gemm = [r for r in compiled if r["kernel"] == "codebook_gemm_kernel"]
     assert all(r["mma"] == (r["dtype"] != "fp32") for r in gemm), gemm
+
+
+def test_import_without_gpu_or_interpreter_then_clear_error():
+    """Importing wfn_kernels.triton needs only triton (no GPU); without CUDA or the interpreter a launch
+    says why, and the front end reports the backend unavailable, naming the reason."""
+    code = (
+        "import torch, wfn_kernels as wk\n"
+        "import wfn_kernels.triton as wt\n"
+        "assert hasattr(torch.ops.wfn, 'codebook_linear_triton')\n"
+        "from wfn_kernels.packing import pack_codes\n"
+        "x = torch.ones(1, 4); p = pack_codes(torch.zeros(2, 4, dtype=torch.long), 4); cb = torch.ones(1)\n"
+        "try:\n"
+        "    torch.ops.wfn.codebook_linear_triton(x, p, cb, 4, 4)\n"
+        "except RuntimeError as e:\n"
+        "    print('launch:', e)\n"
+        "try:\n"
+        "    wk.codebook_linear(x, p, cb, 4, backend='triton')\n"
+        "except wk.ops.BackendUnavailableError as e:\n"
+        "    print('front end:', e)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "launch: codebook_linear_triton: x is on cpu; Triton kernels need a CUDA device" in proc.stdout
+    assert "front end: backend 'triton' is unavailable: no CUDA device" in proc.stdout
