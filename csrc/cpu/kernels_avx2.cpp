@@ -6,6 +6,7 @@
 //  * 8-bit: 8-lane gathers from the 256-float table.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -105,14 +106,20 @@ void gemv_tile_m(const Dec2<BITS>& dec, const GemvArgs& a, int64_t r, int64_t m0
   }
 }
 
+// Cache blocking as in kernels_avx512.cpp: ~128 KB of rows in L2, x in 4-row blocks.
 template <int BITS>
 void gemv_rows_impl(const GemvArgs& a, int64_t r0, int64_t r1) {
   const Dec2<BITS> dec(a.table);
-  int64_t r = r0;
-  for (; r + 4 <= r1; r += 4)
-    for (int64_t m0 = 0; m0 < a.m; m0 += 4) gemv_tile_m<BITS, 4>(dec, a, r, m0, a.m - m0 < 4 ? a.m - m0 : 4);
-  for (; r < r1; ++r)
-    for (int64_t m0 = 0; m0 < a.m; m0 += 4) gemv_tile_m<BITS, 1>(dec, a, r, m0, a.m - m0 < 4 ? a.m - m0 : 4);
+  const int64_t rc = std::max<int64_t>(4, (int64_t(128) << 10) / std::max<int64_t>(a.row_bytes, 1) / 4 * 4);
+  for (int64_t c0 = r0; c0 < r1; c0 += rc) {
+    const int64_t c1 = std::min(r1, c0 + rc);
+    for (int64_t m0 = 0; m0 < a.m; m0 += 4) {
+      const int64_t mt = std::min<int64_t>(4, a.m - m0);
+      int64_t r = c0;
+      for (; r + 4 <= c1; r += 4) gemv_tile_m<BITS, 4>(dec, a, r, m0, mt);
+      for (; r < c1; ++r) gemv_tile_m<BITS, 1>(dec, a, r, m0, mt);
+    }
+  }
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 // Headers come first so no library inline function is compiled with the AVX-512 target (ODR safety).
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -125,7 +126,11 @@ void gemv_tile(const Dec& dec, const GemvArgs& a, int64_t r, int64_t m0) {
   const float* x = a.x + m0 * a.xstride;
   const int64_t nfull = a.row_bytes / 64, tail = a.row_bytes % 64;
   __m512i v[R];
+  // Software prefetch of the next group of R rows, in step: rows are often exactly one page (K = 8192 at
+  // 4 bits), and the hardware streamer stops at page boundaries, so each new row would start cold.
+  const uint8_t* next = rows[0] + R * a.row_bytes;
   for (int64_t b = 0; b < nfull; ++b) {
+    for (int j = 0; j < R; ++j) _mm_prefetch(reinterpret_cast<const char*>(next + j * a.row_bytes + 64 * b), _MM_HINT_T0);
     for (int j = 0; j < R; ++j) v[j] = _mm512_loadu_si512(rows[j] + 64 * b);
     block_fma<Dec, R, MT, NA>(dec, v, x + b * kElems, a.xstride, acc);
   }
@@ -152,15 +157,22 @@ void gemv_tile_m(const Dec& dec, const GemvArgs& a, int64_t r, int64_t m0, int64
   }
 }
 
-// Rows outer, activation chunks inner: a group of R packed rows stays in L1 while every chunk reads it.
+// Cache blocking: a chunk of rows (~128 KB of codes) stays in L2 while every 4-row block of x streams
+// over it, and each x block (4 rows) stays in L1/L2 while the chunk's row tiles read it. At M <= 4 this
+// is a plain pass over the rows.
 template <class Dec>
 void gemv_rows_impl(const Dec& dec, const GemvArgs& a, int64_t r0, int64_t r1) {
   constexpr int R = Dec::kRows;
-  int64_t r = r0;
-  for (; r + R <= r1; r += R)
-    for (int64_t m0 = 0; m0 < a.m; m0 += 4) gemv_tile_m<Dec, R>(dec, a, r, m0, a.m - m0 < 4 ? a.m - m0 : 4);
-  for (; r < r1; ++r)
-    for (int64_t m0 = 0; m0 < a.m; m0 += 4) gemv_tile_m<Dec, 1>(dec, a, r, m0, a.m - m0 < 4 ? a.m - m0 : 4);
+  const int64_t rc = std::max<int64_t>(R, (int64_t(128) << 10) / std::max<int64_t>(a.row_bytes, 1) / R * R);
+  for (int64_t c0 = r0; c0 < r1; c0 += rc) {
+    const int64_t c1 = std::min(r1, c0 + rc);
+    for (int64_t m0 = 0; m0 < a.m; m0 += 4) {
+      const int64_t mt = std::min<int64_t>(4, a.m - m0);
+      int64_t r = c0;
+      for (; r + R <= c1; r += R) gemv_tile_m<Dec, R>(dec, a, r, m0, mt);
+      for (; r < c1; ++r) gemv_tile_m<Dec, 1>(dec, a, r, m0, mt);
+    }
+  }
 }
 
 }  // namespace

@@ -7,11 +7,18 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
+#include <functional>
+#include <memory>
+#include <thread>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
+
+#include <torch/library.h>
 
 #include "kernels.h"
 
@@ -23,12 +30,22 @@ int64_t env_int(const char* name, int64_t fallback) {
   return (v != nullptr && *v != '\0') ? std::atoll(v) : fallback;
 }
 
-// Smallest M that takes the decode + GEMM path (WFN_GEMM_MIN_M overrides; measured in bench/bench_cpu.py).
-int64_t gemm_min_m(Isa isa) {
-  static const int64_t forced = env_int("WFN_GEMM_MIN_M", -1);
-  if (forced >= 0) return forced;
-  return isa == Isa::Scalar ? 4 : 16;
+// Smallest M that takes the decode + GEMM path. The fused kernel's 4x4 register tile reuses each decoded
+// vector for 4 activation rows, which on this Zen machine beat torch's fp32 sgemm even at M = 256, so
+// the SIMD levels use it up to a large M; scalar switches early. WFN_GEMM_MIN_M or
+// torch.ops.wfn_cpu.set_gemm_min_m override (bench/bench_cpu.py measures both paths).
+std::atomic<int64_t>& gemm_min_m_override() {
+  static std::atomic<int64_t> v{env_int("WFN_GEMM_MIN_M", -1)};
+  return v;
 }
+
+int64_t gemm_min_m(Isa isa) {
+  const int64_t forced = gemm_min_m_override().load();
+  if (forced >= 0) return forced;
+  return isa == Isa::Scalar ? 4 : 1024;
+}
+
+int64_t set_gemm_min_m_op(int64_t m) { return gemm_min_m_override().exchange(m); }
 
 // Float bytes of a decoded row tile: a few MB so it stays in L2/L3 while at::mm reads it M times.
 int64_t gemm_tile_rows(int64_t k) {
@@ -60,6 +77,44 @@ void decode_parallel(Isa isa, const at::Tensor& packed, int64_t k, int bits, con
   at::parallel_for(r0, r1, grain, [&](int64_t lo, int64_t hi) {
     decode_rows(isa, p, rb, k, bits, table, lo, hi, out + (lo - r0) * k);
   });
+}
+
+// Runs fn(lo, hi) over [0, n) in chunks, on the calling thread plus up to (threads - 1) helpers from the
+// inter-op pool; chunks are claimed from an atomic counter. Why not at::parallel_for: its fork-join needs
+// every thread to run before it returns, so on a shared machine where another process holds a core, a
+// 1 ms GEMV stalls a whole scheduler slice (~10 ms) waiting for the descheduled thread. Here a helper
+// that starts late claims nothing and is not waited for (WFN_CPU_PARALLEL=omp restores parallel_for).
+struct ChunkState {
+  std::atomic<int64_t> next{0}, done{0};
+  int64_t n = 0, chunk = 1, nchunks = 0;
+  std::function<void(int64_t, int64_t)> fn;
+  void work() {
+    for (int64_t c; (c = next.fetch_add(1)) < nchunks;) {
+      fn(c * chunk, std::min(n, (c + 1) * chunk));
+      done.fetch_add(1, std::memory_order_release);
+    }
+  }
+};
+
+void parallel_chunks(int64_t n, int64_t chunk, std::function<void(int64_t, int64_t)> fn) {
+  static const bool omp = [] {
+    const char* v = std::getenv("WFN_CPU_PARALLEL");
+    return v != nullptr && std::strcmp(v, "omp") == 0;
+  }();
+  const int64_t nchunks = (n + chunk - 1) / chunk;
+  const int64_t helpers = std::min<int64_t>(at::get_num_threads() - 1, nchunks - 1);
+  if (omp || helpers <= 0 || at::in_parallel_region()) {
+    at::parallel_for(0, nchunks, 1, [&](int64_t lo, int64_t hi) { fn(lo * chunk, std::min(n, hi * chunk)); });
+    return;
+  }
+  auto st = std::make_shared<ChunkState>();
+  st->n = n;
+  st->chunk = chunk;
+  st->nchunks = nchunks;
+  st->fn = std::move(fn);
+  for (int64_t h = 0; h < helpers; ++h) at::launch([st] { st->work(); });
+  st->work();
+  while (st->done.load(std::memory_order_acquire) < nchunks) std::this_thread::yield();
 }
 
 // Activations in the order the level's GEMV reads them (kernels.h); scalar reads x as is.
@@ -99,11 +154,10 @@ at::Tensor gemv(Isa isa, const at::Tensor& x, const at::Tensor& packed, const fl
   GemvArgs a{xp.data_ptr<float>(), m, xp.size(1), packed.data_ptr<uint8_t>(), packed.size(1), k, bits,
              table, y.data_ptr<float>(), n};
   auto fn = isa == Isa::Avx512 ? gemv_rows_avx512 : isa == Isa::Avx2 ? gemv_rows_avx2 : gemv_rows_scalar;
-  constexpr int64_t kGroup = 4;  // rows per task unit: a multiple of every kernel's row tile
-  const int64_t groups = (n + kGroup - 1) / kGroup;
-  at::parallel_for(0, groups, 1, [&](int64_t lo, int64_t hi) {
-    fn(a, lo * kGroup, std::min(hi * kGroup, n));
-  });
+  // Chunks of whole 4-row groups (every kernel's row tile divides 4), ~256 KB of codes each, so threads
+  // balance dynamically; small problems stay on the calling thread.
+  const int64_t chunk = std::max<int64_t>(4, (int64_t(256) << 10) / std::max<int64_t>(packed.size(1) * m, 1) / 4 * 4);
+  parallel_chunks(n, chunk, [&](int64_t lo, int64_t hi) { fn(a, lo, hi); });
   return y;
 }
 
@@ -160,3 +214,8 @@ at::Tensor conv2d_dispatch(const at::Tensor& x, const at::Tensor& packed, const 
 }
 
 }  // namespace wfn
+
+TORCH_LIBRARY_FRAGMENT(wfn_cpu, m) {
+  // Force the M threshold of the decode + GEMM path (-1: default); returns the previous override.
+  m.def("set_gemm_min_m(int m) -> int", &wfn::set_gemm_min_m_op);
+}
