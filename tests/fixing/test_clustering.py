@@ -144,3 +144,15 @@ def test_bad_inputs_raise_clear_errors():
         cluster(torch.zeros(2, 2), 0.5, 0.01)
     with pytest.raises(ValueError, match="fraction"):
         cluster(torch.zeros(4), 1.5, 0.01)
+
+
+def test_stable_sort_equals_numpy_stable_argsort():
+    from wfn_kernels.fixing.clustering import stable_sort
+
+    g = np.random.default_rng(5)
+    w = np.concatenate([g.laplace(0, 1, 5000), np.zeros(50), -np.zeros(50), np.full(100, 0.25), [np.inf, -np.inf],
+                        [1e-42, -1e-42]]).astype(np.float32)
+    g.shuffle(w)
+    s, p = stable_sort(w)
+    ref = np.argsort(w + np.float32(0), kind="stable")
+    assert np.array_equal(p, ref) and np.array_equal(s, (w + np.float32(0))[ref])

@@ -75,8 +75,8 @@ def cluster(weights: torch.Tensor, fraction: float, tolerance: float, zero_thres
     w = _validated(weights, fraction, tolerance)
     n = w.numel()
     quota = int(n * fraction)  # the original's int(n_params * p)
-    sorted_w, perm = torch.sort(w, stable=True)
-    pool = SortedPool(sorted_w.double().numpy())
+    sorted_w, perm = stable_sort(w.numpy())
+    pool = SortedPool(sorted_w.astype(np.float64))
     order, a, failures = 0, float(tolerance), 0
     steps, taken_pieces = [], []
     while pool.taken < quota:
@@ -275,17 +275,38 @@ def _first(pieces, k: int) -> list:
     return out
 
 
+def stable_sort(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted float32 values, int64 permutation) of float32 ``w``, ties in index order.
+
+    Sorts one uint64 key per weight (order-preserving float bits << 32 | index): every key is unique, so
+    numpy's fast unstable (SIMD) sort gives the stable order, several times faster than a stable sort.
+    -0.0 is normalised to +0.0 first. Needs n < 2^32.
+    """
+    if len(w) >= 1 << 32:
+        raise ValueError(f"cluster: {len(w)} weights exceed the 2^32 limit of the sort key")
+    bits = (np.asarray(w, dtype=np.float32) + np.float32(0.0)).view(np.uint32)
+    flip = (bits >> np.uint32(31)) * np.uint32(0xFFFFFFFF) | np.uint32(0x80000000)  # IEEE order -> uint order
+    keys = (bits ^ flip).astype(np.uint64)
+    keys <<= np.uint64(32)
+    keys |= np.arange(len(w), dtype=np.uint64)
+    keys.sort()
+    mono = (keys >> np.uint64(32)).astype(np.uint32)
+    unflip = ((mono >> np.uint32(31)) ^ np.uint32(1)) * np.uint32(0xFFFFFFFF) | np.uint32(0x80000000)
+    sorted_w = (mono ^ unflip).view(np.float32)
+    keys &= np.uint64(0xFFFFFFFF)
+    return sorted_w, keys.view(np.int64)
+
+
 def _assemble(w, sorted_w, perm, taken_pieces, steps, order, failures) -> ClusteringResult:
-    new_sorted = sorted_w.clone()
-    fixed_sorted = torch.zeros(len(w), dtype=torch.bool)
+    new_sorted = sorted_w.copy()
+    fixed_sorted = np.zeros(len(sorted_w), dtype=bool)
     for c, pieces in taken_pieces:
-        c32 = torch.tensor(c, dtype=torch.float32)
         for s, e in pieces:
-            new_sorted[s:e] = c32
+            new_sorted[s:e] = np.float32(c)
             fixed_sorted[s:e] = True
-    values = torch.empty_like(w)
+    values = np.empty_like(new_sorted)
     values[perm] = new_sorted
-    fixed = torch.empty_like(fixed_sorted)
+    fixed = np.empty_like(fixed_sorted)
     fixed[perm] = fixed_sorted
     centres = torch.unique(torch.tensor([c for c, _ in taken_pieces], dtype=torch.float32))
-    return ClusteringResult(values, fixed, centres, steps, order, failures)
+    return ClusteringResult(torch.from_numpy(values), torch.from_numpy(fixed), centres, steps, order, failures)
