@@ -3,14 +3,16 @@ import math
 import pytest
 import torch
 
-from wfn_kernels.fixing.metrics import bits_metrics, entropy_bits, order_histogram, tensor_metrics, top_values, value_stats
+from wfn_kernels.fixing.metrics import (bits_metrics, entropy_bits, order_histogram, tensor_metrics, top_values,
+                                        value_stats)
 
 
 def test_value_stats_on_a_hand_made_tensor():
     t = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.5, 0.5, -0.25, 0.75])
     s = value_stats(t)
     assert (s["numel"], s["unique"], s["unique_nonzero"]) == (8, 4, 3)
-    assert s["entropy_bits"] == pytest.approx(-(0.5 * math.log2(0.5) + 0.25 * math.log2(0.25) + 2 * 0.125 * math.log2(0.125)))
+    h = -(0.5 * math.log2(0.5) + 0.25 * math.log2(0.25) + 2 * 0.125 * math.log2(0.125))
+    assert s["entropy_bits"] == pytest.approx(h)
     assert s["entropy_nonzero_bits"] == pytest.approx(-(0.5 * math.log2(0.5) + 2 * 0.25 * math.log2(0.25)))
     assert s["zero_fraction"] == 0.5
 

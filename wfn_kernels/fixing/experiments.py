@@ -103,6 +103,10 @@ def _ms(rows, key, fmt="{:.2f}") -> str:
     return f"{fmt.format(statistics.mean(vals))} ± {fmt.format(sd)}"
 
 
+def _ratio(rows, num, den) -> float:
+    return statistics.mean(r[num] / r[den] for r in rows)
+
+
 def _markdown(rows, curve) -> str:
     r0 = rows[0]
     drop = [r["baseline_accuracy"] - r["wfn_accuracy"] for r in rows]
@@ -125,11 +129,13 @@ def _markdown(rows, curve) -> str:
         f"| fixing run (s) | — | {_ms(rows, 'fix_seconds', '{:.0f}')} | | |", "",
         f"Accuracy drop vs baseline: {statistics.mean(drop):.2f} ± "
         f"{statistics.stdev(drop) if len(drop) > 1 else 0:.2f} points; APoT-4 / WFN unique non-zero: "
-        f"{statistics.mean(r['apot4_unique_nonzero'] / r['wfn_unique_nonzero'] for r in rows):.1f}x "
-        f"(conv/linear only: {statistics.mean(r['apot4_unique_nonzero_conv_linear'] / r['wfn_unique_nonzero_conv_linear'] for r in rows):.1f}x).", ""]
+        f"{_ratio(rows, 'apot4_unique_nonzero', 'wfn_unique_nonzero'):.1f}x "
+        f"(conv/linear only: {_ratio(rows, 'apot4_unique_nonzero_conv_linear', 'wfn_unique_nonzero_conv_linear'):.1f}x).",
+        ""]
     if curve:
         lines += ["## The curve around it (seed 0, one run each)", "",
-                  "| run | δ | relax | BN | lr | epochs/iter | baseline | WFN | unique non-zero | H all | H non-zero | s |",
+                  "| run | δ | relax | BN | lr | epochs/iter | baseline | WFN | unique non-zero | H all | H non-zero "
+                  "| s |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for c in sorted(curve, key=lambda c: (c["relax"], c["delta"])):
             lines.append(f"| {c['run']} | {c['delta']} | {c['relax']} | {c['bn']} | {c['lr']} | {c['epochs']} | "

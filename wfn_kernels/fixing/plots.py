@@ -60,7 +60,8 @@ def plot_sweep(rows: list[dict], out_dir, x: str = "delta") -> list:
         groups = sorted({(r["ratio"], r["bn"]) for r in rows})
         for ratio, bn in groups:
             sel = sorted((r for r in rows if r["ratio"] == ratio and r["bn"] == bn), key=lambda r: r[x])
-            ax.plot([r[x] for r in sel], [r[metric] for r in sel], "o-", label=f"ratio {ratio}, BN {'on' if bn else 'off'}")
+            label = f"ratio {ratio}, BN {'on' if bn else 'off'}"
+            ax.plot([r[x] for r in sel], [r[metric] for r in sel], "o-", label=label)
         ax.set_xscale("log"), ax.set_xlabel("δ"), ax.set_ylabel(label), ax.legend(fontsize=7)
         paths.append(_save(fig, out / f"sweep_{metric}.png"))
     return paths
