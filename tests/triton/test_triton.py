@@ -223,3 +223,14 @@ def test_choose_config_paths(wt):
         wt.LaunchConfig("gemv", 8, 16, 16)
     with pytest.raises(ValueError, match="path must be 'gemv' or 'gemm'"):
         wt.LaunchConfig("simt", 16, 16, 16)
+
+
+def test_split_k_only_when_tiles_cannot_fill_the_gpu(wt, monkeypatch):
+    from wfn_kernels.triton import launcher
+
+    monkeypatch.setattr(launcher, "_sm_count", lambda index: 132)
+    gpu = torch.device("cuda", 0)
+    assert wt.choose_config(1, 8192, 8192, 4, gpu).split_k == 1  # 512 tiles: no atomics, no extra launches
+    small_n = wt.choose_config(1, 64, 8192, 4, gpu)  # 4 tiles of 16 rows; 4096-byte rows
+    assert small_n.path == "gemv" and small_n.split_k == 4096 // small_n.block_kb  # capped: one tile per split
+    assert wt.choose_config(1, 64, 64, 4, gpu).split_k == 1  # one 32-byte row: nothing to split

@@ -67,7 +67,7 @@ def choose_config(m: int, n: int, k: int, bits: int, device: torch.device) -> La
     GEMV: 16 output rows per program and 256 bytes per row per step (4 KiB per step at 4 warps: two
     128-bit loads per thread), fewer bytes when more activation rows share the register tile.
     GEMM: BLOCK_M grows with M; BLOCK_KB bytes hold 64 codes at 4/8 bits (>= 16 for the MMA K at 2 bits).
-    Split-K only when the N (x M) tiles cannot give every SM a few programs.
+    Split-K only when the N (x M) tiles cannot give every SM one program.
     """
     rb = max(row_bytes(k, bits), 1)
     if m <= GEMV_MAX_M:
@@ -83,10 +83,13 @@ def choose_config(m: int, n: int, k: int, bits: int, device: torch.device) -> La
         cfg = LaunchConfig("gemm", block_m, block_n, block_kb, num_warps=8 if big else 4,
                            num_stages=3 if big else 4)
         tiles = triton.cdiv(m, block_m) * triton.cdiv(n, block_n)
-    programs_wanted = 4 * _sm_count(device.index or 0) if device.type == "cuda" else 1
-    if tiles >= programs_wanted:
+    # Split-K costs two extra launches (zeroing a float32 output, narrowing it after the atomics): ~10 us,
+    # more than a whole 8192^2 4-bit GEMV on an H100. So split only when the tiles cannot cover every SM
+    # once, and then aim for two programs per SM.
+    sms = _sm_count(device.index or 0) if device.type == "cuda" else 1
+    if tiles >= sms:
         return cfg
-    split = min(triton.cdiv(programs_wanted, tiles), triton.cdiv(rb, cfg.block_kb))
+    split = min(triton.cdiv(2 * sms, tiles), triton.cdiv(rb, cfg.block_kb))
     return replace(cfg, split_k=max(split, 1))
 
 
