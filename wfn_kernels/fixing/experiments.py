@@ -130,7 +130,8 @@ def _markdown(rows, curve) -> str:
         f"Accuracy drop vs baseline: {statistics.mean(drop):.2f} ± "
         f"{statistics.stdev(drop) if len(drop) > 1 else 0:.2f} points; APoT-4 / WFN unique non-zero: "
         f"{_ratio(rows, 'apot4_unique_nonzero', 'wfn_unique_nonzero'):.1f}x "
-        f"(conv/linear only: {_ratio(rows, 'apot4_unique_nonzero_conv_linear', 'wfn_unique_nonzero_conv_linear'):.1f}x).",
+        f"(conv/linear only: {_ratio(rows, 'apot4_unique_nonzero_conv_linear', 'wfn_unique_nonzero_conv_linear'):.1f}"
+        "x).",
         ""]
     if curve:
         lines += ["## The curve around it (seed 0, one run each)", "",
