@@ -12,7 +12,8 @@ weight exactly on a centre) or there is nothing to regularise, α = 0 instead of
 gradient of α·L_reg is ratio·CE·∇log L_reg, so it grows as the free weights approach their centres
 (faithful; the gradient clipping bounds it). The gradient of L_reg at a weight exactly on a centre is
 zero up to the softmin weight of the other centres (exp(-D/T), < 1e-8 for centres >= 1 relative
-distance apart at T = 0.05). Memory is one (n_free, k) matrix per call, computed in chunks of CHUNK weights so a large network does not materialise it whole.
+distance apart at T = 0.05). Memory is one (n_free, k) matrix per
+call, computed in chunks of CHUNK weights so a large network does not materialise it whole.
 """
 
 from __future__ import annotations
