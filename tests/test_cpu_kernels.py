@@ -1,0 +1,219 @@
+"""C++ CPU kernels at every SIMD dispatch level against wfn_kernels.reference.
+
+Levels are switched at run time with torch.ops.wfn_cpu.set_dispatch (the env var WFN_CPU_DISPATCH is
+tested in a subprocess). Power-of-two (or quarter-integer) codebooks with small-integer activations make
+every fp32 product and partial sum exact, so results must equal the reference bit for bit whatever the
+summation order.
+"""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import wfn_kernels as wk
+from wfn_kernels import ops, reference
+from wfn_kernels.packing import pack_codes
+
+pytestmark = pytest.mark.skipif(ops._C is None, reason=f"extension not built: {ops._C_REASON}")
+
+LEVELS = ["scalar", "avx2", "avx512"]
+ORDER = {name: i for i, name in enumerate(LEVELS)}
+
+
+def hardware_level() -> str:
+    return torch.ops.wfn_cpu.hardware_capability()
+
+
+@pytest.fixture(params=LEVELS)
+def level(request):
+    if ORDER[request.param] > ORDER[hardware_level()]:
+        pytest.skip(f"CPU lacks {request.param}")
+    before = torch.ops.wfn_cpu.capability()
+    assert torch.ops.wfn_cpu.set_dispatch(request.param) == request.param
+    assert ops._C.cpu_capability() == request.param
+    yield request.param
+    torch.ops.wfn_cpu.set_dispatch(before)
+
+
+@pytest.fixture
+def gemm_path():
+    """Route every M >= 1 through the decode + GEMM path."""
+    previous = torch.ops.wfn_cpu.set_gemm_min_m(1)
+    yield
+    torch.ops.wfn_cpu.set_gemm_min_m(previous)
+
+
+def exact_codebook(bits: int, gen) -> torch.Tensor:
+    """A codebook whose values times small integers sum exactly in fp32: powers of two for 2/4 bits,
+    up to 256 distinct quarter-integers for 8 bits (so the 8-bit decode sees a full table)."""
+    if bits == 8:
+        pool = (torch.arange(256, dtype=torch.float32) - 128) / 4
+        c = int(torch.randint(17, 257, (1,), generator=gen))
+    else:
+        pool = torch.tensor([0.0] + [s * 2.0 ** e for e in range(-4, 4) for s in (1.0, -1.0)])
+        c = 1 << bits
+    idx = torch.randperm(pool.numel(), generator=gen)[:c]
+    return torch.sort(pool[idx]).values.float()
+
+
+def make_linear(m, n, k, bits, dtype, gen):
+    cb = exact_codebook(bits, gen)
+    codes = torch.randint(0, cb.numel(), (n, k), generator=gen)
+    x = torch.randint(-3, 4, (m, k), generator=gen).to(dtype)
+    bias = torch.randint(-4, 5, (n,), generator=gen).float()
+    return x, pack_codes(codes, bits), cb, bias
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("m", [0, 1, 3, 16, 127])
+@pytest.mark.parametrize("k", [1, 15, 33, 130, 1000])
+def test_linear_exact_fp32(level, bits, m, k, rng):
+    x, packed, cb, bias = make_linear(m, 7, k, bits, torch.float32, rng)
+    y = wk.codebook_linear(x, packed, cb, bits, bias, backend="extension")
+    assert y.shape == (m, 7) and y.dtype == torch.float32
+    assert torch.equal(y, reference.codebook_linear(x, packed, cb, bits, k, bias))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("m,k", [(1, 33), (5, 130), (16, 1000)])
+def test_linear_exact_half_dtypes(level, dtype, bits, m, k, rng):
+    x, packed, cb, bias = make_linear(m, 9, k, bits, dtype, rng)
+    y = wk.codebook_linear(x, packed, cb, bits, bias, backend="extension")
+    assert y.dtype == dtype
+    assert torch.equal(y, reference.codebook_linear(x, packed, cb, bits, k, bias))
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("m,k", [(1, 15), (3, 130), (16, 1000), (127, 33), (5, 4099)])
+def test_gemm_path_exact(level, gemm_path, bits, m, k, rng):
+    x, packed, cb, bias = make_linear(m, 37, k, bits, torch.float32, rng)
+    y = wk.codebook_linear(x, packed, cb, bits, bias, backend="extension")
+    assert torch.equal(y, reference.codebook_linear(x, packed, cb, bits, k, bias))
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_many_rows_and_row_tails(level, bits, rng):
+    """N not a multiple of the 4-row tile, several 128 KB row chunks, K with a partial SIMD block."""
+    x, packed, cb, bias = make_linear(6, 1023, 517, bits, torch.float32, rng)
+    y = wk.codebook_linear(x, packed, cb, bits, bias, backend="extension")
+    assert torch.equal(y, reference.codebook_linear(x, packed, cb, bits, 517, bias))
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_random_floats_close(level, bits, rng):
+    c = {2: 4, 4: 16, 8: 256}[bits]
+    cb = torch.sort(torch.randn(c, generator=rng)).values
+    codes = torch.randint(0, c, (33, 700), generator=rng)
+    x = torch.randn(5, 700, generator=rng)
+    y = wk.codebook_linear(x, pack_codes(codes, bits), cb, bits, backend="extension")
+    torch.testing.assert_close(y, x @ cb[codes].t(), rtol=1e-4, atol=1e-4)
+
+
+def test_decoded_weight_matches_reference_every_width(level, rng):
+    for bits in (2, 4, 8):
+        for k in (1, 15, 16, 17, 64, 130):
+            cb = exact_codebook(bits, rng)
+            codes = torch.randint(0, cb.numel(), (5, k), generator=rng)
+            packed = pack_codes(codes, bits)
+            eye = torch.eye(k)  # x = I turns the op into a decode: y = W.T exactly
+            y = wk.codebook_linear(eye, packed, cb, bits, backend="extension")
+            assert torch.equal(y.t(), cb[codes]), (bits, k)
+
+
+@pytest.mark.parametrize("stride,padding,dilation,groups", [(1, 0, 1, 1), (2, 1, 1, 1), (1, 2, 2, 1),
+                                                            (1, 1, 1, 4), (2, 0, 1, 2)])
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_conv2d_exact(level, stride, padding, dilation, groups, batch, bits, rng):
+    wshape = (12, 8 // groups, 3, 3)
+    cb = exact_codebook(bits, rng)
+    codes = torch.randint(0, cb.numel(), (12, wshape[1] * 9), generator=rng)
+    packed = pack_codes(codes, bits)
+    x = torch.randint(-2, 3, (batch, 8, 9, 10), generator=rng).float()
+    bias = torch.randint(-3, 4, (12,), generator=rng).float()
+    args = (stride, padding, dilation, groups)
+    y = wk.codebook_conv2d(x, packed, cb, bits, wshape, bias, *args, backend="extension")
+    expected = F.conv2d(x, cb[codes].reshape(wshape), bias, *args)
+    assert torch.equal(y, expected)
+    ref = reference.codebook_conv2d(x, packed, cb, bits, wshape, bias, (stride,) * 2, (padding,) * 2,
+                                    (dilation,) * 2, groups)
+    assert torch.equal(y, ref)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_conv2d_half_dtype(level, dtype, rng):
+    wshape = (6, 4, 1, 1)
+    cb = exact_codebook(4, rng)
+    codes = torch.randint(0, cb.numel(), (6, 4), generator=rng)
+    packed = pack_codes(codes, 4)
+    x = torch.randint(-2, 3, (2, 4, 5, 5), generator=rng).to(dtype)
+    y = wk.codebook_conv2d(x, packed, cb, 4, wshape, backend="extension")
+    assert y.dtype == dtype
+    assert torch.equal(y, reference.codebook_conv2d(x, packed, cb, 4, wshape))
+
+
+def test_two_threads_match_one(level, rng):
+    """The work-claiming parallel GEMV gives the same bits as the single-threaded run."""
+    x, packed, cb, bias = make_linear(2, 2051, 300, 4, torch.float32, rng)
+    x = torch.randn(2, 300, generator=rng)
+    y1 = wk.codebook_linear(x, packed, cb, 4, bias, backend="extension")
+    torch.set_num_threads(2)
+    try:
+        y2 = wk.codebook_linear(x, packed, cb, 4, bias, backend="extension")
+    finally:
+        torch.set_num_threads(1)
+    assert torch.equal(y1, y2)
+
+
+def test_capability_reports_hardware_by_default():
+    code = "import wfn_kernels.ops as o, torch; print(o._C.cpu_capability(), torch.ops.wfn_cpu.hardware_capability())"
+    env = {k: v for k, v in os.environ.items() if k != "WFN_CPU_DISPATCH"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    used, hw = out.stdout.split()
+    assert used == hw and hw in LEVELS
+
+
+@pytest.mark.parametrize("name", LEVELS)
+def test_env_var_forces_level(name):
+    if ORDER[name] > ORDER[hardware_level()]:
+        pytest.skip(f"CPU lacks {name}")
+    code = ("import torch, wfn_kernels as wk; from wfn_kernels.packing import pack_codes;"
+            "cb = torch.tensor([-1., 0., .5, 2.]);"
+            "y = wk.codebook_linear(torch.ones(1, 3), pack_codes(torch.tensor([[0, 1, 3]]), 2), cb, 2,"
+            " backend='extension');"
+            "print(wk.ops._C.cpu_capability(), y.item())")
+    env = dict(os.environ, WFN_CPU_DISPATCH=name)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [name, "1.0"]
+
+
+def test_env_var_rejects_unknown_level():
+    code = "import wfn_kernels.ops as o; o._C.cpu_capability()"
+    env = dict(os.environ, WFN_CPU_DISPATCH="avx9000")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "WFN_CPU_DISPATCH must be one of scalar, avx2, avx512; got 'avx9000'" in out.stderr
+
+
+def test_set_dispatch_rejects_unknown_and_unsupported_level():
+    with pytest.raises(RuntimeError, match="set_dispatch level must be one of scalar, avx2, avx512"):
+        torch.ops.wfn_cpu.set_dispatch("sse")
+    if hardware_level() != "avx512":
+        with pytest.raises(RuntimeError, match="this CPU supports at most"):
+            torch.ops.wfn_cpu.set_dispatch("avx512")
+
+
+def test_cpp_entry_checks_name_the_argument():
+    """Direct op calls (bypassing the Python front end) still reject bad arguments by name."""
+    x = torch.ones(1, 4)
+    cb = torch.tensor([0.0, 1.0])
+    with pytest.raises(RuntimeError, match="bits must be one of"):
+        torch.ops.wfn.codebook_linear(x, torch.zeros(1, 2, dtype=torch.uint8), cb, 3, 4, None)
+    with pytest.raises(RuntimeError, match="packed codes have 3 bytes per row, expected 2"):
+        torch.ops.wfn.codebook_linear(x, torch.zeros(1, 3, dtype=torch.uint8), cb, 4, 4, None)
+    with pytest.raises(RuntimeError, match="codebook must be a 1-D float32 tensor"):
+        torch.ops.wfn.codebook_linear(x, torch.zeros(1, 2, dtype=torch.uint8), cb.double(), 4, 4, None)

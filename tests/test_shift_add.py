@@ -1,0 +1,156 @@
+"""Shift-add integer path: format, encoder errors, bit-exact kernels at every level, no multiplies."""
+import re
+import shutil
+import subprocess
+
+import pytest
+import torch
+
+from wfn_kernels import ops
+from wfn_kernels import shift_add as sa
+from wfn_kernels.codebook import Codebook
+from wfn_kernels.packing import pack_weight
+
+LEVELS = ["scalar", "avx2", "avx512"]
+ORDER = {name: i for i, name in enumerate(LEVELS)}
+needs_ext = pytest.mark.skipif(ops._C is None, reason="extension not built")
+
+
+@pytest.fixture(params=LEVELS)
+def level(request):
+    if ops._C is None:
+        pytest.skip("extension not built")
+    if ORDER[request.param] > ORDER[torch.ops.wfn_cpu.hardware_capability()]:
+        pytest.skip(f"CPU lacks {request.param}")
+    before = torch.ops.wfn_cpu.capability()
+    torch.ops.wfn_cpu.set_dispatch(request.param)
+    yield request.param
+    torch.ops.wfn_cpu.set_dispatch(before)
+
+
+def pow2_codebook() -> Codebook:
+    """Order-0 with the widest span the format holds (7 exponents) and both signs."""
+    return Codebook.from_values([0.0] + [s * 2.0 ** e for e in range(-7, 0) for s in (1.0, -1.0)])
+
+
+def integer_reference(x, codebook, codes):
+    """x @ W.T in exact float64 arithmetic (values are dyadic, sums far below 2**53)."""
+    return x.double() @ codebook.values.double()[codes].t()
+
+
+def test_format_codes_and_scale():
+    cb = Codebook.from_values([-0.5, 0.0, 0.125, 0.5])
+    w = sa.encode_shift_add(cb, torch.tensor([[0, 1, 2, 3]]))
+    assert w.e_min == -3 and w.scale == 0.125
+    codes = (w.packed[0, 0] & 15, w.packed[0, 0] >> 4, w.packed[0, 1] & 15, w.packed[0, 1] >> 4)
+    # -0.5 = -(2**-3 << 2): sign 8 | (shift 2 + 1); 0 -> 0; 0.125 -> shift 0 -> 1; 0.5 -> 3
+    assert [int(c) for c in codes] == [8 | 3, 0, 1, 3]
+    assert torch.equal(w.dense(), torch.tensor([[-0.5, 0.0, 0.125, 0.5]], dtype=torch.float64))
+
+
+def test_encoder_rejects_non_order0_codebook():
+    cb = Codebook.from_values([0.0, 0.75, 1.0])  # 0.75 = 2**-1 + 2**-2
+    with pytest.raises(ValueError, match=r"not order-0 .* offending values \[0.75\]"):
+        sa.encode_shift_add(cb, torch.zeros(2, 3, dtype=torch.int64))
+
+
+def test_encoder_rejects_wide_exponent_span():
+    cb = Codebook.from_values([2.0 ** -8, 1.0])
+    with pytest.raises(ValueError, match=r"exponents span 2\*\*-8\.\.2\*\*0"):
+        sa.encode_shift_add(cb, torch.zeros(1, 1, dtype=torch.int64))
+
+
+def test_encoder_rejects_bad_codes():
+    cb = pow2_codebook()
+    with pytest.raises(ValueError, match=r"codes must lie in \[0, 15\)"):
+        sa.encode_shift_add(cb, torch.full((1, 2), 15))
+    with pytest.raises(ValueError, match="codes must be a 2-D integer tensor"):
+        sa.encode_shift_add(cb, torch.zeros(3))
+
+
+def test_encode_from_packed_weight(rng):
+    cb = pow2_codebook()
+    weight = cb.values[torch.randint(0, len(cb), (6, 20), generator=rng)]
+    pw = pack_weight(weight, cb)
+    local = Codebook.from_values(pw.codebook)
+    w = sa.encode_shift_add(local, pw)
+    assert torch.equal(w.dense(), weight.double())
+
+
+@pytest.mark.parametrize("m", [0, 1, 3, 16])
+@pytest.mark.parametrize("k", [1, 15, 33, 130, 1000])
+def test_bit_exact_every_level(level, m, k, rng):
+    cb = pow2_codebook()
+    codes = torch.randint(0, len(cb), (7, k), generator=rng)
+    w = sa.encode_shift_add(cb, codes)
+    x = torch.randint(-128, 128, (m, k), generator=rng, dtype=torch.int8)
+    y = sa.shift_add_linear(x, w, backend="extension")
+    assert y.dtype == torch.int32 and y.shape == (m, 7)
+    assert torch.equal(y, sa.shift_add_linear(x, w, backend="reference"))
+    assert torch.equal(y.double() * w.scale, integer_reference(x, cb, codes))
+
+
+def test_extremes_do_not_overflow(level):
+    """Every weight at the largest magnitude and every x at -128: the bound the K limit is built on."""
+    k = 4097
+    cb = Codebook.from_values([-(2.0 ** 6), 1.0])
+    w = sa.encode_shift_add(cb, torch.zeros(3, k, dtype=torch.int64))
+    x = torch.full((2, k), -128, dtype=torch.int8)
+    y = sa.shift_add_linear(x, w, backend="extension")
+    assert torch.equal(y, torch.full((2, 3), 128 * 64 * k, dtype=torch.int32))
+
+
+def test_batched_input_and_front_end_errors(rng):
+    cb = pow2_codebook()
+    w = sa.encode_shift_add(cb, torch.randint(0, len(cb), (5, 8), generator=rng))
+    x = torch.randint(-5, 5, (2, 3, 8), generator=rng, dtype=torch.int8)
+    assert sa.shift_add_linear(x, w).shape == (2, 3, 5)
+    with pytest.raises(ValueError, match=r"x must be a 2-D int8 tensor \(M, K\), got torch.float32"):
+        sa.shift_add_linear(x.float(), w)
+    with pytest.raises(ValueError, match="x has K=7 columns but the weight has in_features=8"):
+        sa.shift_add_linear(x[..., :7], w)
+    with pytest.raises(ValueError, match="could overflow the int32 accumulator"):
+        sa.check_shift_add_args(torch.zeros(1, sa.MAX_IN_FEATURES + 1, dtype=torch.int8),
+                                torch.zeros(1, (sa.MAX_IN_FEATURES + 2) // 2, dtype=torch.uint8),
+                                sa.MAX_IN_FEATURES + 1)
+
+
+@needs_ext
+def test_cpp_kernel_checks_its_arguments():
+    with pytest.raises(RuntimeError, match="x must be a 2-D int8 tensor"):
+        torch.ops.wfn.shift_add_linear(torch.zeros(1, 4), torch.zeros(1, 2, dtype=torch.uint8), 4)
+    with pytest.raises(RuntimeError, match=r"packed shift-add codes must be a 2-D uint8 tensor \(N, 2\)"):
+        torch.ops.wfn.shift_add_linear(torch.zeros(1, 4, dtype=torch.int8), torch.zeros(1, 3, dtype=torch.uint8), 4)
+
+
+def test_opcheck(rng):
+    cb = pow2_codebook()
+    w = sa.encode_shift_add(cb, torch.randint(0, len(cb), (5, 9), generator=rng))
+    x = torch.randint(-128, 128, (3, 9), generator=rng, dtype=torch.int8)
+    torch.library.opcheck(torch.ops.wfn.shift_add_linear.default, (x, w.packed, 9))
+
+
+def _disassemble(symbol: str) -> str:
+    so = ops._C.__file__
+    out = subprocess.run(["objdump", "-d", "--no-show-raw-insn", f"--disassemble={symbol}", so],
+                         capture_output=True, text=True, check=True).stdout
+    body = out.split(f"<{symbol}>:", 1)
+    assert len(body) == 2, f"symbol {symbol} not found in {so}"
+    return body[1]
+
+
+@needs_ext
+@pytest.mark.skipif(shutil.which("objdump") is None, reason="objdump not installed")
+@pytest.mark.parametrize("symbol,shift_insn", [("wfn_shift_add_dot_avx512", "vpsllvd"),
+                                               ("wfn_shift_add_dot_avx2", "vpsllvd"),
+                                               ("wfn_shift_add_dot_scalar", "shl")])
+def test_dot_kernels_have_no_multiply(symbol, shift_insn):
+    """The compiled dot kernels (whole functions, so their inner loops) contain shifts but no multiply,
+    multiply-add or FMA instruction of any kind."""
+    asm = _disassemble(symbol)
+    mnemonics = [line.split("\t")[1].split()[0] for line in asm.splitlines() if line.count("\t") >= 1
+                 and len(line.split("\t")) > 1 and line.split("\t")[1].strip()]
+    assert len(mnemonics) > 10, asm
+    assert any(mn.startswith(shift_insn) for mn in mnemonics), f"{symbol}: no {shift_insn} in\n{asm}"
+    muls = [mn for mn in mnemonics if re.search(r"mul|madd|fma", mn)]
+    assert not muls, f"{symbol} contains multiplies: {muls}"
