@@ -68,17 +68,6 @@ void decode_rows(Isa isa, const uint8_t* packed, int64_t row_bytes, int64_t k, i
   }
 }
 
-// Decode rows [r0, r1) into out (row-major, k floats each), parallel over rows.
-void decode_parallel(Isa isa, const at::Tensor& packed, int64_t k, int bits, const float* table, int64_t r0,
-                     int64_t r1, float* out) {
-  const uint8_t* p = packed.data_ptr<uint8_t>();
-  const int64_t rb = packed.size(1);
-  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(k, 1));
-  at::parallel_for(r0, r1, grain, [&](int64_t lo, int64_t hi) {
-    decode_rows(isa, p, rb, k, bits, table, lo, hi, out + (lo - r0) * k);
-  });
-}
-
 // Runs fn(lo, hi) over [0, n) in chunks, on the calling thread plus up to (threads - 1) helpers from the
 // inter-op pool; chunks are claimed from an atomic counter. Why not at::parallel_for: its fork-join needs
 // every thread to run before it returns, so on a shared machine where another process holds a core, a
@@ -115,6 +104,17 @@ void parallel_chunks(int64_t n, int64_t chunk, std::function<void(int64_t, int64
   for (int64_t h = 0; h < helpers; ++h) at::launch([st] { st->work(); });
   st->work();
   while (st->done.load(std::memory_order_acquire) < nchunks) std::this_thread::yield();
+}
+
+// Decode rows [r0, r1) into out (row-major, k floats each), parallel over chunks of ~256 KB of floats.
+void decode_parallel(Isa isa, const at::Tensor& packed, int64_t k, int bits, const float* table, int64_t r0,
+                     int64_t r1, float* out) {
+  const uint8_t* p = packed.data_ptr<uint8_t>();
+  const int64_t rb = packed.size(1);
+  const int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(k, 1));
+  parallel_chunks(r1 - r0, chunk, [&](int64_t lo, int64_t hi) {
+    decode_rows(isa, p, rb, k, bits, table, r0 + lo, r0 + hi, out + lo * k);
+  });
 }
 
 // Activations in the order the level's GEMV reads them (kernels.h); scalar reads x as is.
