@@ -4,7 +4,10 @@
 - the .cu kernels stay free of torch headers (plain CUDA C++ behind csrc/cuda/codebook_cuda.h);
 - csrc/cuda/bindings.cpp passes a C++ syntax check against torch's headers and the CUDA runtime headers;
 - tests/cuda/harness.cu links against the kernel objects into a standalone binary, which runs (and must
-  report all cases bit exact) only where a GPU is present.
+  report all cases bit exact) only where a GPU is present;
+- the same harness and kernels, built with g++ against the CPU emulation in tests/cuda/emu (threads as
+  fibers, barriers, warp shuffles), run here: every GEMV/SIMT-GEMM/decode path bit exact (not WMMA), and a
+  deliberately broken kernel is caught.
 """
 
 import os
@@ -149,3 +152,45 @@ def _gpu_present() -> bool:
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-v"]))
+
+
+EMU_DIR = ROOT / "tests" / "cuda" / "emu"
+LAUNCH = re.compile(r"(\w+<[^<>;]*>)<<<([^;]*?)>>>\(")
+
+
+def _emulated_harness(out: Path, mutate: tuple[str, str, str] | None = None) -> Path:
+    """Build harness + kernels for the CPU emulator: `k<<<grid, block, smem, stream>>>(args)` becomes
+    `emu::Launch(grid, block, smem, stream).run(k, args)`. ``mutate`` = (file, old, new) plants a bug."""
+    cxx = shutil.which("g++")
+    if cxx is None:
+        pytest.skip("no g++ for the CUDA emulation")
+    out.mkdir(parents=True, exist_ok=True)
+    sources, launches = [], 0
+    for src in CU_SOURCES:
+        text = src.read_text()
+        if mutate and mutate[0] == src.name:
+            assert mutate[1] in text, f"mutation target not found in {src.name}"
+            text = text.replace(mutate[1], mutate[2])
+        text, n = LAUNCH.subn(r"emu::Launch(\2).run(\1, ", text)
+        launches += n
+        dst = out / (src.stem + ".cpp")
+        dst.write_text(text)
+        sources.append(str(dst))
+    assert launches == 6, f"expected 6 kernel launches to rewrite, found {launches}"
+    exe = out / "harness_emu"
+    _run([cxx, "-std=c++20", "-O2", f"-I{EMU_DIR}", f"-I{CUDA_DIR}", "-x", "c++", *sources,
+          str(ROOT / "tests" / "cuda" / "harness.cu"), "-o", str(exe)])
+    return exe
+
+
+def test_kernels_bit_exact_under_cpu_emulation(tmp_path):
+    out = _run([str(_emulated_harness(tmp_path)), "--quick"], timeout=300).stdout
+    passed = [line for line in out.splitlines() if line.startswith("PASS ")]
+    assert "ALL PASSED" in out and len(passed) == 3 * 3 * 5 * 3, out[-3000:]
+
+
+def test_cpu_emulation_catches_a_broken_kernel(tmp_path):
+    """The emulated check has teeth: reading each code one field too far up must fail."""
+    exe = _emulated_harness(tmp_path, ("gemv.cu", "(word >> ((e4 + e) * BITS))", "(word >> ((e4 + e + 1) * BITS))"))
+    proc = subprocess.run([str(exe), "--quick"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "FAIL bits=" in proc.stdout, proc.stdout[-2000:]

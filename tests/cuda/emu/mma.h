@@ -1,0 +1,2 @@
+// Emulation stub: WMMA bodies are compiled only for __CUDA_ARCH__ >= 800, never here.
+#pragma once
