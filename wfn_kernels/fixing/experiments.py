@@ -39,7 +39,7 @@ def run_seed(args) -> dict:
     spec = RunSpec(dataset="fashion-mnist", out=str(runs / f"seed{args.seed}"), model=args.model, config=cfg,
                    data_dir=args.data_dir, baseline=str(runs / f"baseline_{args.model}_s{args.seed}.safetensors"),
                    baseline_epochs=args.baseline_epochs, progress=False)
-    r = run(spec)
+    r = _reuse(args.reuse_run, cfg) if args.reuse_run else run(spec)
     row = {"seed": args.seed, "delta": args.delta, "relax": not args.no_relax, "bn": not args.no_bn,
            "lr": args.lr, "epochs_per_iteration": args.epochs_per_iteration,
            "bn_recalibration_batches": args.bn_recalibration_batches,
@@ -50,6 +50,19 @@ def run_seed(args) -> dict:
     (runs / f"row_seed{args.seed}.json").write_text(json.dumps(row, indent=1))
     print(json.dumps(row))
     return row
+
+
+def _reuse(run_dir: str, cfg: WFNConfig) -> dict:
+    """The result dict of a finished `wfn fix` run directory made with the same WFNConfig."""
+    from .pipeline import load_saved_model
+
+    s = json.loads((Path(run_dir) / "summary.json").read_text())
+    if s["config"] != cfg.to_dict():
+        raise SystemExit(f"--reuse-run {run_dir} was made with a different WFNConfig: {s['config']}")
+    model, _, _ = load_saved_model(Path(run_dir) / "model.safetensors")
+    return {"model": model, "metrics": network_metrics(model, cfg.include_batchnorm),
+            **{k: s[k] for k in ("baseline_accuracy", "test_accuracy", "fix_seconds")},
+            "fix_cpu_seconds": s.get("fix_cpu_seconds", float("nan"))}
 
 
 def _apot_rows(spec: RunSpec, seed: int) -> dict:
@@ -163,6 +176,7 @@ def main(argv=None) -> int:
     p.add_argument("--ratio", type=float, default=WFNConfig.regularizer_ratio)
     p.add_argument("--bn-recalibration-batches", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--reuse-run", default=None, help="take the WFN result from this finished `wfn fix` --out")
     p = sub.add_parser("report")
     p.add_argument("--runs", required=True)
     p.add_argument("--curve", nargs="*", default=[])
