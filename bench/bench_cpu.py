@@ -200,9 +200,9 @@ def header(threads: int) -> list[str]:
             f"{', '.join(f'{v:.2f}' for v in load)}"]
 
 
-def write(rows, lines, bw):
+def write(rows, lines, bw, stem):
     RESULTS.mkdir(exist_ok=True)
-    with open(RESULTS / "cpu_kernels.csv", "w", newline="") as f:
+    with open(RESULTS / f"{stem}.csv", "w", newline="") as f:
         wr = csv.DictWriter(f, fieldnames=FIELDS)
         wr.writeheader()
         wr.writerows(rows)
@@ -211,7 +211,7 @@ def write(rows, lines, bw):
            "- medians of interleaved runs; speedup = baseline time / WFN time; GB/s counts packed code bytes", "",
            "| " + " | ".join(FIELDS) + " |", "|" + "---|" * len(FIELDS)]
     md += ["| " + " | ".join(str(r[k]) for k in FIELDS) + " |" for r in rows]
-    (RESULTS / "cpu_kernels.md").write_text("\n".join(md) + "\n")
+    (RESULTS / f"{stem}.md").write_text("\n".join(md) + "\n")
 
 
 def main(argv=None):
@@ -220,6 +220,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--quick", action="store_true", help="GEMV cases only")
     ap.add_argument("--only", default="", help="comma list of sections: gemv,levels,gemm,conv,shift_add")
+    ap.add_argument("--stem", default="cpu_kernels", help="output file name stem under bench/results")
     args = ap.parse_args(argv)
     if ops._C is None:
         raise SystemExit(f"extension not built: {ops._C_REASON}")
@@ -251,8 +252,10 @@ def main(argv=None):
         for r in new:
             print("  " + "  ".join(f"{k}={r[k]}" for k in FIELDS if r[k] != ""))
         rows += new
-    write(rows, lines, bw)
-    print(f"wrote {RESULTS / 'cpu_kernels.csv'} and .md")
+    lines.append(f"load average at end {', '.join(f'{v:.2f}' for v in os.getloadavg())}; with more runnable "
+                 f"processes than the {os.cpu_count()} cores, multi-threaded medians include scheduler stalls")
+    write(rows, lines, bw, args.stem)
+    print(f"wrote {RESULTS / args.stem}.csv and .md")
 
 
 if __name__ == "__main__":

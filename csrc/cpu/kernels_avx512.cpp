@@ -205,11 +205,21 @@ void decode_rows_avx512(const uint8_t* packed, int64_t row_bytes, int64_t k, int
   const __m512 lut = _mm512_load_ps(t16);
   const __m512i shifts2 = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
   const __m128i low4 = _mm_set1_epi8(0x0f);
+  // 4-bit, 32 codes per step: widen 16 bytes, look up low and high nibbles, interleave with vpermt2ps.
+  const __m512i even_odd_lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  const __m512i even_odd_hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+  const int64_t full32 = bits == 4 ? k / 32 * 32 : 0;
   const int64_t full = k / 16 * 16;
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* row = packed + r * row_bytes;
     float* o = out + (r - r0) * k;
-    for (int64_t i = 0; i < full; i += 16) {
+    for (int64_t i = 0; i < full32; i += 32) {
+      const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + i / 2)));
+      const __m512 lo = _mm512_permutexvar_ps(v, lut), hi = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut);
+      _mm512_storeu_ps(o + i, _mm512_permutex2var_ps(lo, even_odd_lo, hi));
+      _mm512_storeu_ps(o + i + 16, _mm512_permutex2var_ps(lo, even_odd_hi, hi));
+    }
+    for (int64_t i = full32; i < full; i += 16) {
       __m512i idx;
       if (bits == 2) {  // 4 bytes -> 16 codes: broadcast the word, shift lane j right by 2j
         int32_t word;
