@@ -158,39 +158,62 @@ EMU_DIR = ROOT / "tests" / "cuda" / "emu"
 LAUNCH = re.compile(r"(\w+<[^<>;]*>)<<<([^;]*?)>>>\(")
 
 
-def _emulated_harness(out: Path, mutate: tuple[str, str, str] | None = None) -> Path:
-    """Build harness + kernels for the CPU emulator: `k<<<grid, block, smem, stream>>>(args)` becomes
-    `emu::Launch(grid, block, smem, stream).run(k, args)`. ``mutate`` = (file, old, new) plants a bug."""
-    cxx = shutil.which("g++")
-    if cxx is None:
+def _emu_compile(src_text: str, name: str, out: Path) -> Path:
+    """One translation unit for the CPU emulator: `k<<<grid, block, smem, stream>>>(args)` is rewritten to
+    `emu::Launch(grid, block, smem, stream).run(k, args)`, then g++ builds an object."""
+    text, launches = LAUNCH.subn(r"emu::Launch(\2).run(\1, ", src_text)
+    assert launches == EXPECTED_LAUNCHES.get(name, 0), f"{name}: rewrote {launches} kernel launches"
+    cpp = out / (Path(name).stem + ".cpp")
+    cpp.write_text(text)
+    obj = cpp.with_suffix(".o")
+    _run([shutil.which("g++"), "-std=c++20", "-O2", f"-I{EMU_DIR}", f"-I{CUDA_DIR}", "-c", str(cpp), "-o", str(obj)])
+    return obj
+
+
+EXPECTED_LAUNCHES = {"gemv.cu": 1, "gemm.cu": 2, "dispatch.cu": 3}
+
+
+@pytest.fixture(scope="module")
+def emulated_objects(tmp_path_factory):
+    """{source name: object} for every kernel .cu and the harness, built for the CPU emulator."""
+    if shutil.which("g++") is None:
         pytest.skip("no g++ for the CUDA emulation")
-    out.mkdir(parents=True, exist_ok=True)
-    sources, launches = [], 0
-    for src in CU_SOURCES:
-        text = src.read_text()
-        if mutate and mutate[0] == src.name:
-            assert mutate[1] in text, f"mutation target not found in {src.name}"
-            text = text.replace(mutate[1], mutate[2])
-        text, n = LAUNCH.subn(r"emu::Launch(\2).run(\1, ", text)
-        launches += n
-        dst = out / (src.stem + ".cpp")
-        dst.write_text(text)
-        sources.append(str(dst))
-    assert launches == 6, f"expected 6 kernel launches to rewrite, found {launches}"
+    out = tmp_path_factory.mktemp("cuda_emu")
+    objs = {src.name: _emu_compile(src.read_text(), src.name, out) for src in CU_SOURCES}
+    objs["harness.cu"] = _emu_compile((ROOT / "tests" / "cuda" / "harness.cu").read_text(), "harness.cu", out)
+    return objs
+
+
+def _emu_link(objs: dict, out: Path) -> Path:
     exe = out / "harness_emu"
-    _run([cxx, "-std=c++20", "-O2", f"-I{EMU_DIR}", f"-I{CUDA_DIR}", "-x", "c++", *sources,
-          str(ROOT / "tests" / "cuda" / "harness.cu"), "-o", str(exe)])
+    _run([shutil.which("g++"), *map(str, objs.values()), "-o", str(exe)])
     return exe
 
 
-def test_kernels_bit_exact_under_cpu_emulation(tmp_path):
-    out = _run([str(_emulated_harness(tmp_path)), "--quick"], timeout=300).stdout
-    passed = [line for line in out.splitlines() if line.startswith("PASS ")]
-    assert "ALL PASSED" in out and len(passed) == 3 * 3 * 5 * 3, out[-3000:]
+def _run_emulated(exe: Path, sm_major: int) -> subprocess.CompletedProcess:
+    env = dict(os.environ, WFN_EMU_SM_MAJOR=str(sm_major))
+    return subprocess.run([str(exe), "--quick"], capture_output=True, text=True, timeout=300, env=env)
 
 
-def test_cpu_emulation_catches_a_broken_kernel(tmp_path):
-    """The emulated check has teeth: reading each code one field too far up must fail."""
-    exe = _emulated_harness(tmp_path, ("gemv.cu", "(word >> ((e4 + e) * BITS))", "(word >> ((e4 + e + 1) * BITS))"))
-    proc = subprocess.run([str(exe), "--quick"], capture_output=True, text=True, timeout=300)
+@pytest.mark.parametrize("sm_major", [8, 7], ids=["sm8-wmma", "sm7-simt"])
+def test_kernels_bit_exact_under_cpu_emulation(emulated_objects, tmp_path, sm_major):
+    """sm 8: 16-bit GEMMs on the WMMA kernel (emulated fragments); sm 7: on the SIMT kernel. Every case is
+    exactly summable, so GEMV (all register shapes, vector and byte-wise paths), GEMMs and decode must match
+    the host reference bit for bit."""
+    proc = _run_emulated(_emu_link(emulated_objects, tmp_path), sm_major)
+    passed = [line for line in proc.stdout.splitlines() if line.startswith("PASS ")]
+    assert proc.returncode == 0 and "ALL PASSED" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert len(passed) == 3 * 3 * 5 * 3
+
+
+@pytest.mark.parametrize("file,old,new", [
+    ("gemv.cu", "(word >> ((e4 + e) * BITS))", "(word >> ((e4 + e + 1) * BITS))"),
+    ("gemm.cu", "ws + (wn + j * 16) * LD + kk, LD)", "ws + (wn + j * 16) * LD + kk / 2, LD)"),
+], ids=["gemv-shift", "wmma-operand"])
+def test_cpu_emulation_catches_a_broken_kernel(emulated_objects, tmp_path, file, old, new):
+    """The emulated check has teeth: a planted off-by-one in the GEMV decode or the WMMA operand must fail."""
+    text = (CUDA_DIR / file).read_text()
+    assert old in text, f"mutation target not found in {file}"
+    objs = dict(emulated_objects, **{file: _emu_compile(text.replace(old, new), file, tmp_path)})
+    proc = _run_emulated(_emu_link(objs, tmp_path), 8)
     assert proc.returncode == 1 and "FAIL bits=" in proc.stdout, proc.stdout[-2000:]

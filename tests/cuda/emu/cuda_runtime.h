@@ -2,8 +2,8 @@
 // math, lookups, warp shuffles and reductions can run (slowly) on a machine without a GPU
 // (tests/test_cuda_compile.py). Threads are fibers (see namespace emu), __syncthreads is a block barrier
 // and the warp shuffles exchange through a per-warp slot array between two warp barriers. Not covered:
-// WMMA (__CUDA_ARCH__ is undefined here, so tensor-core bodies compile away), memory-ordering subtleties,
-// and anything about speed.
+// memory-ordering subtleties and anything about speed. Build with -D__CUDA_ARCH__=800 so the tensor-core
+// kernel bodies compile; WMMA itself is emulated in mma.h.
 #pragma once
 
 #include <ucontext.h>
@@ -23,7 +23,8 @@
 #define __forceinline__ inline
 #define __launch_bounds__(...)
 #define __shared__ static
-#define __align__(n) alignas(n)
+#define __CUDA_ARCH__ 800  // device code paths for sm_80+ (WMMA is emulated in mma.h)
+#define __align__(n) __attribute__((aligned(n)))
 
 enum cudaError_t { cudaSuccess = 0, cudaErrorInvalidValue = 1 };
 enum cudaDeviceAttr { cudaDevAttrComputeCapabilityMajor = 75 };
@@ -185,6 +186,11 @@ inline cudaError_t cudaMemcpy(void* d, const void* s, size_t n, cudaMemcpyKind) 
 inline cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
 inline cudaError_t cudaGetLastError() { return cudaSuccess; }
 inline cudaError_t cudaGetDevice(int* d) { *d = 0; return cudaSuccess; }
-// Compute capability 7: the 16-bit GEMM takes the SIMT path (WMMA cannot be emulated here).
-inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr, int) { *v = 7; return cudaSuccess; }
+// Compute capability from $WFN_EMU_SM_MAJOR (default 8): 8 sends 16-bit GEMMs to the (emulated) WMMA
+// kernel, 7 to the SIMT one.
+inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr, int) {
+  const char* env = std::getenv("WFN_EMU_SM_MAJOR");
+  *v = env ? std::atoi(env) : 8;
+  return cudaSuccess;
+}
 inline const char* cudaGetErrorString(cudaError_t e) { return e == cudaSuccess ? "no error" : "invalid value"; }
