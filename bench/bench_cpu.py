@@ -35,7 +35,8 @@ from wfn_kernels.packing import pack_codes  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FIELDS = ["case", "shape", "wfn_ms", "baseline", "baseline_ms", "speedup", "packed_gbs", "pct_bandwidth",
-          "target", "status"]
+          "target", "status", "wfn_min_ms", "baseline_min_ms"]
+MINIMA: dict[float, float] = {}  # median -> fastest run of the same series, reported next to the medians (noise diagnostics)
 
 
 def interleaved_medians(fns: list, repeats: int, warmup: int = 2) -> list[float]:
@@ -49,7 +50,10 @@ def interleaved_medians(fns: list, repeats: int, warmup: int = 2) -> list[float]
             t0 = time.perf_counter()
             fn()
             times[i].append(time.perf_counter() - t0)
-    return [statistics.median(t) for t in times]
+    medians = [statistics.median(t) for t in times]
+    for med, t in zip(medians, times):
+        MINIMA[med] = min(t)
+    return medians
 
 
 def random_codebook(c: int, gen) -> torch.Tensor:
@@ -88,7 +92,9 @@ def row(case, shape, t_wfn, baseline, t_base, packed_bytes, bw, target_speedup=N
     return dict(case=case, shape=shape, wfn_ms=f"{t_wfn * 1e3:.3f}", baseline=baseline,
                 baseline_ms=f"{t_base * 1e3:.3f}" if t_base else "", speedup=f"{speed:.2f}",
                 packed_gbs=f"{gbs:.1f}" if packed_bytes else "", pct_bandwidth=f"{pct:.0f}" if packed_bytes else "",
-                target="; ".join(targets), status=status)
+                target="; ".join(targets), status=status,
+                wfn_min_ms=f"{MINIMA.get(t_wfn, t_wfn) * 1e3:.3f}",
+                baseline_min_ms=f"{MINIMA[t_base] * 1e3:.3f}" if t_base in MINIMA else "")
 
 
 def bench_gemv(bits, bw, repeats, gen, with_qdyn):
