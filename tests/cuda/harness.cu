@@ -65,7 +65,9 @@ float from_bits(uint16_t b, DType dt) {
   return __bfloat162float(h);
 }
 
+// Odd M also pads x's rows (stride K + 4), exercising strided activations.
 bool run_case(int64_t m, int64_t n, int64_t k, int bits, DType dt, std::mt19937& rng) {
+  const int64_t ldx = k + (m % 2 ? 4 : 0);
   const int entries = bits == 2 ? 4 : bits == 4 ? 15 : 17;
   std::vector<float> cb(entries);
   for (int i = 0; i < entries; ++i) cb[i] = (i % 2 ? -1.f : 1.f) * std::ldexp(1.f, i / 2 - 4);
@@ -85,11 +87,13 @@ bool run_case(int64_t m, int64_t n, int64_t k, int bits, DType dt, std::mt19937&
       ref[i * n + j] = s + bias[j];
     }
   const size_t esize = dt == DType::kFloat32 ? 4 : 2;
-  std::vector<uint8_t> xb(m * k * esize);
-  for (int64_t i = 0; i < m * k; ++i) {
-    if (dt == DType::kFloat32) std::memcpy(&xb[i * 4], &x[i], 4);
-    else { uint16_t b = to_bits(x[i], dt); std::memcpy(&xb[i * 2], &b, 2); }
-  }
+  std::vector<uint8_t> xb(m * ldx * esize, 0);
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t c = 0; c < k; ++c) {
+      const int64_t src = r * k + c, dst = r * ldx + c;
+      if (dt == DType::kFloat32) std::memcpy(&xb[dst * 4], &x[src], 4);
+      else { uint16_t b = to_bits(x[src], dt); std::memcpy(&xb[dst * 2], &b, 2); }
+    }
   void *dx, *dy;
   uint8_t* dp;
   float *dcb, *dbias, *dw;
@@ -107,7 +111,7 @@ bool run_case(int64_t m, int64_t n, int64_t k, int bits, DType dt, std::mt19937&
   CHECK_CUDA(cudaGetDevice(&dev));
   CHECK_CUDA(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
   wfn::cuda::LinearArgs a;
-  a.x = dx; a.stride_xm = k; a.packed = dp; a.codebook = dcb; a.num_entries = entries; a.bias = dbias;
+  a.x = dx; a.stride_xm = ldx; a.packed = dp; a.codebook = dcb; a.num_entries = entries; a.bias = dbias;
   a.y = dy; a.M = m; a.N = n; a.K = k; a.bits = bits; a.dtype = dt; a.sm_major = major;
   CHECK_CUDA(wfn::cuda::codebook_linear_launch(a, nullptr));
   CHECK_CUDA(wfn::cuda::codebook_decode_launch(dp, n, k, bits, dcb, entries, dw, nullptr));
@@ -129,8 +133,8 @@ bool run_case(int64_t m, int64_t n, int64_t k, int bits, DType dt, std::mt19937&
     bad += got != want;
   }
   for (int64_t i = 0; i < n * k; ++i) bad += w[i] != cb[codes[i]];
-  std::printf("%s bits=%d dtype=%d M=%lld N=%lld K=%lld mismatches=%d\n", bad ? "FAIL" : "PASS", bits, int(dt),
-              (long long)m, (long long)n, (long long)k, bad);
+  std::printf("%s bits=%d dtype=%d M=%lld N=%lld K=%lld ldx=%lld mismatches=%d\n", bad ? "FAIL" : "PASS", bits,
+              int(dt), (long long)m, (long long)n, (long long)k, (long long)ldx, bad);
   cudaFree(dx); cudaFree(dy); cudaFree(dp); cudaFree(dcb); cudaFree(dbias); cudaFree(dw);
   return bad == 0;
 }
