@@ -5,7 +5,8 @@ at bits ``(k * BITS) % 8`` upward of byte ``(k * BITS) // 8``. So byte b of a ro
 ``PER_BYTE = 8 // BITS`` elements ``k = b * PER_BYTE + j`` (j = 0..PER_BYTE-1) at shift ``j * BITS``.
 
 Both kernels walk the K dimension in *bytes*: a tile of ``BLOCK_KB`` bytes per row is loaded once (rows
-are contiguous, so the loads vectorise to 128 bits on a GPU) and then split into its PER_BYTE code planes
+are contiguous: the GEMV's loads compile to 128-bit ones, checked by tests/triton/test_triton_aot.py) and
+then split into its PER_BYTE code planes
 with shifts. Plane j covers the activations ``x[:, b * PER_BYTE + j]``, a strided but cache-resident read
 (x is tiny next to the weight for the M this targets). Summing over planes is a permutation of the K sum,
 which is exact whenever fp32 accumulation is (power-of-two codebooks, small-integer activations).
