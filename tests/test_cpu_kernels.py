@@ -124,11 +124,19 @@ def test_decoded_weight_matches_reference_every_width(level, rng):
             assert torch.equal(y.t(), cb[codes]), (bits, k)
 
 
+@pytest.fixture(params=["decode+conv", "im2col+fused"])
+def conv_path(request):
+    """Force each conv2d path: decoded weight + at::conv2d, or im2col + the fused kernel (groups == 1)."""
+    previous = torch.ops.wfn_cpu.set_conv_fused_max_m(0 if request.param == "decode+conv" else 1 << 30)
+    yield request.param
+    torch.ops.wfn_cpu.set_conv_fused_max_m(previous)
+
+
 @pytest.mark.parametrize("stride,padding,dilation,groups", [(1, 0, 1, 1), (2, 1, 1, 1), (1, 2, 2, 1),
                                                             (1, 1, 1, 4), (2, 0, 1, 2)])
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("bits", [2, 4, 8])
-def test_conv2d_exact(level, stride, padding, dilation, groups, batch, bits, rng):
+def test_conv2d_exact(level, conv_path, stride, padding, dilation, groups, batch, bits, rng):
     wshape = (12, 8 // groups, 3, 3)
     cb = exact_codebook(bits, rng)
     codes = torch.randint(0, cb.numel(), (12, wshape[1] * 9), generator=rng)
@@ -145,7 +153,7 @@ def test_conv2d_exact(level, stride, padding, dilation, groups, batch, bits, rng
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_conv2d_half_dtype(level, dtype, rng):
+def test_conv2d_half_dtype(level, conv_path, dtype, rng):
     wshape = (6, 4, 1, 1)
     cb = exact_codebook(4, rng)
     codes = torch.randint(0, cb.numel(), (6, 4), generator=rng)
@@ -154,6 +162,16 @@ def test_conv2d_half_dtype(level, dtype, rng):
     y = wk.codebook_conv2d(x, packed, cb, 4, wshape, backend="extension")
     assert y.dtype == dtype
     assert torch.equal(y, reference.codebook_conv2d(x, packed, cb, 4, wshape))
+
+
+def test_conv2d_default_path_choice_is_exact(level, rng):
+    """A deep-layer shape (few pixels, K >= 1024: fused by default) and a shallow one (decode + conv)."""
+    for wshape, hw in (((16, 128, 3, 3), 4), ((8, 4, 3, 3), 12)):
+        cb = exact_codebook(4, rng)
+        codes = torch.randint(0, cb.numel(), (wshape[0], wshape[1] * 9), generator=rng)
+        x = torch.randint(-2, 3, (1, wshape[1], hw, hw), generator=rng).float()
+        y = wk.codebook_conv2d(x, pack_codes(codes, 4), cb, 4, wshape, None, 1, 1, backend="extension")
+        assert torch.equal(y, F.conv2d(x, cb[codes].reshape(wshape), None, 1, 1))
 
 
 def test_two_threads_match_one(level, rng):

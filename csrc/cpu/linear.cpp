@@ -216,18 +216,60 @@ at::Tensor linear_dispatch(const at::Tensor& x, const at::Tensor& packed, const 
   return gemv(isa, x, packed, table.data(), int(bits), k);
 }
 
+namespace {
+
+// Largest B*H'*W' for which conv2d runs as im2col + the fused kernel (WFN_CONV_FUSED_MAX_M or
+// torch.ops.wfn_cpu.set_conv_fused_max_m override; -1: default, which also asks K >= 1024). Why: at
+// batch 1 the deepest ResNet-18 layers have few output pixels and many weights, so materialising the
+// float weight (and oneDNN reordering it) costs more than the product; the fused kernel never writes
+// the weight. Measured (1 thread, bench/bench_cpu.py): layer4 3x3 (M=49, K=4608) fused 1.59 ms vs decode
+// + conv 2.33 ms (torch 1.85 ms); layer3 3x3 (M=196) fused 1.89 ms vs 1.13 ms; 1x1 downsample (M=49,
+// K=256) fused 0.162 ms vs 0.130 ms. Elsewhere oneDNN's direct conv on the decoded weight is faster.
+std::atomic<int64_t>& conv_fused_max_m_override() {
+  static std::atomic<int64_t> v{env_int("WFN_CONV_FUSED_MAX_M", -1)};
+  return v;
+}
+
+int64_t conv_fused_max_m() {
+  const int64_t forced = conv_fused_max_m_override().load();
+  return forced >= 0 ? forced : 64;
+}
+
+bool conv_use_fused(int64_t m, int64_t k) {
+  const bool forced = conv_fused_max_m_override().load() >= 0;
+  return m <= conv_fused_max_m() && (forced || k >= 1024);
+}
+
+}  // namespace
+
+int64_t set_conv_fused_max_m_op(int64_t m) { return conv_fused_max_m_override().exchange(m); }
+
 at::Tensor conv2d_dispatch(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& codebook,
                            int64_t bits, at::IntArrayRef weight_shape, const std::optional<at::Tensor>& bias,
                            at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                            int64_t groups) {
   const int64_t k = weight_shape[1] * weight_shape[2] * weight_shape[3];
-  const int64_t n = packed.size(0);
+  const int64_t n = packed.size(0), batch = x.size(0);
+  int64_t out_hw[2];
+  for (int i = 0; i < 2; ++i)
+    out_hw[i] = (x.size(2 + i) + 2 * padding[i] - dilation[i] * (weight_shape[2 + i] - 1) - 1) / stride[i] + 1;
+  const int64_t pixels = out_hw[0] * out_hw[1];
+  std::optional<at::Tensor> b;
+  if (bias.has_value() && bias->defined()) b = bias->to(at::kFloat);
+  if (groups == 1 && active_isa() != Isa::Scalar && pixels > 0 && conv_use_fused(batch * pixels, k)) {
+    // im2col rows are (c, kh, kw)-major like the flattened weight rows: y (B*L, N) = cols (B*L, K) @ W.T
+    const at::Tensor cols = at::im2col(x.to(at::kFloat).contiguous(), {weight_shape[2], weight_shape[3]},
+                                       dilation, padding, stride);  // (B, K, L)
+    const at::Tensor xm = cols.transpose(1, 2).reshape({batch * pixels, k}).contiguous();
+    at::Tensor y = linear_dispatch(xm, packed, codebook, bits, k);
+    if (b.has_value()) y.add_(*b);
+    return y.view({batch, pixels, n}).transpose(1, 2).reshape({batch, n, out_hw[0], out_hw[1]})
+        .to(x.scalar_type()).contiguous();
+  }
   const std::vector<float> table = padded_table(codebook);
   float* wbuf = decode_workspace(std::max<int64_t>(n * k, 1));
   decode_parallel(active_isa(), packed, k, int(bits), table.data(), 0, n, wbuf);
   const at::Tensor w = at::from_blob(wbuf, weight_shape, codebook.options());
-  std::optional<at::Tensor> b;
-  if (bias.has_value() && bias->defined()) b = bias->to(at::kFloat);
   return at::conv2d(x.to(at::kFloat), w, b, stride, padding, dilation, groups).to(x.scalar_type());
 }
 
@@ -236,4 +278,6 @@ at::Tensor conv2d_dispatch(const at::Tensor& x, const at::Tensor& packed, const 
 TORCH_LIBRARY_FRAGMENT(wfn_cpu, m) {
   // Force the M threshold of the decode + GEMM path (-1: default); returns the previous override.
   m.def("set_gemm_min_m(int m) -> int", &wfn::set_gemm_min_m_op);
+  // Force the largest B*H'*W' of the im2col + fused conv path (0: never; -1: default); returns previous.
+  m.def("set_conv_fused_max_m(int m) -> int", &wfn::set_conv_fused_max_m_op);
 }
