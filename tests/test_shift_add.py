@@ -154,3 +154,16 @@ def test_dot_kernels_have_no_multiply(symbol, shift_insn):
     assert any(mn.startswith(shift_insn) for mn in mnemonics), f"{symbol}: no {shift_insn} in\n{asm}"
     muls = [mn for mn in mnemonics if re.search(r"mul|madd|fma", mn)]
     assert not muls, f"{symbol} contains multiplies: {muls}"
+
+
+def test_two_threads_match_reference(level, rng):
+    cb = pow2_codebook()
+    codes = torch.randint(0, len(cb), (1031, 515), generator=rng)
+    w = sa.encode_shift_add(cb, codes)
+    x = torch.randint(-128, 128, (3, 515), generator=rng, dtype=torch.int8)
+    torch.set_num_threads(2)
+    try:
+        y = sa.shift_add_linear(x, w, backend="extension")
+    finally:
+        torch.set_num_threads(1)
+    assert torch.equal(y, sa.shift_add_linear(x, w, backend="reference"))

@@ -16,6 +16,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 
 namespace wfn {
@@ -58,6 +59,10 @@ void decode_rows_avx2(const uint8_t* packed, int64_t row_bytes, int64_t k, int b
                       int64_t r0, int64_t r1, float* out);
 void decode_rows_avx512(const uint8_t* packed, int64_t row_bytes, int64_t k, int bits, const float* table,
                         int64_t r0, int64_t r1, float* out);
+
+// Runs fn(lo, hi) over [0, n) in chunks of `chunk` on the calling thread plus inter-op helpers that
+// claim chunks from an atomic counter (linear.cpp says why not at::parallel_for).
+void parallel_chunks(int64_t n, int64_t chunk, std::function<void(int64_t, int64_t)> fn);
 
 // Block geometry of the GEMV kernels at a level: bytes per block (1 for scalar: natural order).
 int64_t gemv_block_bytes(Isa isa, int bits);

@@ -99,6 +99,8 @@ struct ChunkState {
   }
 };
 
+}  // namespace
+
 void parallel_chunks(int64_t n, int64_t chunk, std::function<void(int64_t, int64_t)> fn) {
   static const bool omp = [] {
     const char* v = std::getenv("WFN_CPU_PARALLEL");
@@ -119,6 +121,8 @@ void parallel_chunks(int64_t n, int64_t chunk, std::function<void(int64_t, int64
   st->work();
   while (st->done.load(std::memory_order_acquire) < nchunks) std::this_thread::yield();
 }
+
+namespace {
 
 // Decode rows [r0, r1) into out (row-major, k floats each), parallel over chunks of ~256 KB of floats.
 void decode_parallel(Isa isa, const at::Tensor& packed, int64_t k, int bits, const float* table, int64_t r0,

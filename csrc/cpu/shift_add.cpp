@@ -18,6 +18,7 @@
 #include <immintrin.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -152,7 +153,8 @@ at::Tensor shift_add_linear_cpu(const at::Tensor& x, const at::Tensor& packed, i
   const int64_t xs = xp.size(1);
   const uint8_t* p = pc.data_ptr<uint8_t>();
   int32_t* yd = y.data_ptr<int32_t>();
-  at::parallel_for(0, n, 16, [&](int64_t lo, int64_t hi) {
+  const int64_t chunk = std::max<int64_t>(1, (int64_t(64) << 10) / std::max<int64_t>(rb * m, 1));
+  parallel_chunks(n, chunk, [&](int64_t lo, int64_t hi) {
     for (int64_t r = lo; r < hi; ++r) {
       const uint8_t* row = p + r * rb;
       for (int64_t i = 0; i < m; ++i) {
