@@ -57,14 +57,14 @@ int64_t gemm_tile_rows(int64_t k) {
 // is a fresh mmap, and first-touch page faults on it cost as much as the decode itself (measured on
 // ResNet-18 conv weights). The buffer only ever feeds at::mm_out / at::conv2d inside one call, never
 // escapes, and grows to the largest weight (or GEMM tile) seen on this thread.
+// (An at::Tensor rather than a std::vector: torch's allocator aligns to 64 bytes, as oneDNN prefers.)
 float* decode_workspace(int64_t floats) {
-  thread_local std::vector<float> buf;
-  if (buf.size() < size_t(floats)) {
-    buf.clear();
-    buf.shrink_to_fit();
-    buf.resize(size_t(floats));
+  thread_local at::Tensor buf;
+  if (!buf.defined() || buf.numel() < floats) {
+    buf = at::Tensor();
+    buf = at::empty({floats}, at::TensorOptions().dtype(at::kFloat));
   }
-  return buf.data();
+  return buf.data_ptr<float>();
 }
 
 std::vector<float> padded_table(const at::Tensor& codebook) {
