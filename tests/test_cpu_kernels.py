@@ -77,6 +77,22 @@ def test_linear_exact_fp32(level, bits, m, k, rng):
     assert torch.equal(y, reference.codebook_linear(x, packed, cb, bits, k, bias))
 
 
+@pytest.mark.parametrize("m", [1, 3, 16])
+@pytest.mark.parametrize("k", [15, 130, 1000])
+def test_linear_exact_8bit_full_mantissa(level, m, k, rng):
+    """8-bit codebook values with non-zero low 16 bits (not bf16-exact): the AVX-512 kernel must use all
+    four byte planes. Values j * 2**-16, |j| <= 1024: every sum of x * v is a multiple of 2**-16 below
+    2**6, so fp32 stays exact."""
+    j = torch.randperm(2048, generator=rng)[:256] - 1024
+    cb = torch.sort(j.float() * 2.0 ** -16).values
+    assert bool(((cb.view(torch.int32) & 0xFFFF) != 0).any())
+    codes = torch.randint(0, 256, (9, k), generator=rng)
+    packed = pack_codes(codes, 8)
+    x = torch.randint(-3, 4, (m, k), generator=rng).float()
+    y = wk.codebook_linear(x, packed, cb, 8, backend="extension")
+    assert torch.equal(y, reference.codebook_linear(x, packed, cb, 8, k))
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("bits", [2, 4, 8])
 @pytest.mark.parametrize("m,k", [(1, 33), (5, 130), (16, 1000)])

@@ -11,7 +11,9 @@
 //    + 8 unpacks, against 4 gathers of 16 (the alternative, kept for comparison with
 //    WFN_AVX512_U8=gather). Measured on this machine (AMD EPYC, 1 thread, 512x2048 weights in L2):
 //    byte planes 0.042 ns/weight, gathers 0.245 ns/weight. The unpacks leave element l*16 + g*4 + i of a 64-block in float vector g,
-//    lane 4*l + i; x is permuted to match (linear.cpp).
+//    lane 4*l + i; x is permuted to match (linear.cpp). When every table entry has zero low 16 bits
+//    (bf16-exact values, e.g. WFN's few-term power-of-two sums) only the two high planes are looked up:
+//    0.030 instead of 0.040 ns/weight (same measurement as below).
 // Headers come first so no library inline function is compiled with the AVX-512 target (ODR safety).
 #include <immintrin.h>
 
@@ -61,11 +63,14 @@ struct DecU8Gather {  // 8-bit codes through 16-lane gathers from the 256-float 
   }
 };
 
-struct DecU8Planes {  // 8-bit codes through 4 byte planes x 2 vpermt2b lookups
+// NP = 4: all four byte planes. NP = 2: only the two high bytes, for tables whose low 16 bits are all
+// zero (bf16-exact values, which WFN's few-term power-of-two sums usually are): half the lookups.
+template <int NP>
+struct DecU8Planes {  // 8-bit codes through NP byte planes x 2 vpermt2b lookups
   static constexpr int kPhases = 4;
-  static constexpr int kRows = 2;  // 16 zmm hold the tables; 2 rows keep the rest in registers
+  static constexpr int kRows = 2;  // 4*NP zmm hold the tables; 2 rows keep the rest in registers
   struct State { __m512 f[4]; };
-  __m512i t[4][4];  // t[plane][quarter]: byte `plane` of entries quarter*64 .. quarter*64+63
+  __m512i t[NP][4];  // t[plane][quarter]: byte (4 - NP + plane) of entries quarter*64 .. quarter*64+63
   explicit DecU8Planes(const float* table) {
     alignas(64) uint8_t bytes[4][256];
     for (int e = 0; e < 256; ++e) {
@@ -73,16 +78,17 @@ struct DecU8Planes {  // 8-bit codes through 4 byte planes x 2 vpermt2b lookups
       std::memcpy(&u, table + e, 4);
       for (int q = 0; q < 4; ++q) bytes[q][e] = uint8_t(u >> (8 * q));
     }
-    for (int q = 0; q < 4; ++q)
-      for (int h = 0; h < 4; ++h) t[q][h] = _mm512_load_si512(bytes[q] + 64 * h);
+    for (int q = 0; q < NP; ++q)
+      for (int h = 0; h < 4; ++h) t[q][h] = _mm512_load_si512(bytes[4 - NP + q] + 64 * h);
   }
   WFN_INLINE State prepare(__m512i c) const {
     const __mmask64 top = _mm512_movepi8_mask(c);  // code >= 128: entries from the upper 128
     __m512i pl[4];
-    for (int q = 0; q < 4; ++q) {
+    for (int q = 0; q < 4 - NP; ++q) pl[q] = _mm512_setzero_si512();
+    for (int q = 0; q < NP; ++q) {
       const __m512i lo = _mm512_permutex2var_epi8(t[q][0], c, t[q][1]);
       const __m512i hi = _mm512_permutex2var_epi8(t[q][2], c, t[q][3]);
-      pl[q] = _mm512_mask_blend_epi8(top, lo, hi);
+      pl[4 - NP + q] = _mm512_mask_blend_epi8(top, lo, hi);
     }
     const __m512i w_lo = _mm512_unpacklo_epi8(pl[0], pl[1]), w_hi = _mm512_unpackhi_epi8(pl[0], pl[1]);
     const __m512i q_lo = _mm512_unpacklo_epi8(pl[2], pl[3]), q_hi = _mm512_unpackhi_epi8(pl[2], pl[3]);
@@ -95,6 +101,15 @@ struct DecU8Planes {  // 8-bit codes through 4 byte planes x 2 vpermt2b lookups
   }
   WFN_INLINE __m512 get(const State& s, int p) const { return s.f[p]; }
 };
+
+bool low_halves_zero(const float* table) {
+  for (int e = 0; e < 256; ++e) {
+    uint32_t u;
+    std::memcpy(&u, table + e, 4);
+    if (u & 0xffffu) return false;
+  }
+  return true;
+}
 
 // acc[i][r] += decoded weights of one 64-byte block of rows r times the matching x block of rows i.
 template <class Dec, int R, int MT, int NA>
@@ -192,7 +207,8 @@ void gemv_rows_avx512(const GemvArgs& a, int64_t r0, int64_t r1) {
   } else if (a.bits == 4) {
     gemv_rows_impl(DecNibble<4>(a.table), a, r0, r1);
   } else if (avx512_u8_byteplanes()) {
-    gemv_rows_impl(DecU8Planes(a.table), a, r0, r1);
+    if (low_halves_zero(a.table)) gemv_rows_impl(DecU8Planes<2>(a.table), a, r0, r1);
+    else gemv_rows_impl(DecU8Planes<4>(a.table), a, r0, r1);
   } else {
     gemv_rows_impl(DecU8Gather(a.table), a, r0, r1);
   }
