@@ -203,6 +203,23 @@ def test_two_threads_match_one(level, rng):
     assert torch.equal(y1, y2)
 
 
+def test_launch_parallel_mode_matches_reference():
+    """WFN_CPU_PARALLEL=launch (inter-op helpers instead of OpenMP) gives the reference's result."""
+    code = ("import torch, wfn_kernels as wk; from wfn_kernels import reference as r;"
+            "from wfn_kernels.packing import pack_codes; torch.set_num_threads(2);"
+            "g = torch.Generator().manual_seed(0); cb = torch.tensor([-2., -.5, 0., .25, 1., 4.]);"
+            "codes = torch.randint(0, 6, (2053, 300), generator=g); p = pack_codes(codes, 4);"
+            "x = torch.randint(-3, 4, (3, 300), generator=g).float();"
+            "y = wk.codebook_linear(x, p, cb, 4, backend='extension');"
+            "w = torch.randint(0, 6, (64, 8 * 9), generator=g); xc = torch.randint(-2, 3, (2, 8, 9, 9), generator=g).float();"
+            "yc = wk.codebook_conv2d(xc, pack_codes(w, 4), cb, 4, (64, 8, 3, 3), None, 1, 1, backend='extension');"
+            "print(torch.equal(y, r.codebook_linear(x, p, cb, 4, 300)),"
+            " torch.equal(yc, r.codebook_conv2d(xc, pack_codes(w, 4), cb, 4, (64, 8, 3, 3), None, (1, 1), (1, 1))))")
+    env = dict(os.environ, WFN_CPU_PARALLEL="launch")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True"]
+
+
 def test_capability_reports_hardware_by_default():
     code = "import wfn_kernels.ops as o, torch; print(o._C.cpu_capability(), torch.ops.wfn_cpu.hardware_capability())"
     env = {k: v for k, v in os.environ.items() if k != "WFN_CPU_DISPATCH"}

@@ -60,8 +60,8 @@ void decode_rows_avx2(const uint8_t* packed, int64_t row_bytes, int64_t k, int b
 void decode_rows_avx512(const uint8_t* packed, int64_t row_bytes, int64_t k, int bits, const float* table,
                         int64_t r0, int64_t r1, float* out);
 
-// Runs fn(lo, hi) over [0, n) in chunks of `chunk` on the calling thread plus inter-op helpers that
-// claim chunks from an atomic counter (linear.cpp says why not at::parallel_for).
+// Runs fn(lo, hi) over [0, n) in chunks of `chunk`, claimed dynamically by torch's intra-op threads
+// (or inter-op helpers with WFN_CPU_PARALLEL=launch; linear.cpp says when each wins).
 void parallel_chunks(int64_t n, int64_t chunk, std::function<void(int64_t, int64_t)> fn);
 
 // Block geometry of the GEMV kernels at a level: bytes per block (1 for scalar: natural order).

@@ -82,11 +82,14 @@ void decode_rows(Isa isa, const uint8_t* packed, int64_t row_bytes, int64_t k, i
   }
 }
 
-// Runs fn(lo, hi) over [0, n) in chunks, on the calling thread plus up to (threads - 1) helpers from the
-// inter-op pool; chunks are claimed from an atomic counter. Why not at::parallel_for: its fork-join needs
-// every thread to run before it returns, so on a shared machine where another process holds a core, a
-// 1 ms GEMV stalls a whole scheduler slice (~10 ms) waiting for the descheduled thread. Here a helper
-// that starts late claims nothing and is not waited for (WFN_CPU_PARALLEL=omp restores parallel_for).
+// Runs fn(lo, hi) over [0, n) in chunks claimed from an atomic counter, so a thread that starts late or
+// runs slower takes fewer chunks. Default: the chunks are claimed inside at::parallel_for (torch's
+// OpenMP pool, the threads torch's own ops use, so no oversubscription and the pool is warm).
+// WFN_CPU_PARALLEL=launch instead claims them on the calling thread plus helpers from the inter-op pool
+// and never waits for a helper that has not started: on a machine where other processes hold the
+// cores, an OpenMP fork-join waits a whole scheduler slice for its descheduled worker, which that mode
+// avoids (measured here under load ~5 on 2 cores: 4-bit GEMV median 2.2 ms vs 12 ms), while on a
+// quiet machine OpenMP is faster (1.12 vs 1.34 ms: the helper competes with the spinning OpenMP worker).
 struct ChunkState {
   std::atomic<int64_t> next{0}, done{0};
   int64_t n = 0, chunk = 1, nchunks = 0;
@@ -102,14 +105,21 @@ struct ChunkState {
 }  // namespace
 
 void parallel_chunks(int64_t n, int64_t chunk, std::function<void(int64_t, int64_t)> fn) {
-  static const bool omp = [] {
+  static const bool launch = [] {
     const char* v = std::getenv("WFN_CPU_PARALLEL");
-    return v != nullptr && std::strcmp(v, "omp") == 0;
+    return v != nullptr && std::strcmp(v, "launch") == 0;
   }();
   const int64_t nchunks = (n + chunk - 1) / chunk;
-  const int64_t helpers = std::min<int64_t>(at::get_num_threads() - 1, nchunks - 1);
-  if (omp || helpers <= 0 || at::in_parallel_region()) {
-    at::parallel_for(0, nchunks, 1, [&](int64_t lo, int64_t hi) { fn(lo * chunk, std::min(n, hi * chunk)); });
+  const int64_t threads = std::min<int64_t>(at::get_num_threads(), nchunks);
+  if (threads <= 1 || at::in_parallel_region()) {
+    if (n > 0) fn(0, n);
+    return;
+  }
+  if (!launch) {
+    std::atomic<int64_t> next{0};
+    at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+      for (int64_t c; (c = next.fetch_add(1)) < nchunks;) fn(c * chunk, std::min(n, (c + 1) * chunk));
+    });
     return;
   }
   auto st = std::make_shared<ChunkState>();
@@ -117,7 +127,7 @@ void parallel_chunks(int64_t n, int64_t chunk, std::function<void(int64_t, int64
   st->chunk = chunk;
   st->nchunks = nchunks;
   st->fn = std::move(fn);
-  for (int64_t h = 0; h < helpers; ++h) at::launch([st] { st->work(); });
+  for (int64_t h = 0; h < threads - 1; ++h) at::launch([st] { st->work(); });
   st->work();
   while (st->done.load(std::memory_order_acquire) < nchunks) std::this_thread::yield();
 }
