@@ -111,9 +111,12 @@ def _curve_row(run_dir: Path) -> dict:
 
 
 def _ms(rows, key, fmt="{:.2f}") -> str:
-    vals = [r[key] for r in rows]
+    vals = [r[key] for r in rows if r[key] == r[key]]  # skip NaN (a measurement missing from a run)
+    if not vals:
+        return "n/a"
     sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-    return f"{fmt.format(statistics.mean(vals))} ± {fmt.format(sd)}"
+    note = f" (n={len(vals)})" if len(vals) < len(rows) else ""
+    return f"{fmt.format(statistics.mean(vals))} ± {fmt.format(sd)}{note}"
 
 
 def _ratio(rows, num, den) -> float:
