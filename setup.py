@@ -40,7 +40,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["wfn_kernels", "wfn_kernels.*"]) + ["wfn_sim", "wfn_sim.configs"],
     package_dir={"wfn_sim": "sim"},
-    package_data={"wfn_sim": ["configs/*.yaml"]},
+    package_data={"wfn_sim": ["configs/*.yaml", "configs/*.csv"]},
     install_requires=["torch>=2.4", "numpy", "safetensors", "tqdm", "pyyaml", "matplotlib"],
     extras_require={"triton": ["triton"], "data": ["scikit-learn"]},
     ext_modules=ext_modules,

@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import pow2_codebook
+from wfn_testutil import pow2_codebook
 
 import wfn_kernels as wk
 from wfn_kernels import ops, reference
