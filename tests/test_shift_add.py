@@ -167,3 +167,100 @@ def test_two_threads_match_reference(level, rng):
     finally:
         torch.set_num_threads(1)
     assert torch.equal(y, sa.shift_add_linear(x, w, backend="reference"))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The module option: WFNLinear(shift_add=True) / convert(shift_add=True)
+
+def _order0_linear(n=24, k=37, seed=0, bias=True):
+    from torch import nn
+    g = torch.Generator().manual_seed(seed)
+    lin = nn.Linear(k, n, bias=bias)
+    vals = torch.tensor([0.0, 2.0 ** -5, -(2.0 ** -5), 2.0 ** -3, -(2.0 ** -2), 2.0 ** -1])
+    with torch.no_grad():
+        lin.weight.copy_(vals[torch.randint(0, len(vals), (n, k), generator=g)])
+        if bias:
+            lin.bias.copy_(torch.randn(n, generator=g))
+    return lin
+
+
+@pytest.mark.parametrize("backend", ["reference", "extension"])
+def test_module_shift_add_exact_on_int8_grid_inputs(backend):
+    from wfn_kernels.nn import WFNLinear
+    lin = _order0_linear()
+    book = Codebook.from_values(torch.unique(lin.weight.detach()))
+    m = WFNLinear.from_linear(lin, book, backend=backend, shift_add=True)
+    assert m.shift_add and "shift_add=True" in repr(m)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(-127, 128, (5, 37), generator=g).float()
+    x[0, 0] = 127.0  # max |x| = 127: activation scale 1, so quantisation is exact
+    with torch.no_grad():
+        expected = lin(x)
+        got = m(x)
+    # integer accumulation is exact; the only rounding is the final fp32 rescale + bias add
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-4)
+    # the module's int32 accumulator is bit-exact against an int64 matmul on the integer weights
+    from wfn_kernels.shift_add import ShiftAddWeight, shift_add_linear
+    w = ShiftAddWeight(m.shift_add_packed, m.shift_add_e_min, 37)
+    w_int = (lin.weight.detach().double() / w.scale).round().long()
+    assert torch.equal((w_int.double() * w.scale).float(), lin.weight.detach())
+    acc = shift_add_linear(x.to(torch.int8), w, backend=backend)
+    assert acc.dtype == torch.int32 and torch.equal(acc.long(), x.long() @ w_int.t())
+
+
+def test_module_shift_add_approximates_float_on_real_inputs():
+    from wfn_kernels.nn import WFNLinear
+    lin = _order0_linear(n=64, k=200, seed=3)
+    book = Codebook.from_values(torch.unique(lin.weight.detach()))
+    m = WFNLinear.from_linear(lin, book, shift_add=True)
+    x = torch.randn(3, 7, 200, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        expected, got = lin(x), m(x)
+    assert got.shape == (3, 7, 64)
+    # per-activation error <= scale/2, scale = max|x|/127: bound |W| row sums times that
+    x_scale = float(x.abs().max()) / 127
+    bound = lin.weight.abs().sum(1).max().item() * x_scale / 2
+    assert (got - expected).abs().max().item() <= bound + 1e-5
+    assert (got - expected).abs().max().item() > 0  # it really is the int8 path, not the float one
+    m.enable_shift_add(False)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_module_shift_add_rejects_non_order0_codebook():
+    from torch import nn
+
+    from wfn_kernels.nn import WFNLinear
+    lin = nn.Linear(8, 4, bias=False)
+    with torch.no_grad():
+        lin.weight.fill_(0.75)  # 2**-1 + 2**-2: a 2-term value
+    book = Codebook.from_values(torch.tensor([0.75]))
+    with pytest.raises(ValueError, match=r"WFNLinear\(8->4\): cannot use the shift-add path.*not order-0"):
+        WFNLinear.from_linear(lin, book, shift_add=True)
+
+
+def test_convert_shift_add_option_and_save_load(tmp_path):
+    from torch import nn
+
+    from wfn_kernels.nn import WFNLinear, convert
+    from wfn_kernels.serialization import load_packed, save_packed
+    torch.manual_seed(0)
+    model = nn.Sequential(_order0_linear(16, 37, seed=1), nn.ReLU(), nn.Linear(16, 5))
+    with torch.no_grad():
+        model[2].weight.copy_(torch.where(torch.rand(5, 16) > 0.5, 0.75, -0.375))  # 2-term values
+    x = torch.randint(-127, 128, (4, 37)).float()
+    x[0, 0] = 127.0
+    rep = convert(model, shift_add=True)
+    assert rep.converted[0]["shift_add"] is True
+    assert rep.converted[1]["shift_add"].startswith("no:") and "not order-0" in rep.converted[1]["shift_add"]
+    assert "shift-add True" in rep.summary()
+    assert model[0].shift_add and not model[2].shift_add
+    with torch.no_grad():
+        y = model(x)
+    path = tmp_path / "m.safetensors"
+    save_packed(model, path)
+    fresh = nn.Sequential(nn.Linear(37, 16), nn.ReLU(), nn.Linear(16, 5))
+    load_packed(path, fresh)
+    assert isinstance(fresh[0], WFNLinear) and fresh[0].shift_add and not fresh[2].shift_add
+    with torch.no_grad():
+        assert torch.equal(fresh(x), y)

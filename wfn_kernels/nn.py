@@ -15,6 +15,7 @@ from . import ops
 from .codebook import DEFAULT_MAX_TERMS, Codebook
 from .packing import PackedWeight, pack_weight, unpack_codes
 from .reference import check_codebook, check_codes_in_range
+from .shift_add import ShiftAddWeight, encode_shift_add, quantize_activations_int8, shift_add_linear
 
 
 class _WFNBase(nn.Module):
@@ -50,20 +51,61 @@ class WFNLinear(_WFNBase):
     """Linear layer y = x @ W.T + b with W = codebook[codes] (out_features, in_features).
 
     Input (..., in_features) float32/bfloat16/float16; output (..., out_features), same dtype.
+
+    With ``shift_add=True`` (or :meth:`enable_shift_add`) the forward pass runs the multiplier-free
+    integer path instead: activations are quantised to int8 per call (symmetric, per tensor), multiplied
+    by the order-0 power-of-two weights with shifts and adds into int32 (``wfn::shift_add_linear``), then
+    rescaled. That is exact when the input is already integer-valued with max |x| = 127, and otherwise
+    carries int8 activation rounding (|error| <= scale/2 per activation). It needs every codebook value
+    to be 0 or +-2**e with the exponents spanning at most 7 values, and raises ValueError otherwise.
     """
 
-    def __init__(self, packed: PackedWeight, bias: torch.Tensor | None = None, backend: str = "auto"):
+    def __init__(self, packed: PackedWeight, bias: torch.Tensor | None = None, backend: str = "auto",
+                 shift_add: bool = False):
         super().__init__()
         if len(packed.shape) != 2:
             raise ValueError(f"WFNLinear needs a 2-D weight, got shape {packed.shape}")
         self.out_features, self.in_features = packed.shape
         self._init_weight(packed, bias, backend)
+        self.shift_add = False
+        self.shift_add_e_min = 0
+        self.register_buffer("shift_add_packed", None, persistent=False)
+        if shift_add:
+            self.enable_shift_add()
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, codebook: Codebook, name: str = "linear",
-                    backend: str = "auto") -> WFNLinear:
+                    backend: str = "auto", shift_add: bool = False) -> WFNLinear:
         """Pack ``linear``'s weight onto ``codebook``; raises naming ``name`` if weights are off it."""
-        return cls(pack_weight(linear.weight, codebook, name=name), linear.bias, backend)
+        return cls(pack_weight(linear.weight, codebook, name=name), linear.bias, backend, shift_add)
+
+    def enable_shift_add(self, enabled: bool = True) -> None:
+        """Switch the forward pass to (or back from) the int8 shift-add path; see the class docstring.
+
+        Raises ValueError (naming the offending values) when the layer's codebook is not order-0."""
+        if not enabled:
+            self.shift_add, self.shift_add_packed = False, None
+            return
+        try:
+            sa = encode_shift_add(self.codebook.cpu(), self.codes())
+        except ValueError as exc:
+            raise ValueError(f"WFNLinear({self.in_features}->{self.out_features}): cannot use the shift-add "
+                             f"path: {exc}") from None
+        self.shift_add_packed = sa.packed.to(self.packed.device)
+        self.shift_add_e_min = sa.e_min
+        self.shift_add = True
+
+    def _forward_shift_add(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"x has {x.shape[-1]} features but the layer has in_features={self.in_features}")
+        lead = x.shape[:-1]
+        xq, x_scale = quantize_activations_int8(x.reshape(-1, self.in_features).float())
+        w = ShiftAddWeight(self.shift_add_packed, self.shift_add_e_min, self.in_features)
+        backend = "reference" if self.backend == "reference" else "auto"
+        y = shift_add_linear(xq, w, backend=backend).float() * (x_scale * w.scale)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.to(x.dtype).reshape(*lead, self.out_features)
 
     def _k(self) -> int:
         return self.in_features
@@ -73,12 +115,15 @@ class WFNLinear(_WFNBase):
         return self.codebook[self.codes()]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.shift_add:
+            return self._forward_shift_add(x)
         return ops.codebook_linear(x, self.packed, self.codebook, self.bits, self.bias,
                                    in_features=self.in_features, backend=self.backend, validate=False)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-                f"bits={self.bits}, codebook_size={self.codebook.numel()}, backend={self.backend}")
+                f"bits={self.bits}, codebook_size={self.codebook.numel()}, backend={self.backend}"
+                + (", shift_add=True" if self.shift_add else ""))
 
 
 class WFNConv2d(_WFNBase):
@@ -143,7 +188,8 @@ class ConversionReport:
     def summary(self) -> str:
         lines = [f"converted {len(self.converted)} layer(s), skipped {len(self.skipped)}; whole-network "
                  f"codebook: {len(self.codebook) if self.codebook is not None else 0} values"]
-        lines += [f"  + {c['name']}: {c['kind']} {c['bits']}-bit, {c['codebook_size']} values" for c in self.converted]
+        lines += [f"  + {c['name']}: {c['kind']} {c['bits']}-bit, {c['codebook_size']} values"
+                  + (f", shift-add {c['shift_add']}" if "shift_add" in c else "") for c in self.converted]
         lines += [f"  - {name}: {why}" for name, why in self.skipped]
         return "\n".join(lines)
 
@@ -183,14 +229,16 @@ def _collect_codebook(chosen, max_terms: int, skipped: list) -> tuple[Codebook |
 
 
 def convert(model: nn.Module, filter_fn=None, codebook: Codebook | None = None, *, strict: bool | None = None,
-            max_terms: int = DEFAULT_MAX_TERMS, backend: str = "auto") -> ConversionReport:
+            max_terms: int = DEFAULT_MAX_TERMS, backend: str = "auto", shift_add: bool = False) -> ConversionReport:
     """Swap (in place) every ``nn.Linear`` / ``nn.Conv2d`` whose weights lie on a codebook.
 
     ``filter_fn(module, name) -> bool`` selects layers. With ``codebook=None`` the whole-network codebook
     is collected from the model's unique values, and layers that cannot be packed are skipped with the
     reason. With an explicit ``codebook`` (``strict`` defaults to True) a selected layer whose weights are
     off the codebook raises ValueError naming the layer, how many weights are off and by how much; with
-    ``strict=False`` it is skipped instead. Returns a :class:`ConversionReport`.
+    ``strict=False`` it is skipped instead. With ``shift_add=True`` every converted ``WFNLinear`` whose
+    codebook is order-0 runs the int8 shift-add path (see :class:`WFNLinear`); the others keep the float
+    path and the report says why (``converted[i]["shift_add"]``). Returns a :class:`ConversionReport`.
     """
     strict = codebook is not None if strict is None else strict
     chosen, skipped = _candidates(model, filter_fn)
@@ -206,9 +254,16 @@ def convert(model: nn.Module, filter_fn=None, codebook: Codebook | None = None, 
                 raise
             report.skipped.append((name, str(exc)))
             continue
+        entry = {"name": name, "kind": type(mod).__name__, "bits": new.bits,
+                 "codebook_size": int(new.codebook.numel())}
+        if shift_add and isinstance(new, WFNLinear):
+            try:
+                new.enable_shift_add()
+                entry["shift_add"] = True
+            except ValueError as exc:
+                entry["shift_add"] = f"no: {exc}"
         _set_submodule(model, name, new.to(mod.weight.device))
-        report.converted.append({"name": name, "kind": type(mod).__name__, "bits": new.bits,
-                                 "codebook_size": int(new.codebook.numel())})
+        report.converted.append(entry)
     return report
 
 

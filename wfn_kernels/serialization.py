@@ -42,6 +42,7 @@ def _layer_entry(name: str, m) -> dict:
              "codebook_size": int(m.codebook.numel())}
     if isinstance(m, WFNLinear):
         entry["shape"] = [m.out_features, m.in_features]
+        entry["shift_add"] = bool(m.shift_add)
     else:
         entry.update(shape=list(m.weight_shape), stride=list(m.stride), padding=list(m.padding),
                      dilation=list(m.dilation), groups=m.groups)
@@ -146,7 +147,7 @@ def _build_layer(entry: dict, tensors: dict, backend: str):
                           tuple(entry["shape"]), tensors[f"{name}.global_index"])
         bias = tensors.get(f"{name}.bias") if entry["bias"] else None
         if entry["kind"] == "WFNLinear":
-            return WFNLinear(pw, bias, backend)
+            return WFNLinear(pw, bias, backend, shift_add=bool(entry.get("shift_add", False)))
         if entry["kind"] == "WFNConv2d":
             return WFNConv2d(pw, bias, entry["stride"], entry["padding"], entry["dilation"], entry["groups"],
                              backend)
