@@ -11,21 +11,7 @@ from pathlib import Path
 
 import torch
 
-
-def median_seconds(fn, repeats: int = 10, warmup: int = 2, min_time: float = 0.0) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` runs after ``warmup`` runs (CUDA synchronised)."""
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    start = time.perf_counter()
-    while len(times) < repeats or time.perf_counter() - start < min_time:
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from wfn_kernels.timing import median_seconds  # noqa: F401  (re-exported for bench/)
 
 
 def read_bandwidth_gbs(megabytes: int = 512, repeats: int = 10) -> float:

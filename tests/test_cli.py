@@ -17,21 +17,46 @@ def run(*args, **kw):
 
 def test_demo_end_to_end(tmp_path):
     out = tmp_path / "demo"
-    proc = run("demo", "--out", str(out), "--epochs", "3", "--no-progress")
+    proc = run("demo", "--out", str(out), "--epochs", "3", "--bench-repeats", "3", "--no-progress")
     assert proc.returncode == 0, proc.stderr
     report = json.loads((out / "report.json").read_text())
-    assert report["accuracy_packed"] == report["accuracy_rounded_float"]
+    # packed inference gives the fixed float model's predictions; reloading from disk changes nothing
+    assert report["accuracy_packed"] == report["accuracy_fixed"] == report["accuracy_reloaded"]
+    assert report["prediction_agreement"]["same_prediction_fraction"] == 1.0
     assert report["accuracy_float"] > 50.0  # 3 epochs on digits is well above chance (10 %)
+    # WFN really ran: every conv/linear weight is on a small power-of-two codebook
+    assert 2 <= report["unique_weights"] <= 64 < report["unique_weights_float"]
+    assert report["entropy_bits"] < report["entropy_bits_float"]
+    assert len(report["fix_history"]) == 10 and report["fix_history"][-1]["fixed_fraction"] == 1.0
     assert report["packed_bytes"] * 3 < report["fp32_bytes"]
-    assert (out / "model.wfn.safetensors").is_file()
-    assert "packed WFN modules" in proc.stdout
+    assert [b["batch"] for b in report["bench"]] == [1, 32] and all(b["packed_ms"] > 0 for b in report["bench"])
+    designs = report["sim"]["designs"]
+    assert designs["dense_ws"]["energy_vs_dense"] == 1.0 and designs["codebook"]["energy_vs_dense"] < 1.0
+    for f in ["model.wfn.safetensors", "report.md", "progress.png", "accuracy.png", "latency.png",
+              "sim/vs_dense.png"]:
+        assert (out / f).is_file(), f
+    md = (out / "report.md").read_text()
+    assert len(report["plots"]) == 7
+    for f in report["plots"]:
+        assert (out / f).is_file(), f
+        assert f"]({f})" in md or f == "sim/energy_per_layer.png", f
+    assert "accuracy: packed WFN modules" in proc.stdout and "simulated energy saving vs dense" in proc.stdout
 
 
-def test_demo_bad_arguments():
+def test_demo_bad_arguments(tmp_path):
     proc = run("demo", "--epochs", "0")
-    assert proc.returncode != 0 and "--epochs must be >= 1" in proc.stderr
-    proc = run("demo", "--dataset", "imagenet", "--epochs", "1", "--out", "/tmp/wfn-never")
+    assert proc.returncode != 0 and "epochs must be an integer >= 1" in proc.stderr
+    proc = run("demo", "--dataset", "imagenet", "--epochs", "1", "--out", str(tmp_path / "x"))
     assert proc.returncode != 0 and "unknown dataset 'imagenet'" in proc.stderr
+    proc = run("demo", "--delta", "1.5", "--out", str(tmp_path / "x"))
+    assert proc.returncode != 0 and "must lie in (0, 1)" in proc.stderr
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    proc = run("demo", "--out", str(blocker / "sub"))
+    assert proc.returncode != 0 and "is not writable" in proc.stderr
+    proc = run("demo", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "none"), "--out", str(tmp_path / "y"))
+    assert proc.returncode != 0 and "does not exist" in proc.stderr
+    assert not (tmp_path / "y" / "report.json").exists()
 
 
 @pytest.mark.slow

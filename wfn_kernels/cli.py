@@ -6,25 +6,44 @@ import argparse
 import sys
 
 
+DEFAULT_EPOCHS = {"digits": 30, "fashion-mnist": 5}
+
+
 def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="train, fix, convert and report on the embedded default data")
-    p.add_argument("--out", default="demo_out", help="output directory (report.md, report.json, model)")
+    p = sub.add_parser("demo", help="the main job: baseline -> WFN fixing -> packed model -> bench -> energy -> report")
+    p.add_argument("--out", default="demo_out", help="output directory (report.md, report.json, PNGs, model)")
     p.add_argument("--dataset", default="digits", help="digits (default, bundled) or fashion-mnist")
     p.add_argument("--data-dir", default=None, help="directory of the Fashion-MNIST idx files")
-    p.add_argument("--epochs", type=int, default=30, help="baseline training epochs")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="baseline training epochs (default: 30 on digits, 5 on fashion-mnist)")
+    p.add_argument("--delta", type=float, default=0.15, help="WFN relative tolerance δ")
+    p.add_argument("--fix-epochs", type=int, default=1, help="training epochs per WFN fixing iteration")
+    p.add_argument("--bench-repeats", type=int, default=20, help="timed runs per latency median")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=_run_demo)
 
 
 def _run_demo(args) -> int:
-    from .demo import run_demo
+    from .demo import check_args, run_demo, summary_table
 
-    if args.epochs < 1:
-        raise SystemExit(f"wfn demo: --epochs must be >= 1, got {args.epochs}")
-    r = run_demo(args.out, args.dataset, args.epochs, args.seed, args.data_dir, progress=not args.no_progress)
-    print(open(f"{args.out}/report.md").read())
-    return 0 if abs(r["accuracy_packed"] - r["accuracy_rounded_float"]) < 1e-9 else 1
+    if args.epochs is None:
+        args.epochs = DEFAULT_EPOCHS.get(args.dataset, 30)
+    try:
+        if args.fix_epochs < 1 or args.bench_repeats < 1:
+            raise ValueError(f"--fix-epochs and --bench-repeats must be >= 1, got {args.fix_epochs} and "
+                             f"{args.bench_repeats}")
+        check_args(args.out, args.dataset, args.epochs, args.delta, args.data_dir)
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"wfn demo: {exc}") from None
+    r = run_demo(args.out, args.dataset, args.epochs, args.seed, args.data_dir, progress=not args.no_progress,
+                 delta=args.delta, fix_epochs=args.fix_epochs, bench_repeats=args.bench_repeats)
+    print(summary_table(r))
+    print(f"report: {args.out}/report.md")
+    ok = r["accuracy_packed"] == r["accuracy_fixed"] == r["accuracy_reloaded"]
+    if not ok:
+        print("wfn demo: the packed model's accuracy differs from the fixed float model's", file=sys.stderr)
+    return 0 if ok else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
