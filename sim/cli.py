@@ -1,6 +1,6 @@
 """``wfn-sim``: simulate a model or topology on an accelerator and write reports.
 
-    wfn-sim --topology FILE|--model PATH|--resnet DEPTH --arch FILE --designs dense_ws,codebook,... --out DIR
+    wfn-sim --topology FILE|--model PATH [--model-class NAME]|--resnet DEPTH --arch FILE --designs dense_ws,codebook,... --out DIR
 
 Every ArchConfig field also has a flag (``--array-rows 16``, ``--energy-table aladdin_cacti45``...)
 that overrides the YAML. ``--unique-weights U`` gives a shape-only workload synthetic weights with U
@@ -45,11 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="wfn-sim", description=__doc__.split("\n\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--topology", help="topology CSV (ours or SCALE-Sim's)")
-    src.add_argument("--model", help="torch.save'd nn.Module (conv/linear/WFN layers); needs --input-shape")
+    src.add_argument("--model", help="saved model: packed WFN .safetensors, `wfn fix` .safetensors or a "
+                     "state-dict .pt (never a pickled module); needs --input-shape")
     src.add_argument("--resnet", type=int, choices=(18, 34, 50, 101, 152), help="built-in ResNet layer list")
     p.add_argument("--arch", default="ws32", help="architecture YAML, or a name in wfn_sim/configs (default ws32)")
     p.add_argument("--designs", default=",".join(DEFAULT_DESIGNS), help="comma-separated designs")
     p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--model-class", default=None,
+                   help="architecture of --model in wfn_kernels.models (e.g. small-cnn) when the file does not name it")
     p.add_argument("--input-shape", type=_int_list, default=(1, 3, 224, 224), help="model input, e.g. 1,3,32,32")
     p.add_argument("--unique-weights", type=int, help="synthesise weights with this many values (2..256)")
     p.add_argument("--zero-fraction", type=float, default=0.0, help="extra fraction of zero weights (synthetic)")
@@ -72,7 +75,7 @@ def _workload(args):
     else:
         from .extract import load_model_workload
 
-        wl = load_model_workload(args.model, args.input_shape)
+        wl = load_model_workload(args.model, args.input_shape, args.model_class)
     if args.unique_weights is not None:
         wl = with_synthetic_weights(wl, args.unique_weights, args.seed, args.zero_fraction)
     return wl

@@ -100,12 +100,59 @@ def extract_workload(model, input_shape, name: str = "model") -> Workload:
     return Workload(name, tuple(layers), tuple(stats))
 
 
-def load_model_workload(path, input_shape) -> Workload:
-    """Workload of a whole model saved with ``torch.save(model, path)`` (needs the model's classes)."""
+def load_model_workload(path, input_shape, model_class: str | None = None) -> Workload:
+    """Workload of a saved model, loaded without running pickled code.
+
+    ``path`` is one of: a packed WFN model (``wfn_kernels.save_packed``, ``.safetensors``), a safetensors
+    model written by ``wfn fix`` (its metadata names the architecture), or a ``torch.save``'d state dict
+    (loaded with ``weights_only=True``). ``model_class`` names the architecture in
+    ``wfn_kernels.models.MODELS`` (e.g. ``small-cnn``) where the file does not. A whole pickled
+    ``nn.Module`` is refused: unpickling it could execute arbitrary code.
+    """
+    import pickle
+
     import torch
 
-    model = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(model, torch.nn.Module):
-        raise ValueError(f"{path}: expected a torch.save'd nn.Module, got {type(model).__name__}")
-    return extract_workload(model, input_shape, Path(path).stem)
+    from wfn_kernels import models
 
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {path} does not exist")
+
+    def build():
+        if model_class is None:
+            raise ValueError(f"{path}: the file does not name its architecture; pass --model-class "
+                             f"(one of {sorted(models.MODELS)})")
+        return models.build(model_class)
+
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        if "wfn_format" in meta:
+            from wfn_kernels.serialization import load_packed
+
+            model = load_packed(path, build())
+        else:
+            from wfn_kernels.fixing.pipeline import load_saved_model
+
+            model, tensors, _ = load_saved_model(path)
+            if model is None:
+                model = build()
+                model.load_state_dict(tensors)
+    else:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise ValueError(f"{path}: not a plain state dict ({str(exc).splitlines()[0]}); a pickled "
+                             "nn.Module is not loaded because unpickling can execute code: save "
+                             "model.state_dict() (with --model-class) or a packed .safetensors file") from None
+        if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+            raise ValueError(f"{path}: expected a state dict of tensors, got {type(obj).__name__}")
+        model = build()
+        try:
+            model.load_state_dict(obj)
+        except RuntimeError as exc:
+            raise ValueError(f"{path}: does not fit --model-class {model_class}: {exc}") from None
+    return extract_workload(model, input_shape, path.name.split(".")[0])

@@ -36,16 +36,53 @@ def test_synthetic_weights_all_designs_with_plots_and_overrides(tmp_path):
     assert doc["arch_config"]["spill_psums_per_row_fold"] is False
 
 
-def test_model_file_run(tmp_path):
+def _small_cnn_on_codebook():
     import torch
-    import torch.nn as nn
 
-    path = tmp_path / "m.pt"
-    torch.save(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 5)), path)
-    rc = main(["--model", str(path), "--input-shape", "1,3,8,8", "--designs", "dense_ws,factorised",
-               "--out", str(tmp_path / "out"), "--no-plots"])
-    assert rc == 0
-    assert len(list(csv.DictReader(open(tmp_path / "out" / "layers.csv")))) == 4
+    from wfn_kernels.demo import round_to_power_of_two_sums
+    from wfn_kernels.models import build
+
+    torch.manual_seed(0)
+    m = build("small-cnn").eval()
+    round_to_power_of_two_sums(m, max_terms=1)
+    return m
+
+
+def test_model_file_run_packed_and_state_dict(tmp_path, capsys):
+    import torch
+
+    from wfn_kernels import convert, save_packed
+
+    m = _small_cnn_on_codebook()
+    torch.save(m.state_dict(), tmp_path / "m.pt")
+    convert(m)
+    save_packed(m, tmp_path / "m.wfn.safetensors")
+    for name in ("m.pt", "m.wfn.safetensors"):
+        out = tmp_path / f"out-{name}"
+        rc = main(["--model", str(tmp_path / name), "--model-class", "small-cnn", "--input-shape", "1,1,8,8",
+                   "--designs", "dense_ws,factorised", "--out", str(out), "--no-plots"])
+        assert rc == 0, capsys.readouterr().err
+        rows = list(csv.DictReader(open(out / "layers.csv")))
+        assert len(rows) == 10  # 5 conv/linear layers x 2 designs
+    a, b = (list(csv.DictReader(open(tmp_path / f"out-{n}" / "totals.csv"))) for n in ("m.pt", "m.wfn.safetensors"))
+    assert [r["total_energy_pj"] for r in a] == [r["total_energy_pj"] for r in b]  # same weights, same costs
+
+
+def test_model_file_refuses_pickled_module_and_missing_class(tmp_path, capsys):
+    import torch
+
+    from wfn_kernels import convert, save_packed
+
+    m = _small_cnn_on_codebook()
+    torch.save(m, tmp_path / "whole.pt")
+    rc = main(["--model", str(tmp_path / "whole.pt"), "--input-shape", "1,1,8,8", "--out", str(tmp_path / "o")])
+    assert rc == 2 and "pickled nn.Module is not loaded" in capsys.readouterr().err
+    convert(m)
+    save_packed(m, tmp_path / "p.safetensors")
+    rc = main(["--model", str(tmp_path / "p.safetensors"), "--input-shape", "1,1,8,8", "--out", str(tmp_path / "o")])
+    assert rc == 2 and "pass --model-class" in capsys.readouterr().err
+    rc = main(["--model", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "o")])
+    assert rc == 2 and "does not exist" in capsys.readouterr().err
 
 
 def test_sweep_run(tmp_path, capsys):
