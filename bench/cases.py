@@ -7,7 +7,7 @@ import warnings
 
 import torch
 import torch.nn.functional as F
-from common import median_seconds
+from common import interleaved_medians, median_seconds
 from torch import nn
 
 import wfn_kernels as wk
@@ -101,18 +101,36 @@ def conv_row(name, batch, c_in, h, w, c_out, kernel, stride, padding, bits, back
                                                           backend=b, validate=False), repeats)
         row[f"{b}_s"] = t
         row[f"{b}_vs_fp32"] = row["fp32_s"] / t
+    if device == "cpu" and "extension" in backends:
+        # the WFNConv2d module after wk.optimize_for_inference (codes in oneDNN's blocked order), timed
+        # interleaved with fp32 conv2d; a layer oneDNN would pad keeps the plain path, and says so
+        conv = nn.Conv2d(c_in, c_out, kernel, stride, padding, bias=False)
+        with torch.no_grad():
+            conv.weight.copy_(dense)
+        mod = nn.Sequential(conv)
+        wk.convert(mod, codebook=wk.Codebook.from_values(cb.tolist(), max_entries=None))
+        (_, how), = wk.optimize_for_inference(mod, x)
+        with torch.no_grad():
+            torch.testing.assert_close(mod(x), expected, rtol=1e-4, atol=1e-3)
+            t_mod, t_fp32 = interleaved_medians([lambda: mod(x), lambda: F.conv2d(x, dense, None, stride, padding)],
+                                                repeats)
+        row.update({"module_opt_s": t_mod, "module_opt_fp32_s": t_fp32, "module_opt_vs_fp32": t_fp32 / t_mod,
+                    "module_opt_path": "onednn layout" if how == "optimized" else f"plain ({how})"})
     return row
 
 
 def model_row(name: str, float_model: nn.Module, converted: nn.Module, x: torch.Tensor, repeats: int) -> dict:
-    """Whole-model latency, float vs converted (outputs checked equal first), and weight memory."""
+    """Whole-model latency, float vs converted (outputs checked equal first, timed interleaved), and weight
+    memory (plus the oneDNN decode workspace the converted model's layers hold, if any)."""
+    from wfn_kernels import onednn
+
     float_model.eval()
     converted.eval()
     with torch.no_grad():
         torch.testing.assert_close(converted(x), float_model(x), rtol=1e-3, atol=1e-3)
-        t_float = median_seconds(lambda: float_model(x), repeats, warmup=1)
-        t_wfn = median_seconds(lambda: converted(x), repeats, warmup=1)
+        t_float, t_wfn = interleaved_medians([lambda: float_model(x), lambda: converted(x)], repeats, warmup=1)
     mem = wk.weight_bytes(converted)
     return {"kind": "model", "name": name, "M": x.shape[0], "float_s": t_float, "wfn_s": t_wfn,
             "wfn_vs_float": t_float / t_wfn, "weight_bytes_packed": mem["packed_bytes"],
-            "weight_bytes_fp32": mem["fp32_bytes"], "memory_ratio": mem["packed_bytes"] / max(mem["fp32_bytes"], 1)}
+            "weight_bytes_fp32": mem["fp32_bytes"], "memory_ratio": mem["packed_bytes"] / max(mem["fp32_bytes"], 1),
+            "workspace_bytes": onednn.workspace_bytes()}

@@ -112,14 +112,29 @@ def model_rows(args, device) -> list[dict]:
     import cases
     from shapes import ResNet18, put_on_codebook
 
+    from wfn_kernels import onednn
+
     rows = []
     net = ResNet18().eval()
     put_on_codebook(net, cases.pow2_codebook(4) / 8)
     packed = copy.deepcopy(net)
     wk.convert(packed)
+    onednn.clear_workspaces()
     for batch in (1, 32):
         x = torch.randn(batch, 3, 224, 224)
         rows.append(cases.model_row("resnet18-shaped (4-bit)", net, packed, x, max(3, args.repeats // 3)))
+    if device == "cpu" and not onednn.unavailable_reason():
+        opt = copy.deepcopy(packed)
+        report = wk.optimize_for_inference(opt, torch.randn(1, 3, 224, 224))
+        left = [f"{n}: {why}" for n, why in report if why != "optimized"]
+        print(f"optimize_for_inference: {len(report) - len(left)}/{len(report)} conv layers on the oneDNN layout"
+              + (f"; left alone: {left}" if left else ""))
+        for batch in (1, 32):
+            x = torch.randn(batch, 3, 224, 224)
+            rows.append(cases.model_row("resnet18-shaped (4-bit, oneDNN layout)", net, opt, x,
+                                        max(3, args.repeats // 3)))
+    else:
+        print(f"skipped oneDNN-layout model rows: {onednn.unavailable_reason() or 'not on the CPU'}")
     demo = Path(args.demo_model)
     if demo.is_file():
         from wfn_kernels.models import build

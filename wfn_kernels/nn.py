@@ -13,7 +13,7 @@ from torch import nn
 
 from . import ops
 from .codebook import DEFAULT_MAX_TERMS, Codebook
-from .packing import PackedWeight, pack_weight, unpack_codes
+from .packing import PackedWeight, pack_codes, pack_weight, unpack_codes
 from .reference import check_codebook, check_codes_in_range
 from .shift_add import ShiftAddWeight, encode_shift_add, quantize_activations_int8, shift_add_linear
 
@@ -36,7 +36,8 @@ class _WFNBase(nn.Module):
     def weight_bytes(self) -> dict[str, int]:
         """Packed weight size (codes + local fp32 codebook) vs the fp32 dense weight, in bytes."""
         packed = self.packed.numel() + 4 * self.codebook.numel()
-        dense = 4 * self.packed.shape[0] * self._k()
+        rows = self.out_features if isinstance(self, WFNLinear) else self.out_channels
+        dense = 4 * rows * self._k()
         return {"packed_bytes": packed, "fp32_bytes": dense}
 
     def codes(self) -> torch.Tensor:
@@ -144,6 +145,9 @@ class WFNConv2d(_WFNBase):
         self.groups = int(groups)
         self.weight_shape = tuple(packed.shape)
         self._init_weight(packed, bias, backend)
+        # None, or the oneDNN inference layout (wfn_kernels/onednn.py): {"layout", "row", "shapes", "rejected"}
+        self._onednn = None
+        self._register_state_dict_hook(_canonical_packed_hook)
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, codebook: Codebook, name: str = "conv",
@@ -161,16 +165,108 @@ class WFNConv2d(_WFNBase):
         """Decoded float32 weight (out, in/groups, kh, kw)."""
         return self.codebook[self.codes()].reshape(self.weight_shape)
 
+    def codes(self) -> torch.Tensor:
+        """Unpacked int64 codes (out, K) in canonical row order (whatever the in-memory layout)."""
+        if self._onednn is None:
+            return unpack_codes(self.packed, self.bits, self._k())
+        from . import onednn
+
+        flat = unpack_codes(self.packed, self.bits, self._onednn["row"]).reshape(-1)
+        return onednn.from_blocked(flat, self._onednn["layout"], self.out_channels, self._k())
+
+    def canonical_packed(self) -> torch.Tensor:
+        """The packed codes in the canonical (out, row_bytes) format (``packed`` unless re-laid out)."""
+        return self.packed if self._onednn is None else pack_codes(self.codes(), self.bits)
+
+    def use_onednn_layout(self, input_shape) -> str:
+        """Re-lay the codes out in oneDNN's blocked weight order for inputs of ``input_shape`` (see
+        wfn_kernels/onednn.py); returns '' when done, else the reason nothing changed."""
+        from . import onednn
+
+        input_shape = tuple(int(v) for v in input_shape)
+        if self._onednn is not None:
+            return "" if self._onednn_signature(input_shape) is not None else "oneDNN picks another layout"
+        if self.packed.device.type != "cpu":
+            return f"on {self.packed.device}, not the CPU"
+        layout, why = onednn.probe_layout(self.weight_shape, self.stride, self.padding, self.dilation,
+                                          self.groups, input_shape)
+        if layout is None:
+            return why
+        row = layout.row_elems(self._k())
+        blocked = onednn.to_blocked(self.codes(), layout)
+        self.packed = pack_codes(blocked.reshape(-1, row), self.bits)
+        sig = onednn._signature(self.weight_shape, self.stride, self.padding, self.dilation, self.groups,
+                                input_shape)
+        self._onednn = {"layout": layout, "row": row, "shapes": {input_shape: sig}, "rejected": set()}
+        return ""
+
+    def use_plain_layout(self) -> None:
+        """Undo :meth:`use_onednn_layout` (codes back in canonical row order)."""
+        if self._onednn is not None:
+            packed = self.canonical_packed()
+            self._onednn = None
+            self.packed = packed
+
+    def _onednn_signature(self, shape: tuple):
+        """The workspace signature for inputs of ``shape`` if oneDNN uses this layer's layout for them."""
+        plan = self._onednn
+        if shape in plan["shapes"]:
+            return plan["shapes"][shape]
+        if shape in plan["rejected"] or len(plan["shapes"]) + len(plan["rejected"]) >= 64:
+            return None
+        from . import onednn
+
+        layout, _ = onednn.probe_layout(self.weight_shape, self.stride, self.padding, self.dilation,
+                                        self.groups, shape)
+        if layout != plan["layout"]:
+            plan["rejected"].add(shape)
+            return None
+        plan["shapes"][shape] = sig = onednn._signature(self.weight_shape, self.stride, self.padding,
+                                                        self.dilation, self.groups, shape)
+        return sig
+
+    def _onednn_forward(self, x: torch.Tensor):
+        """The decode-into-oneDNN conv, or None when this call cannot take it."""
+        if (x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 4 or self.backend == "reference"
+                or (x.requires_grad and torch.is_grad_enabled()) or torch.compiler.is_compiling()):
+            return None
+        sig = self._onednn_signature(tuple(x.shape))
+        if sig is None:
+            return None
+        from . import onednn
+
+        ws = onednn.workspace(sig)
+        torch.ops.wfn_cpu.decode_into_mkldnn(self.packed, self.codebook, self.bits, self._onednn["row"], ws)
+        return torch.ops.mkldnn._convolution_pointwise(x.contiguous(), ws, self.bias, list(self.padding),
+                                                       list(self.stride), list(self.dilation), self.groups,
+                                                       "none", [], "")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ops.codebook_conv2d(x, self.packed, self.codebook, self.bits, self.weight_shape, self.bias,
-                                   self.stride, self.padding, self.dilation, self.groups,
+        if self._onednn is not None:
+            y = self._onednn_forward(x)
+            if y is not None:
+                return y
+        return ops.codebook_conv2d(x, self.canonical_packed(), self.codebook, self.bits, self.weight_shape,
+                                   self.bias, self.stride, self.padding, self.dilation, self.groups,
                                    backend=self.backend, validate=False)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        self.use_plain_layout()  # incoming codes are canonical; optimize again after loading if wanted
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
                 f"bias={self.bias is not None}, bits={self.bits}, codebook_size={self.codebook.numel()}, "
-                f"backend={self.backend}")
+                f"backend={self.backend}"
+                + (f", layout=onednn(block={self._onednn['layout'].block})" if self._onednn is not None else ""))
+
+
+def _canonical_packed_hook(module, state_dict, prefix, local_metadata):
+    """state_dict() always holds canonical codes, whatever the in-memory layout."""
+    if module._onednn is not None:
+        state_dict[prefix + "packed"] = module.canonical_packed()
+    return state_dict
 
 
 # ---------------------------------------------------------------------------------------------------

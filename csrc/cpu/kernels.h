@@ -63,6 +63,10 @@ void decode_rows_avx512(const uint8_t* packed, int64_t row_bytes, int64_t k, int
 // Runs fn(lo, hi) over [0, n) in chunks of `chunk`, claimed dynamically by torch's intra-op threads
 // (or inter-op helpers with WFN_CPU_PARALLEL=launch; linear.cpp says when each wins).
 void parallel_chunks(int64_t n, int64_t chunk, std::function<void(int64_t, int64_t)> fn);
+// Decode rows [r0, r1) of packed (R, row_bytes) codes into out (row-major, k floats each) with level isa,
+// parallel over row chunks; table holds 256 floats (codebook zero-padded).
+void decode_parallel(Isa isa, const at::Tensor& packed, int64_t k, int bits, const float* table, int64_t r0,
+                     int64_t r1, float* out);
 
 // Block geometry of the GEMV kernels at a level: bytes per block (1 for scalar: natural order).
 int64_t gemv_block_bytes(Isa isa, int bits);

@@ -132,8 +132,6 @@ void parallel_chunks(int64_t n, int64_t chunk, std::function<void(int64_t, int64
   while (st->done.load(std::memory_order_acquire) < nchunks) std::this_thread::yield();
 }
 
-namespace {
-
 // Decode rows [r0, r1) into out (row-major, k floats each), parallel over chunks of ~256 KB of floats.
 void decode_parallel(Isa isa, const at::Tensor& packed, int64_t k, int bits, const float* table, int64_t r0,
                      int64_t r1, float* out) {
@@ -144,6 +142,8 @@ void decode_parallel(Isa isa, const at::Tensor& packed, int64_t k, int bits, con
     decode_rows(isa, p, rb, k, bits, table, r0 + lo, r0 + hi, out + lo * k);
   });
 }
+
+namespace {
 
 // Activations in the order the level's GEMV reads them (kernels.h); scalar reads x as is.
 at::Tensor permute_x(Isa isa, const at::Tensor& x, int64_t row_bytes, int bits) {

@@ -1,0 +1,141 @@
+"""WFNConv2d's oneDNN inference layout (wfn_kernels/onednn.py): exact, reversible, really taken."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import wfn_kernels as wk
+from wfn_kernels import onednn
+from wfn_kernels.codebook import Codebook
+
+pytestmark = pytest.mark.skipif(bool(onednn.unavailable_reason()), reason=onednn.unavailable_reason() or "-")
+
+
+def pow2_conv(cin, cout, k, stride=1, padding=0, bias=False, values=8, seed=0, groups=1):
+    g = torch.Generator().manual_seed(seed)
+    conv = nn.Conv2d(cin, cout, k, stride, padding, bias=bias, groups=groups)
+    vals = torch.arange(-(values // 2), values - values // 2) / 16.0  # sums of few powers of two
+    with torch.no_grad():
+        conv.weight.copy_(vals[torch.randint(0, len(vals), conv.weight.shape, generator=g)])
+        if bias:
+            conv.bias.copy_(torch.randint(-8, 8, (cout,), generator=g).float())
+    return conv
+
+
+def int_input(shape, seed=1):
+    return torch.randint(-8, 9, shape, generator=torch.Generator().manual_seed(seed)).float()
+
+
+def ops_called(fn) -> set:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return {e.name for e in prof.events()}
+
+
+@pytest.mark.parametrize("values,bits", [(3, 2), (12, 4), (40, 8)])
+@pytest.mark.parametrize("geom", [(3, 64, 7, 2, 3, 32), (64, 64, 3, 1, 1, 14), (64, 128, 3, 2, 1, 14),
+                                  (32, 128, 1, 1, 0, 9), (128, 256, 3, 1, 1, 6)])
+def test_optimized_conv_is_exact(values, bits, geom):
+    cin, cout, k, s, p, hw = geom
+    conv = pow2_conv(cin, cout, k, s, p, bias=True, values=values)
+    model = nn.Sequential(conv)
+    x = int_input((1, cin, hw, hw))
+    with torch.no_grad():
+        expected = F.conv2d(x, conv.weight, conv.bias, s, p)  # small integers x powers of two: exact in fp32
+    wk.convert(model)
+    assert model[0].bits == bits
+    plain_codes = model[0].codes().clone()
+    report = wk.optimize_for_inference(model, x)
+    assert report == [("0", "optimized")]
+    assert "layout=onednn" in repr(model)
+    with torch.no_grad():
+        names = ops_called(lambda: model(x))
+        y = model(x)
+    assert "wfn_cpu::decode_into_mkldnn" in names and "mkldnn::_convolution_pointwise" in names
+    assert torch.equal(y, expected)
+    assert torch.equal(model[0].codes(), plain_codes)
+    assert onednn.workspace_bytes() >= 4 * conv.weight.numel()
+
+
+def test_state_dict_save_load_stay_canonical(tmp_path):
+    net = nn.Sequential(pow2_conv(16, 32, 3, padding=1), nn.ReLU(), pow2_conv(32, 64, 3, 2, 1, seed=3))
+    wk.convert(net)
+    plain = copy.deepcopy(net)
+    x = int_input((1, 16, 12, 12))
+    assert [r for _, r in wk.optimize_for_inference(net, x)] == ["optimized", "optimized"]
+    assert net[0].packed.shape != plain[0].packed.shape  # really re-laid out in memory
+    sd, sd_plain = net.state_dict(), plain.state_dict()
+    assert sd.keys() == sd_plain.keys() and all(torch.equal(sd[k], sd_plain[k]) for k in sd)
+    assert net[0].weight_bytes()["fp32_bytes"] == plain[0].weight_bytes()["fp32_bytes"]
+    wk.save_packed(net, tmp_path / "m.safetensors")
+    fresh = nn.Sequential(nn.Conv2d(16, 32, 3, padding=1, bias=False), nn.ReLU(),
+                          nn.Conv2d(32, 64, 3, 2, 1, bias=False))
+    wk.load_packed(tmp_path / "m.safetensors", fresh)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), plain(x)) and torch.equal(net(x), plain(x))
+    # loading a (canonical) state dict into an optimized model puts it back on the plain layout
+    net.load_state_dict(sd_plain)
+    assert net[0]._onednn is None and torch.equal(net[0].packed, plain[0].packed)
+
+
+def test_other_batch_sizes_grad_and_reference_backend_stay_correct():
+    net = nn.Sequential(pow2_conv(8, 32, 3, padding=1, bias=True))
+    wk.convert(net)
+    plain = copy.deepcopy(net)
+    wk.optimize_for_inference(net, int_input((1, 8, 10, 10)))
+    for batch in (1, 3):
+        x = int_input((batch, 8, 10, 10), seed=batch)
+        with torch.no_grad():
+            assert torch.equal(net(x), plain(x))
+    x = int_input((2, 8, 10, 10)).requires_grad_()
+    x2 = x.detach().clone().requires_grad_()
+    names = ops_called(lambda: net(x).sum().backward())
+    assert "wfn_cpu::decode_into_mkldnn" not in names  # autograd takes the plain op
+    plain(x2).sum().backward()
+    assert torch.equal(x.grad, x2.grad)
+    wk.set_backend(net, "reference")
+    with torch.no_grad():
+        xr = int_input((1, 8, 10, 10))
+        assert "wfn_cpu::decode_into_mkldnn" not in ops_called(lambda: net(xr))
+        assert torch.equal(net(xr), plain(xr))
+
+
+def test_unsupported_layers_are_reported_and_left_alone():
+    net = nn.Sequential(pow2_conv(8, 16, 3, padding=1, groups=2), nn.Flatten(), nn.Linear(16 * 36, 4))
+    with torch.no_grad():
+        net[2].weight.copy_(torch.where(torch.rand(4, 576) > 0.5, 0.5, -0.25))
+    wk.convert(net)
+    packed_before = net[0].packed.clone()
+    report = wk.optimize_for_inference(net, int_input((1, 8, 6, 6)))
+    (name, why), = report
+    assert name == "0" and "groups=2" in why
+    assert net[0]._onednn is None and torch.equal(net[0].packed, packed_before)
+    assert wk.optimize_for_inference(nn.Sequential(nn.ReLU()), torch.zeros(1)) == []
+
+
+def test_decode_into_mkldnn_rejects_bad_arguments():
+    conv = pow2_conv(4, 16, 3)
+    wk.convert(m := nn.Sequential(conv))
+    packed, cb = m[0].packed, m[0].codebook
+    with pytest.raises(RuntimeError, match="dst must be an mkldnn float32 tensor"):
+        torch.ops.wfn_cpu.decode_into_mkldnn(packed, cb, 4, 36, torch.zeros(16, 36))
+    dst = torch.zeros(16, 4, 3, 3).to_mkldnn()
+    with pytest.raises(RuntimeError, match="bits must be 2, 4 or 8"):
+        torch.ops.wfn_cpu.decode_into_mkldnn(packed, cb, 3, 36, dst)
+    with pytest.raises(RuntimeError, match="bytes per row"):
+        torch.ops.wfn_cpu.decode_into_mkldnn(packed, cb, 4, 30, dst)
+    small = torch.zeros(8, 4, 3, 3).to_mkldnn()
+    with pytest.raises(RuntimeError, match="dst holds 1152 bytes but the codes decode to 2304"):
+        torch.ops.wfn_cpu.decode_into_mkldnn(packed, cb, 4, 36, small)
+    torch.ops.wfn_cpu.decode_into_mkldnn(packed, cb, 4, 36, dst)  # plain-layout dst: decodes row-major
+    assert torch.equal(dst.to_dense().reshape(16, 36), cb[m[0].codes()])
+
+
+def test_layout_permutation_round_trips():
+    layout = onednn.Layout(block=4, colperm=(2, 0, 1))
+    codes = torch.arange(8 * 3).reshape(8, 3)
+    flat = onednn.to_blocked(codes, layout)
+    assert flat[:4].tolist() == [2, 5, 8, 11]  # block 0, first column in oneDNN order (canonical column 2)
+    assert torch.equal(onednn.from_blocked(flat, layout, 8, 3), codes)

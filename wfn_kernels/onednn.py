@@ -1,0 +1,188 @@
+"""Inference layout for WFNConv2d on CPU: codes stored in oneDNN's blocked weight order.
+
+torch's fp32 ``conv2d`` on CPU hands its plain OIHW weight to oneDNN, which reorders it into a blocked
+layout (for example ``[O/32][kh][kw][I][32o]``) on every call. At batch 1 that reorder is a large part
+of the conv's time (bench/results: 13-93 % on ResNet-18's layers), and an unprepared WFNConv2d pays it
+too, after decoding. :func:`optimize_for_inference` instead stores each conv layer's codes in the blocked
+order oneDNN chose, so a forward pass decodes them straight into a reused oneDNN weight tensor (reading
+4-8x fewer bytes than an fp32 reorder) and runs the conv without any reorder.
+
+How the layout is found: a probe weight whose elements are 1..n is reordered by oneDNN itself
+(``torch._C._nn.mkldnn_reorder_conv2d_weight``); its raw buffer gives the permutation, which must have
+the form ``element (ob, j, o) <- weight row ob*B + o, column colperm[j]`` with no padding (``B`` output
+channels innermost). Anything else (grouped convs, padded layouts, other builds) is reported and the layer
+keeps the plain path. Codes are permuted, never changed: ``state_dict()``, ``codes()`` and saved files
+stay in the canonical row order.
+
+Costs: one oneDNN weight tensor per distinct (weight shape, conv geometry, input shape) and thread, as
+decode workspace (``workspace_bytes()``), on top of the packed codes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+_WORKSPACES = threading.local()
+MAX_ROW_ELEMS = 16384  # decode rows of at most this many codes, so small layers still split across threads
+
+
+@dataclass(frozen=True)
+class Layout:
+    """oneDNN's blocked order for one conv weight: ``block`` output channels innermost, columns in
+    ``colperm`` order (a tuple of K canonical column indices)."""
+
+    block: int
+    colperm: tuple
+
+    def row_elems(self, k: int) -> int:
+        """Codes per packed row in blocked storage: block * (largest divisor d of K with block*d <= MAX)."""
+        d = max(d for d in range(1, k + 1) if k % d == 0 and (self.block * d <= MAX_ROW_ELEMS or d == 1))
+        return self.block * d
+
+
+def unavailable_reason() -> str:
+    """'' when the oneDNN path can run here, else why not."""
+    if not torch.backends.mkldnn.is_available():
+        return "this torch build has no oneDNN (mkldnn)"
+    for name in ("data_ptr", "_nbytes", "_convolution_pointwise"):
+        if not hasattr(torch.ops.mkldnn, name):
+            return f"torch.ops.mkldnn.{name} is missing in torch {torch.__version__}"
+    from . import ops
+
+    if ops._C is None:
+        return f"the C++ extension is not loaded: {ops._C_REASON}"
+    if not hasattr(torch.ops.wfn_cpu, "decode_into_mkldnn"):
+        return "the C++ extension predates decode_into_mkldnn; rebuild it"
+    return ""
+
+
+def _signature(weight_shape, stride, padding, dilation, groups, input_shape) -> tuple:
+    return (tuple(weight_shape), tuple(stride), tuple(padding), tuple(dilation), int(groups), tuple(input_shape))
+
+
+def _reorder(weight: torch.Tensor, sig: tuple) -> torch.Tensor:
+    _, stride, padding, dilation, groups, input_shape = sig
+    return torch._C._nn.mkldnn_reorder_conv2d_weight(weight.to_mkldnn(), list(padding), list(stride),
+                                                     list(dilation), groups, list(input_shape))
+
+
+def probe_layout(weight_shape, stride, padding, dilation, groups, input_shape) -> tuple[Layout | None, str]:
+    """(Layout, '') of oneDNN's weight order for this conv, or (None, reason)."""
+    reason = unavailable_reason()
+    if reason:
+        return None, reason
+    o, k = int(weight_shape[0]), int(np.prod(weight_shape[1:]))
+    n = o * k
+    if groups != 1:
+        return None, f"groups={groups}: grouped convs use a different oneDNN layout"
+    if n >= 1 << 24:
+        return None, f"{n} weights: too many for an exact fp32 probe (at most 2**24)"
+    sig = _signature(weight_shape, stride, padding, dilation, groups, input_shape)
+    probe = _reorder((torch.arange(n, dtype=torch.float32) + 1).reshape(weight_shape), sig)
+    nbytes = torch.ops.mkldnn._nbytes(probe)
+    if nbytes != 4 * n:
+        return None, f"oneDNN pads this weight ({nbytes} bytes for {n} weights)"
+    buf = (ctypes.c_float * n).from_address(torch.ops.mkldnn.data_ptr(probe))
+    perm = torch.from_numpy(np.frombuffer(buf, dtype=np.float32).astype(np.int64) - 1)
+    block = 1
+    while block < o and int(perm[block]) == block * k:
+        block += 1
+    if o % block:
+        return None, f"oneDNN's output-channel block {block} does not divide {o}"
+    colperm = perm[: k * block: block].clone()
+    if not bool(((colperm >= 0) & (colperm < k)).all()):
+        return None, "oneDNN's order is not output-channel-innermost blocks"
+    ob = torch.arange(o // block).view(-1, 1, 1)
+    j = colperm.view(1, -1, 1)
+    oi = torch.arange(block).view(1, 1, -1)
+    expected = ((ob * block + oi) * k + j).reshape(-1)
+    if not torch.equal(expected, perm):
+        return None, "oneDNN's order is not of the supported [O/B][columns][B] form"
+    _workspaces()[sig] = probe  # the probe's buffer becomes this signature's decode workspace
+    return Layout(block, tuple(colperm.tolist())), ""
+
+
+def _workspaces() -> dict:
+    if not hasattr(_WORKSPACES, "d"):
+        _WORKSPACES.d = {}
+    return _WORKSPACES.d
+
+
+def workspace(sig: tuple) -> torch.Tensor:
+    """This thread's oneDNN weight tensor for a signature (created by a reorder the first time)."""
+    ws = _workspaces()
+    if sig not in ws:
+        ws[sig] = _reorder(torch.zeros(sig[0]), sig)
+    return ws[sig]
+
+
+def workspace_bytes() -> int:
+    """Bytes held by this thread's decode workspaces (one fp32 weight per distinct conv signature)."""
+    return sum(int(torch.ops.mkldnn._nbytes(t)) for t in _workspaces().values())
+
+
+def clear_workspaces() -> None:
+    _workspaces().clear()
+
+
+def to_blocked(codes: torch.Tensor, layout: Layout) -> torch.Tensor:
+    """Canonical (O, K) codes -> flat codes in the layout's element order."""
+    o, k = codes.shape
+    b = layout.block
+    colperm = torch.tensor(layout.colperm, dtype=torch.int64, device=codes.device)
+    return codes.reshape(o // b, b, k)[:, :, colperm].transpose(1, 2).reshape(-1)
+
+
+def from_blocked(flat: torch.Tensor, layout: Layout, o: int, k: int) -> torch.Tensor:
+    """Inverse of :func:`to_blocked`: flat blocked codes -> canonical (O, K)."""
+    b = layout.block
+    colperm = torch.tensor(layout.colperm, dtype=torch.int64, device=flat.device)
+    out = torch.empty(o // b, b, k, dtype=flat.dtype, device=flat.device)
+    out[:, :, colperm] = flat.reshape(o // b, k, b).transpose(1, 2)
+    return out.reshape(o, k)
+
+
+def optimize_for_inference(model: nn.Module, example_input: torch.Tensor) -> list[tuple[str, str]]:
+    """Store every ``WFNConv2d``'s codes in oneDNN's blocked order for the shapes ``example_input`` gives.
+
+    Runs one forward pass (no grad) to see each conv's input shape. Afterwards a forward pass with fp32
+    CPU inputs of those shapes (or any shape for which oneDNN picks the same order) and no autograd runs
+    decode-into-oneDNN + conv without a weight reorder; any other call takes the plain path and is still
+    correct. ``state_dict()``, ``codes()``, ``save_packed`` see canonical codes. Returns
+    ``[(layer name, 'optimized' or the reason it was left alone)]``.
+    """
+    from .nn import WFNConv2d
+
+    shapes, hooks = {}, []
+
+    def record(name):
+        def hook(_module, inputs, _output):
+            shapes.setdefault(name, tuple(inputs[0].shape))  # returns None: the output is left alone
+        return hook
+
+    for name, mod in model.named_modules():
+        if isinstance(mod, WFNConv2d):
+            hooks.append(mod.register_forward_hook(record(name)))
+    if not hooks:
+        return []
+    try:
+        with torch.no_grad():
+            model(example_input)
+    finally:
+        for h in hooks:
+            h.remove()
+    result = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, WFNConv2d):
+            if name not in shapes:
+                result.append((name, "not called by the example forward pass"))
+                continue
+            why = mod.use_onednn_layout(shapes[name])
+            result.append((name, why or "optimized"))
+    return result
