@@ -214,8 +214,8 @@ def _bench(float_model: nn.Module, packed_model: nn.Module, x_shape, repeats: in
     with torch.no_grad():
         for batch in BENCH_BATCHES:
             x = torch.rand((batch, *x_shape), generator=gen)
-            if not torch.equal(opt(x), packed_model(x)):
-                raise RuntimeError("optimize_for_inference changed the packed model's outputs")
+            # same weights, another conv algorithm: equal up to fp32 accumulation order
+            torch.testing.assert_close(opt(x), packed_model(x), rtol=1e-4, atol=1e-5)
             t_float, t_packed, t_opt = interleaved_medians(
                 [lambda: float_model(x), lambda: packed_model(x), lambda: opt(x)], repeats)
             rows.append({"batch": batch, "float_ms": 1e3 * t_float, "packed_ms": 1e3 * t_packed,
