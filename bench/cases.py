@@ -31,30 +31,30 @@ def int8_dynamic(linear: nn.Linear) -> nn.Module:
         return torch.ao.quantization.quantize_dynamic(nn.Sequential(linear), {nn.Linear}, dtype=torch.qint8)
 
 
-def dense_baselines(m: int, n: int, k: int, repeats: int, device: str) -> dict[str, float]:
-    """Median seconds of dense F.linear (fp32, bf16; fp16 on GPU) and int8 dynamic quantisation (CPU)."""
+def dense_baselines(m: int, n: int, k: int, device: str) -> dict:
+    """Callables of the dense baselines on one shape: F.linear fp32 and bf16 (fp16 on GPU), and torch's
+    int8 dynamic quantisation (CPU). Timed by linear_row interleaved with the WFN kernel."""
     g = torch.Generator().manual_seed(0)
     w = torch.randn(n, k, generator=g).to(device)
     x = torch.randn(m, k, generator=g).to(device)
-    out = {"fp32": median_seconds(lambda: F.linear(x, w), repeats)}
+    out = {"fp32": lambda: F.linear(x, w)}
     wb, xb = w.bfloat16(), x.bfloat16()
-    out["bf16"] = median_seconds(lambda: F.linear(xb, wb), repeats)
+    out["bf16"] = lambda: F.linear(xb, wb)
     if device == "cuda":
         wh, xh = w.half(), x.half()
-        out["fp16"] = median_seconds(lambda: F.linear(xh, wh), repeats)
+        out["fp16"] = lambda: F.linear(xh, wh)
     else:
         lin = nn.Linear(k, n, bias=False)
         with torch.no_grad():
             lin.weight.copy_(w)
         q = int8_dynamic(lin)
-        with torch.no_grad():
-            out["int8_dynamic"] = median_seconds(lambda: q(x), repeats)
-    del w
+        out["int8_dynamic"] = torch.no_grad()(lambda: q(x))
     return out
 
 
 def linear_row(name, m, n, k, bits, backends, baselines, repeats, device, bandwidth_gbs) -> dict:
-    """One (shape, bit width) row: check every backend against the reference, then time it."""
+    """One (shape, bit width) row: check every backend against the reference, then time it interleaved
+    (round robin) with the dense baselines, so machine noise hits both sides of each ratio alike."""
     g = torch.Generator().manual_seed(1)
     cb = pow2_codebook(bits).to(device)
     codes = torch.randint(0, cb.numel(), (n, k), generator=g)
@@ -64,20 +64,21 @@ def linear_row(name, m, n, k, bits, backends, baselines, repeats, device, bandwi
     row = {"kind": "linear", "name": name, "M": m, "N": n, "K": k, "bits": bits,
            "weight_bytes_packed": packed.numel() + 4 * cb.numel(), "weight_bytes_fp32": 4 * n * k}
     moved = row["weight_bytes_packed"] + 4 * m * (k + n)
+    names = list(baselines)
     for b in backends:
         y = wk.codebook_linear(x, packed, cb, bits, backend=b, validate=False)
         err = float((y - expected).abs().max()) if y.numel() else 0.0
         tol = 1e-4 * max(float(expected.abs().max()) if expected.numel() else 1.0, 1.0)
         if err > tol:
             raise AssertionError(f"{name} M={m} bits={bits} backend {b}: max error {err:.3g} > {tol:.3g}")
-        t = median_seconds(lambda b=b: wk.codebook_linear(x, packed, cb, bits, backend=b, validate=False), repeats)
+        fn = lambda b=b: wk.codebook_linear(x, packed, cb, bits, backend=b, validate=False)  # noqa: E731
+        t, *tb = interleaved_medians([fn] + [baselines[base] for base in names], repeats)
         row[f"{b}_s"] = t
         row[f"{b}_gbs"] = moved / t / 1e9
         row[f"{b}_pct_bw"] = 100.0 * row[f"{b}_gbs"] / bandwidth_gbs if bandwidth_gbs else float("nan")
-        for base, tb in baselines.items():
-            row[f"{b}_vs_{base}"] = tb / t
-    for base, tb in baselines.items():
-        row[f"{base}_s"] = tb
+        for base, tbase in zip(names, tb):
+            row[f"{b}_vs_{base}"] = tbase / t
+            row.setdefault(f"{base}_s", tbase)
     return row
 
 

@@ -94,7 +94,8 @@ def run(args) -> list[dict]:
     rows, base_cache = [], {}
     for name, m, n, k in tqdm(lin, desc="linear shapes"):
         if (m, n, k) not in base_cache:
-            base_cache[(m, n, k)] = cases.dense_baselines(m, n, k, args.repeats, device)
+            base_cache.clear()  # one shape's dense weights at a time (8192^2 fp32 is 256 MB)
+            base_cache[(m, n, k)] = cases.dense_baselines(m, n, k, device)
         for b in bits:
             rows.append(cases.linear_row(name, m, n, k, b, backends, base_cache[(m, n, k)], args.repeats,
                                          device, bw))
@@ -136,6 +137,7 @@ def model_rows(args, device) -> list[dict]:
     else:
         print(f"skipped oneDNN-layout model rows: {onednn.unavailable_reason() or 'not on the CPU'}")
     demo = Path(args.demo_model)
+    onednn.clear_workspaces()
     if demo.is_file():
         from wfn_kernels.models import build
 

@@ -134,8 +134,43 @@ def test_decode_into_mkldnn_rejects_bad_arguments():
 
 
 def test_layout_permutation_round_trips():
-    layout = onednn.Layout(block=4, colperm=(2, 0, 1))
+    layout = onednn.Layout(block=4, colperm=(2, 0, 1), rows=8)
     codes = torch.arange(8 * 3).reshape(8, 3)
     flat = onednn.to_blocked(codes, layout)
     assert flat[:4].tolist() == [2, 5, 8, 11]  # block 0, first column in oneDNN order (canonical column 2)
     assert torch.equal(onednn.from_blocked(flat, layout, 8, 3), codes)
+    padded = onednn.Layout(block=4, colperm=(2, 0, 1), rows=8)
+    six = codes[:6]
+    with pytest.raises(ValueError, match="pass the code that decodes to 0"):
+        onednn.to_blocked(six, padded)
+    flat = onednn.to_blocked(six, padded, pad_code=99)
+    assert flat.numel() == 24 and int((flat == 99).sum()) == 6
+    assert torch.equal(onednn.from_blocked(flat, padded, 6, 3), six)
+
+
+# ResNet-18's layer4.0.downsample: on AVX-512 oneDNN blocks 48 output channels and pads 512 to 528
+PADDED_GEOM = (256, 512, 1, 2, 0, 14)
+
+
+@pytest.mark.parametrize("values,has_zero", [(12, True), (15, False), (16, False)])
+def test_padded_layout_exact_or_reported(values, has_zero):
+    cin, cout, k, s, p, hw = PADDED_GEOM
+    layout, why = onednn.probe_layout((cout, cin, k, k), (s, s), (p, p), (1, 1), 1, (1, cin, hw, hw))
+    if layout is None or layout.rows == cout:
+        pytest.skip(f"oneDNN does not pad this weight on this CPU ({why or 'no padding'})")
+    conv = pow2_conv(cin, cout, k, s, p, values=values)
+    if not has_zero:  # shift the values off 0: every code is in use, none decodes to 0
+        with torch.no_grad():
+            conv.weight.copy_(torch.where(conv.weight >= 0, conv.weight + 1 / 16, conv.weight))
+    model = nn.Sequential(conv)
+    x = int_input((1, cin, hw, hw))
+    with torch.no_grad():
+        expected = F.conv2d(x, conv.weight, None, s, p)
+    wk.convert(model)
+    (_, how), = wk.optimize_for_inference(model, x)
+    if values == 16:
+        assert "has no code for 0" in how and model[0]._onednn is None
+    else:
+        assert how == "optimized" and model[0]._onednn["layout"].rows > cout
+    with torch.no_grad():
+        assert torch.equal(model(x), expected)

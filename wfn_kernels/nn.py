@@ -192,8 +192,15 @@ class WFNConv2d(_WFNBase):
                                           self.groups, input_shape)
         if layout is None:
             return why
+        pad_code = None
+        if layout.rows > self.out_channels:  # padded channels must decode to exactly 0
+            zero = (self.codebook == 0).nonzero()
+            pad_code = int(zero[0]) if zero.numel() else self.codebook.numel()
+            if pad_code >= 1 << self.bits:
+                return (f"oneDNN pads {self.out_channels} output channels to {layout.rows}, and the full "
+                        f"{self.bits}-bit codebook has no code for 0")
         row = layout.row_elems(self._k())
-        blocked = onednn.to_blocked(self.codes(), layout)
+        blocked = onednn.to_blocked(self.codes(), layout, pad_code)
         self.packed = pack_codes(blocked.reshape(-1, row), self.bits)
         sig = onednn._signature(self.weight_shape, self.stride, self.padding, self.dilation, self.groups,
                                 input_shape)
@@ -235,7 +242,7 @@ class WFNConv2d(_WFNBase):
             return None
         from . import onednn
 
-        ws = onednn.workspace(sig)
+        ws = onednn.workspace(sig, self._onednn["layout"])
         torch.ops.wfn_cpu.decode_into_mkldnn(self.packed, self.codebook, self.bits, self._onednn["row"], ws)
         return torch.ops.mkldnn._convolution_pointwise(x.contiguous(), ws, self.bias, list(self.padding),
                                                        list(self.stride), list(self.dilation), self.groups,

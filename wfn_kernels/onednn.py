@@ -35,10 +35,11 @@ MAX_ROW_ELEMS = 16384  # decode rows of at most this many codes, so small layers
 @dataclass(frozen=True)
 class Layout:
     """oneDNN's blocked order for one conv weight: ``block`` output channels innermost, columns in
-    ``colperm`` order (a tuple of K canonical column indices)."""
+    ``colperm`` order (a tuple of K canonical column indices), ``rows`` >= O output channels."""
 
     block: int
     colperm: tuple
+    rows: int  # output channels rounded up to whole blocks (oneDNN pads the last block with zero weights)
 
     def row_elems(self, k: int) -> int:
         """Codes per packed row in blocked storage: block * (largest divisor d of K with block*d <= MAX)."""
@@ -85,27 +86,31 @@ def probe_layout(weight_shape, stride, padding, dilation, groups, input_shape) -
         return None, f"{n} weights: too many for an exact fp32 probe (at most 2**24)"
     sig = _signature(weight_shape, stride, padding, dilation, groups, input_shape)
     probe = _reorder((torch.arange(n, dtype=torch.float32) + 1).reshape(weight_shape), sig)
-    nbytes = torch.ops.mkldnn._nbytes(probe)
-    if nbytes != 4 * n:
-        return None, f"oneDNN pads this weight ({nbytes} bytes for {n} weights)"
-    buf = (ctypes.c_float * n).from_address(torch.ops.mkldnn.data_ptr(probe))
-    perm = torch.from_numpy(np.frombuffer(buf, dtype=np.float32).astype(np.int64) - 1)
+    nbytes = int(torch.ops.mkldnn._nbytes(probe))
+    if nbytes % (4 * k) or nbytes < 4 * n:
+        return None, f"oneDNN's buffer ({nbytes} bytes) is not whole padded rows of {k} weights"
+    total = nbytes // 4
+    buf = (ctypes.c_float * total).from_address(torch.ops.mkldnn.data_ptr(probe))
+    perm = torch.from_numpy(np.frombuffer(buf, dtype=np.float32).astype(np.int64) - 1)  # -1: padding
     block = 1
-    while block < o and int(perm[block]) == block * k:
+    while block < min(o, total // k) and int(perm[block]) == block * k:
         block += 1
-    if o % block:
-        return None, f"oneDNN's output-channel block {block} does not divide {o}"
+    rows = -(-o // block) * block
+    if rows * k != total:
+        return None, f"oneDNN's layout ({total} elements) is not {o} rows in blocks of {block} output channels"
     colperm = perm[: k * block: block].clone()
     if not bool(((colperm >= 0) & (colperm < k)).all()):
         return None, "oneDNN's order is not output-channel-innermost blocks"
-    ob = torch.arange(o // block).view(-1, 1, 1)
+    ob = torch.arange(rows // block).view(-1, 1, 1)
     j = colperm.view(1, -1, 1)
     oi = torch.arange(block).view(1, 1, -1)
-    expected = ((ob * block + oi) * k + j).reshape(-1)
+    row = ob * block + oi
+    expected = torch.where(row < o, row * k + j, torch.full_like(row * j, -1)).reshape(-1)
     if not torch.equal(expected, perm):
         return None, "oneDNN's order is not of the supported [O/B][columns][B] form"
-    _workspaces()[sig] = probe  # the probe's buffer becomes this signature's decode workspace
-    return Layout(block, tuple(colperm.tolist())), ""
+    layout = Layout(block, tuple(colperm.tolist()), rows)
+    _workspaces()[_workspace_key(sig, layout)] = probe  # the probe's buffer becomes the decode workspace
+    return layout, ""
 
 
 def _workspaces() -> dict:
@@ -114,12 +119,19 @@ def _workspaces() -> dict:
     return _WORKSPACES.d
 
 
-def workspace(sig: tuple) -> torch.Tensor:
-    """This thread's oneDNN weight tensor for a signature (created by a reorder the first time)."""
+def _workspace_key(sig: tuple, layout: Layout) -> tuple:
+    # inputs of other shapes (batch sizes) that get the same layout share the workspace
+    return sig[:5] + (layout,)
+
+
+def workspace(sig: tuple, layout: Layout) -> torch.Tensor:
+    """This thread's oneDNN weight tensor for a conv signature and layout (made by a reorder the first
+    time, then only ever overwritten by decodes)."""
     ws = _workspaces()
-    if sig not in ws:
-        ws[sig] = _reorder(torch.zeros(sig[0]), sig)
-    return ws[sig]
+    key = _workspace_key(sig, layout)
+    if key not in ws:
+        ws[key] = _reorder(torch.zeros(sig[0]), sig)
+    return ws[key]
 
 
 def workspace_bytes() -> int:
@@ -131,21 +143,26 @@ def clear_workspaces() -> None:
     _workspaces().clear()
 
 
-def to_blocked(codes: torch.Tensor, layout: Layout) -> torch.Tensor:
-    """Canonical (O, K) codes -> flat codes in the layout's element order."""
+def to_blocked(codes: torch.Tensor, layout: Layout, pad_code: int | None = None) -> torch.Tensor:
+    """Canonical (O, K) codes -> flat codes in the layout's element order; padding rows get ``pad_code``
+    (the code of 0.0 or an unused code, which decodes to 0)."""
     o, k = codes.shape
     b = layout.block
+    if layout.rows > o:
+        if pad_code is None:
+            raise ValueError("this layout pads output channels; pass the code that decodes to 0")
+        codes = torch.cat([codes, torch.full((layout.rows - o, k), pad_code, dtype=codes.dtype, device=codes.device)])
     colperm = torch.tensor(layout.colperm, dtype=torch.int64, device=codes.device)
-    return codes.reshape(o // b, b, k)[:, :, colperm].transpose(1, 2).reshape(-1)
+    return codes.reshape(layout.rows // b, b, k)[:, :, colperm].transpose(1, 2).reshape(-1)
 
 
 def from_blocked(flat: torch.Tensor, layout: Layout, o: int, k: int) -> torch.Tensor:
     """Inverse of :func:`to_blocked`: flat blocked codes -> canonical (O, K)."""
     b = layout.block
     colperm = torch.tensor(layout.colperm, dtype=torch.int64, device=flat.device)
-    out = torch.empty(o // b, b, k, dtype=flat.dtype, device=flat.device)
-    out[:, :, colperm] = flat.reshape(o // b, k, b).transpose(1, 2)
-    return out.reshape(o, k)
+    out = torch.empty(layout.rows // b, b, k, dtype=flat.dtype, device=flat.device)
+    out[:, :, colperm] = flat[: layout.rows * k].reshape(layout.rows // b, k, b).transpose(1, 2)
+    return out.reshape(layout.rows, k)[:o]
 
 
 def optimize_for_inference(model: nn.Module, example_input: torch.Tensor) -> list[tuple[str, str]]:
