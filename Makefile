@@ -33,7 +33,7 @@ demo: $(STAMP)
 	$(BIN)/wfn demo --out demo_out
 
 bench: $(STAMP)
-	$(BIN)/python bench/run.py --out bench/results
+	$(BIN)/python bench/run.py --out bench/results/runner --repeats 20
 
 clean:
 	rm -rf build $(VENV) wfn_kernels/_C*.so *.egg-info
