@@ -52,6 +52,26 @@ def test_cli_fix_then_stats(tmp_path, capsys):
     assert stats["unique"] == summary["unique"]
 
 
+def test_stats_of_a_packed_model_decodes_its_codes(tmp_path, capsys):
+    import wfn_kernels as wk
+    from wfn_kernels.demo import round_to_power_of_two_sums
+    from wfn_kernels.fixing.metrics import network_metrics
+
+    torch.manual_seed(0)
+    m = models.build("small-cnn").eval()
+    round_to_power_of_two_sums(m, max_terms=2)
+    expected = network_metrics(m, include_batchnorm=False)
+    wk.convert(m)
+    wk.save_packed(m, tmp_path / "m.wfn.safetensors")
+    capsys.readouterr()
+    assert main(["stats", str(tmp_path / "m.wfn.safetensors"), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    expected["order_values"] = {str(k): v for k, v in expected["order_values"].items()}  # JSON keys
+    for key in ("numel", "unique", "unique_nonzero", "entropy_bits", "order_values"):
+        assert got[key] == expected[key], key
+    assert [layer["name"] for layer in got["layers"]] == [layer["name"] for layer in expected["layers"]]
+
+
 def test_cli_rejects_bad_config(tmp_path):
     with pytest.raises(SystemExit, match="open interval"):
         main(["fix", "--dataset", "digits", "--out", str(tmp_path), "--delta", "1.5"])

@@ -130,8 +130,12 @@ def _cmd_stats(args) -> int:
     from .metrics import network_metrics, summary_line, tensor_metrics
     from .pipeline import load_saved_model
 
-    model, tensors, meta = load_saved_model(args.model)
-    if model is not None:
+    packed = _packed_weights(args.model)
+    model, tensors, meta = (None, {}, {}) if packed is not None else load_saved_model(args.model)
+    if packed is not None:  # a save_packed file: metrics of the decoded conv/linear weights
+        m = tensor_metrics(packed)
+        print(f"packed WFN model: {len(packed)} layer(s) decoded from their codes", file=sys.stderr)
+    elif model is not None:
         m = network_metrics(model, meta.get("include_batchnorm", "True") == "True")
     else:
         named = [(k, v) for k, v in tensors.items() if v.is_floating_point() and k.endswith((".weight", ".bias"))]
@@ -147,6 +151,38 @@ def _cmd_stats(args) -> int:
         print(f"  {layer['name']:<40} {layer['numel']:>9,} weights {layer['unique']:>6} unique "
               f"{layer['entropy_bits']:.3f} bits")
     return 0
+
+
+def _packed_weights(path):
+    """[(layer.weight, decoded float weight), (layer.bias, bias)...] of a ``save_packed`` file (checksums
+    verified), or None when ``path`` is not one."""
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    from ..packing import unpack_codes
+    from ..serialization import read_packed
+
+    if not Path(path).is_file():
+        return None  # load_saved_model reports the missing file
+    try:
+        with safe_open(str(path), "pt") as f:
+            if "wfn_format" not in (f.metadata() or {}):
+                return None
+    except Exception:  # noqa: BLE001  (not a safetensors file: load_saved_model says what is wrong)
+        return None
+    header, tensors = read_packed(path)
+    out = []
+    for e in header["layers"]:
+        name, shape = e["name"], e["shape"]
+        k = 1
+        for d in shape[1:]:
+            k *= int(d)
+        codes = unpack_codes(tensors[f"{name}.packed"], int(e["bits"]), k)
+        out.append((f"{name}.weight", tensors[f"{name}.codebook"][codes].reshape(shape)))
+        if e.get("bias") and f"{name}.bias" in tensors:  # tracked like the float model's (metrics.py)
+            out.append((f"{name}.bias", tensors[f"{name}.bias"]))
+    return out
 
 
 def main(argv=None) -> int:
