@@ -22,7 +22,7 @@ def extensions():
     with_cuda = torch.version.cuda is not None and os.environ.get("WFN_BUILD_CUDA", "1") != "0"
     if with_cuda:
         sources += sorted(glob.glob("csrc/cuda/*.cu")) + sorted(glob.glob("csrc/cuda/*.cpp"))
-        nvcc = ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo"]
+        nvcc = ["-O3", "-std=c++17", "-lineinfo"]  # no --use_fast_math: it flushes subnormal codebook values
         ext = CUDAExtension("wfn_kernels._C", sources, define_macros=[("WFN_WITH_CUDA", None)],
                             extra_compile_args={"cxx": cxx, "nvcc": nvcc}, extra_link_args=["-fopenmp"])
     else:

@@ -74,7 +74,7 @@ def objects(tmp_path_factory):
     built = {}
     for src in CU_SOURCES:
         obj = out / (src.stem + ".o")
-        _run([NVCC, "-std=c++17", "-O3", "--use_fast_math", "-Xcompiler", "-fPIC", "--threads", "2", *gencode,
+        _run([NVCC, "-std=c++17", "-O3", "-Xcompiler", "-fPIC", "--threads", "2", *gencode,
               "-I", str(CUDA_DIR), "-c", str(src), "-o", str(obj)])
         built[src.name] = obj
     return built
