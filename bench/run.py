@@ -40,6 +40,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+SKIPPED: list[str] = []  # "backend: reason" for each requested backend that cannot run here
+
+
 def validate(args) -> tuple[list[str], list[int], list[str], list[int]]:
     """Check every argument before any work; returns (shape sets, bits, runnable backends, batches)."""
     from shapes import SHAPE_SETS
@@ -63,9 +66,11 @@ def validate(args) -> tuple[list[str], list[int], list[str], list[int]]:
         if b not in BACKEND_NAMES:
             raise SystemExit(f"bench/run.py: unknown backend {b!r}; choose from {', '.join(BACKEND_NAMES)}")
         if not info[b]["available"]:
-            print(f"skipped backend {b}: {info[b]['reason']}")
+            SKIPPED.append(f"{b}: {info[b]['reason']}")
+            print(f"skipped backend {SKIPPED[-1]}")
         elif b == "triton" and not torch.cuda.is_available():
-            print("skipped backend triton: no CUDA device (the interpreter is for correctness only)")
+            SKIPPED.append("triton: no CUDA device (the interpreter is for correctness only)")
+            print(f"skipped backend {SKIPPED[-1]}")
         else:
             backends.append(b)
     out = Path(args.out)
@@ -88,6 +93,9 @@ def run(args) -> list[dict]:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     bw = read_bandwidth_gbs()
     env = environment(bw)
+    if not torch.cuda.is_available():
+        SKIPPED.append("GPU baselines (torch fp16 cuBLAS) and bench/bench_gpu.py: no CUDA device")
+    env["skipped"] = "; ".join(SKIPPED) if SKIPPED else "none"
     print(json.dumps(env, indent=1))
     lin = [c for s in sets for c in linear_cases(s, batches)]
     conv = [c for s in sets for c in conv_cases(s)]
