@@ -86,3 +86,40 @@ def test_convert_rejects_reflect_padding_with_reason():
 
     rep = convert(Net())
     assert rep.skipped and "unsupported padding" in rep.skipped[0][1]
+
+
+def test_direct_kernel_call_matches_the_front_end_and_keeps_errors():
+    """Module forwards skip the Python front end for plain CPU tensors without autograd; same results."""
+    from wfn_kernels import nn as wnn
+
+    m = fixed_cnn()
+    convert(m)
+    x = torch.randn(4, 1, 8, 8)
+    lin, conv = m.classifier[1], m.features[0]
+    with torch.no_grad():
+        assert wnn._direct_call_ok(lin, lin.packed, torch.zeros(2, 128))
+        y_direct = m(x)
+    set_backend(m, "extension")  # still direct; results identical
+    with torch.no_grad():
+        assert torch.equal(m(x), y_direct)
+    # the front end (taken whenever autograd records) gives the same numbers
+    xg = x.clone().requires_grad_()
+    assert not wnn._direct_call_ok(lin, lin.packed, xg)
+    y_full = m(xg)
+    assert torch.equal(y_full.detach(), y_direct)
+    y_full.sum().backward()
+    assert xg.grad is not None and torch.isfinite(xg.grad).all()
+    with torch.no_grad():
+        # 1-D and 3-D inputs reshape like nn.Linear
+        v = torch.randn(3, 5, 128)
+        assert torch.equal(lin(v), lin(v.reshape(15, 128)).reshape(3, 5, 64))
+        assert lin(v[0, 0]).shape == (64,)
+        # bad input still gets the front end's clear messages
+        with pytest.raises(ValueError, match="x has K=100 columns but the weight has in_features=128"):
+            lin(torch.randn(2, 100))
+        with pytest.raises(TypeError, match="x must be float32, bfloat16 or float16"):
+            lin(torch.ones(2, 128, dtype=torch.int32))
+        with pytest.raises(ValueError, match="x has 3 channels, expected in_channels=1"):
+            conv(torch.randn(1, 3, 8, 8))
+    set_backend(m, "reference")
+    assert not wnn._direct_call_ok(lin, lin.packed, torch.zeros(2, 128))

@@ -14,8 +14,24 @@ from torch import nn
 from . import ops
 from .codebook import DEFAULT_MAX_TERMS, Codebook
 from .packing import PackedWeight, pack_codes, pack_weight, unpack_codes
-from .reference import check_codebook, check_codes_in_range
+from .reference import ACTIVATION_DTYPES, check_codebook, check_codes_in_range
 from .shift_add import ShiftAddWeight, encode_shift_add, quantize_activations_int8, shift_add_linear
+
+
+_CPU_KEYS = torch._C.DispatchKeySet(torch._C.DispatchKey.CPU)
+_LINEAR_OP = torch.ops.wfn.codebook_linear.default
+_CONV_OP = torch.ops.wfn.codebook_conv2d.default
+
+
+def _direct_call_ok(module, packed: torch.Tensor, x) -> bool:
+    """Whether a forward may call the C++ CPU kernel directly, skipping the Python front end (the module's
+    own tensors were validated when it was built) and the Python autograd wrapper of the op: about 7 us
+    per call, which is most of a small layer's time. Only for plain CPU tensors that need no autograd,
+    with no tracing, dispatch mode or functorch transform active; anything else takes the full path."""
+    return (module.__dict__["backend"] in ("auto", "extension") and ops._C is not None and type(x) is torch.Tensor
+            and x.is_cpu and packed.is_cpu and x.dtype in ACTIVATION_DTYPES
+            and not (x.requires_grad and torch.is_grad_enabled()) and not torch.compiler.is_compiling()
+            and torch._C._len_torch_dispatch_stack() == 0 and not torch._C._functorch.is_functorch_wrapped_tensor(x))
 
 
 class _WFNBase(nn.Module):
@@ -118,6 +134,12 @@ class WFNLinear(_WFNBase):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.shift_add:
             return self._forward_shift_add(x)
+        bufs = self._buffers
+        k = self.in_features
+        if x.dim() >= 1 and x.shape[-1] == k and _direct_call_ok(self, bufs["packed"], x):
+            y = _LINEAR_OP.redispatch(_CPU_KEYS, (x.reshape(-1, k) if x.dim() != 2 else x).contiguous(),
+                                      bufs["packed"], bufs["codebook"], self.bits, k, bufs["bias"])
+            return y if x.dim() == 2 else y.reshape(*x.shape[:-1], self.out_features)
         return ops.codebook_linear(x, self.packed, self.codebook, self.bits, self.bias,
                                    in_features=self.in_features, backend=self.backend, validate=False)
 
@@ -253,6 +275,12 @@ class WFNConv2d(_WFNBase):
             y = self._onednn_forward(x)
             if y is not None:
                 return y
+        bufs = self._buffers
+        if (self._onednn is None and x.dim() == 4 and x.shape[1] == self.in_channels
+                and _direct_call_ok(self, bufs["packed"], x)):
+            return _CONV_OP.redispatch(_CPU_KEYS, x.contiguous(), bufs["packed"], bufs["codebook"], self.bits,
+                                       list(self.weight_shape), bufs["bias"], list(self.stride), list(self.padding),
+                                       list(self.dilation), self.groups)
         return ops.codebook_conv2d(x, self.canonical_packed(), self.codebook, self.bits, self.weight_shape,
                                    self.bias, self.stride, self.padding, self.dilation, self.groups,
                                    backend=self.backend, validate=False)
