@@ -116,7 +116,7 @@ def conv_row(name, batch, c_in, h, w, c_out, kernel, stride, padding, bits, back
             t_mod, t_fp32 = interleaved_medians([lambda: mod(x), lambda: F.conv2d(x, dense, None, stride, padding)],
                                                 repeats)
         row.update({"module_opt_s": t_mod, "module_opt_fp32_s": t_fp32, "module_opt_vs_fp32": t_fp32 / t_mod,
-                    "module_opt_path": "onednn layout" if how == "optimized" else f"plain ({how})"})
+                    "module_opt_path": "onednn layout" if how.startswith("optimized") else f"plain ({how})"})
     return row
 
 

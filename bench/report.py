@@ -37,7 +37,7 @@ def targets(rows: list[dict], backend: str) -> list[tuple[str, str, float | None
     add("ResNet-18 conv layers batch 1, worst layer vs fp32 (op)", ">= 0.9x", worst, lambda v: v >= 0.9)
     convs = [c.get("module_opt_vs_fp32") for c in _find(rows, kind="conv", M=1)]
     worst = min(convs) if convs and None not in convs else None
-    add("ResNet-18 conv layers batch 1, worst layer vs fp32 (WFNConv2d, oneDNN layout)", ">= 0.9x", worst,
+    add("ResNet-18 conv layers batch 1, worst layer vs fp32 (WFNConv2d, optimize_for_inference)", ">= 0.9x", worst,
         lambda v: v >= 0.9)
     for name in ("resnet18-shaped (4-bit)", "resnet18-shaped (4-bit, oneDNN layout)"):
         r = _find(rows, kind="model", name=name, M=1)
@@ -90,7 +90,7 @@ def _linear_table(rows, backends) -> str:
 
 def _conv_table(rows, backends) -> str:
     mod = any("module_opt_s" in r for r in _find(rows, kind="conv"))
-    extra = " WFNConv2d oneDNN-layout ms | vs fp32 (interleaved) | path |" if mod else ""
+    extra = " WFNConv2d after optimize_for_inference ms | vs fp32 (interleaved) | path |" if mod else ""
     lines = ["| layer | batch | C_out | K | " + " | ".join(f"{b} ms | {b} vs fp32" for b in backends) + " | fp32 ms |"
              + extra, "|" + "---|" * (5 + 2 * len(backends) + (3 if mod else 0))]
     for r in _find(rows, kind="conv"):

@@ -47,7 +47,7 @@ def test_optimized_conv_is_exact(values, bits, geom):
     wk.convert(model)
     assert model[0].bits == bits
     plain_codes = model[0].codes().clone()
-    report = wk.optimize_for_inference(model, x)
+    report = wk.optimize_for_inference(model, x, measure=False)
     assert report == [("0", "optimized")]
     assert "layout=onednn" in repr(model)
     with torch.no_grad():
@@ -64,7 +64,7 @@ def test_state_dict_save_load_stay_canonical(tmp_path):
     wk.convert(net)
     plain = copy.deepcopy(net)
     x = int_input((1, 16, 12, 12))
-    assert [r for _, r in wk.optimize_for_inference(net, x)] == ["optimized", "optimized"]
+    assert [r for _, r in wk.optimize_for_inference(net, x, measure=False)] == ["optimized", "optimized"]
     assert net[0].packed.shape != plain[0].packed.shape  # really re-laid out in memory
     sd, sd_plain = net.state_dict(), plain.state_dict()
     assert sd.keys() == sd_plain.keys() and all(torch.equal(sd[k], sd_plain[k]) for k in sd)
@@ -84,7 +84,7 @@ def test_other_batch_sizes_grad_and_reference_backend_stay_correct():
     net = nn.Sequential(pow2_conv(8, 32, 3, padding=1, bias=True))
     wk.convert(net)
     plain = copy.deepcopy(net)
-    wk.optimize_for_inference(net, int_input((1, 8, 10, 10)))
+    wk.optimize_for_inference(net, int_input((1, 8, 10, 10)), measure=False)
     for batch in (1, 3):
         x = int_input((batch, 8, 10, 10), seed=batch)
         with torch.no_grad():
@@ -167,10 +167,25 @@ def test_padded_layout_exact_or_reported(values, has_zero):
     with torch.no_grad():
         expected = F.conv2d(x, conv.weight, None, s, p)
     wk.convert(model)
-    (_, how), = wk.optimize_for_inference(model, x)
+    (_, how), = wk.optimize_for_inference(model, x, measure=False)
     if values == 16:
         assert "has no code for 0" in how and model[0]._onednn is None
     else:
         assert how == "optimized" and model[0]._onednn["layout"].rows > cout
     with torch.no_grad():
         assert torch.equal(model(x), expected)
+
+
+def test_measured_choice_keeps_whichever_layout_is_faster_and_stays_exact():
+    net = nn.Sequential(pow2_conv(1, 16, 3, padding=1), nn.ReLU(), pow2_conv(64, 128, 3, padding=1, seed=4))
+    x1, x2 = int_input((1, 1, 8, 8)), int_input((1, 64, 28, 28))
+    wk.convert(net)
+    plain = copy.deepcopy(net)
+    r1 = wk.optimize_for_inference(nn.Sequential(net[0]), x1)
+    r2 = wk.optimize_for_inference(nn.Sequential(net[2]), x2)
+    for (_, why), mod in ((r1[0], net[0]), (r2[0], net[2])):
+        assert why.startswith("optimized (") or why.startswith("kept the plain layout: the oneDNN layout measured")
+        assert (mod._onednn is not None) == why.startswith("optimized")
+        assert " ms)" in why
+    with torch.no_grad():
+        assert torch.equal(net[0](x1), plain[0](x1)) and torch.equal(net[2](x2), plain[2](x2))

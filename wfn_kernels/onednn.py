@@ -165,15 +165,23 @@ def from_blocked(flat: torch.Tensor, layout: Layout, o: int, k: int) -> torch.Te
     return out.reshape(layout.rows, k)[:o]
 
 
-def optimize_for_inference(model: nn.Module, example_input: torch.Tensor) -> list[tuple[str, str]]:
+def optimize_for_inference(model: nn.Module, example_input: torch.Tensor, measure: bool = True,
+                           repeats: int = 15) -> list[tuple[str, str]]:
     """Store every ``WFNConv2d``'s codes in oneDNN's blocked order for the shapes ``example_input`` gives.
 
     Runs one forward pass (no grad) to see each conv's input shape. Afterwards a forward pass with fp32
     CPU inputs of those shapes (or any shape for which oneDNN picks the same order) and no autograd runs
     decode-into-oneDNN + conv without a weight reorder; any other call takes the plain path and is still
-    correct. ``state_dict()``, ``codes()``, ``save_packed`` see canonical codes. Returns
-    ``[(layer name, 'optimized' or the reason it was left alone)]``.
+    correct. ``state_dict()``, ``codes()``, ``save_packed`` see canonical codes.
+
+    ``measure=True`` (default) times each layer both ways on a random input of its shape (medians of
+    ``repeats`` interleaved calls) and keeps the oneDNN layout only where it is faster: on tiny convs the
+    extra call overhead outweighs the saved reorder. Returns ``[(layer name, 'optimized ...' or the
+    reason it was left alone)]``.
     """
+    import copy
+
+    from .timing import interleaved_medians
     from .nn import WFNConv2d
 
     shapes, hooks = {}, []
@@ -200,6 +208,22 @@ def optimize_for_inference(model: nn.Module, example_input: torch.Tensor) -> lis
             if name not in shapes:
                 result.append((name, "not called by the example forward pass"))
                 continue
-            why = mod.use_onednn_layout(shapes[name])
-            result.append((name, why or "optimized"))
+            if not measure:
+                why = mod.use_onednn_layout(shapes[name])
+                result.append((name, why or "optimized"))
+                continue
+            trial = copy.deepcopy(mod)
+            why = trial.use_onednn_layout(shapes[name])
+            if why:
+                result.append((name, why))
+                continue
+            x = torch.randn(shapes[name])
+            with torch.no_grad():
+                t_plain, t_opt = interleaved_medians([lambda: mod(x), lambda: trial(x)], repeats)
+            if t_opt < t_plain:
+                mod.use_onednn_layout(shapes[name])
+                result.append((name, f"optimized ({1e3 * t_plain:.3f} -> {1e3 * t_opt:.3f} ms)"))
+            else:
+                result.append((name, f"kept the plain layout: the oneDNN layout measured slower here "
+                                     f"({1e3 * t_opt:.3f} vs {1e3 * t_plain:.3f} ms)"))
     return result
