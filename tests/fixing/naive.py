@@ -5,11 +5,12 @@ import numpy as np
 from wfn_kernels.fixing.candidates import candidate_centres
 
 
-def naive_cluster(w, fraction, tol, g0=2.0 ** -7, max_order=20, cap=0.9999):
+def naive_cluster(w, fraction, tol, g0=2.0 ** -7, max_order=20, cap=0.9999, keep=None, same_sign=False):
+    """same_sign=False, keep=None is the original; keep: weights already fixed (taken first, unchanged)."""
     w = np.asarray(w, dtype=np.float64)
     n = len(w)
     quota = int(n * fraction)
-    assigned = np.zeros(n, dtype=bool)
+    assigned = np.zeros(n, dtype=bool) if keep is None else np.array(keep, dtype=bool)
     out = w.copy()
     order, a, steps = 0, tol, []
     while assigned.sum() < quota:
@@ -25,6 +26,8 @@ def naive_cluster(w, fraction, tol, g0=2.0 ** -7, max_order=20, cap=0.9999):
             d = np.where(small, 0.0, 1.0)
             key = np.where(small, 0.0, 1.0 + np.abs(wf))
         else:
+            if same_sign:
+                d = np.where(np.sign(wf) == -np.sign(c), np.inf, d)
             key = d
         idx = np.lexsort((free, wf, key))  # ties: value order, then index
         ds = d[idx]

@@ -26,15 +26,16 @@ def _weights(seed, n, dup=False):
     return w
 
 
+@pytest.mark.parametrize("same_sign", [False, True])
 @pytest.mark.parametrize("seed", range(12))
-def test_matches_naive_transcription(seed):
+def test_matches_naive_transcription(seed, same_sign):
     g = np.random.default_rng(100 + seed)
     n = int(g.integers(20, 1500))
     w = _weights(seed, n, dup=seed % 3 == 0)
     frac = float(g.choice([0.3, 0.6, 0.9, 0.999, 1.0]))
     tol = float(g.choice([0.01, 0.05, 0.1, 0.3, 0.9]))
-    r = cluster(torch.from_numpy(w), frac, tol)
-    out, assigned, steps = naive_cluster(w, frac, tol)
+    r = cluster(torch.from_numpy(w), frac, tol, same_sign=same_sign)
+    out, assigned, steps = naive_cluster(w, frac, tol, same_sign=same_sign)
     assert np.array_equal(r.fixed.numpy(), assigned)
     assert np.array_equal(r.values.numpy(), out.astype(np.float32))
     assert [(s.centre, s.order, s.taken) for s in r.steps] == [(float(c), o, int(k)) for c, o, k in steps]
@@ -156,3 +157,77 @@ def test_stable_sort_equals_numpy_stable_argsort():
     s, p = stable_sort(w)
     ref = np.argsort(w + np.float32(0), kind="stable")
     assert np.array_equal(p, ref) and np.array_equal(s, (w + np.float32(0))[ref])
+
+
+# ---- decisions: previously fixed weights stay (keep) and centres never flip a sign (same_sign)
+
+def _poaching_case():
+    """100 weights fixed at 0.75, 3 fixed at -1.0, 50 free at 0.8 (d = 0.0625 from 0.75), δ = 0.15.
+
+    0.75 is the most popular centre; under the running mean two of the -1.0 weights (d = 1.75) fit in its
+    prefix: (50·0.0625 + 2·1.75) / 52 = 0.127 <= 0.15. The shape of the Fashion-MNIST seed-0 collapse."""
+    w = np.concatenate([np.full(100, 0.75), np.full(3, -1.0), np.full(50, 0.8)]).astype(np.float32)
+    keep = torch.zeros(len(w), dtype=torch.bool)
+    keep[:103] = True
+    return torch.from_numpy(w), keep
+
+
+def test_original_rule_moves_a_fixed_weight_across_zero():
+    w, keep = _poaching_case()
+    r = cluster(w, 1.0, 0.15, keep=None, same_sign=False)
+    flipped = (torch.sign(r.values) != torch.sign(w)) & keep
+    assert int(flipped.sum()) == 2 and torch.equal(r.values[flipped], torch.full((2,), 0.75))
+    out, _, _ = naive_cluster(w.numpy(), 1.0, 0.15)
+    assert np.array_equal(r.values.numpy(), out.astype(np.float32))  # the transcription agrees
+
+
+@pytest.mark.parametrize("kw", [dict(keep=None, same_sign=True), dict(same_sign=False, keep="mask"),
+                                dict(same_sign=True, keep="mask")])
+def test_keep_or_same_sign_prevents_it(kw):
+    w, keep = _poaching_case()
+    kw = {**kw, "keep": keep if isinstance(kw["keep"], str) else None}
+    r = cluster(w, 1.0, 0.15, **kw)
+    assert torch.equal(r.values[:103], w[:103])  # no fixed weight moved
+    assert bool(r.fixed.all())
+    if kw["keep"] is not None:
+        assert r.kept == 103
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_keep_matches_naive_transcription_over_two_fixings(seed):
+    g = np.random.default_rng(300 + seed)
+    n = int(g.integers(50, 1200))
+    w = _weights(seed, n, dup=seed % 2 == 0)
+    tol = float(g.choice([0.02, 0.1, 0.3, 0.9]))
+    first = cluster(torch.from_numpy(w), 0.5, tol)
+    w2 = first.values.numpy().copy()  # free weights train on a little between the two fixings
+    w2[~first.fixed.numpy()] += g.normal(0, 0.01, int((~first.fixed).sum())).astype(np.float32)
+    frac = float(g.choice([0.6, 0.9, 1.0]))
+    same = bool(seed % 3)
+    r = cluster(torch.from_numpy(w2), frac, tol, keep=first.fixed, same_sign=same)
+    out, assigned, steps = naive_cluster(w2, frac, tol, keep=first.fixed.numpy(), same_sign=same)
+    assert np.array_equal(r.fixed.numpy(), assigned)
+    assert np.array_equal(r.values.numpy(), out.astype(np.float32))
+    assert [(s.centre, s.order, s.taken) for s in r.steps] == [(float(c), o, int(k)) for c, o, k in steps]
+    assert r.kept == int(first.fixed.sum()) and bool(r.fixed[first.fixed].all())
+    assert torch.equal(r.values[first.fixed], first.values[first.fixed])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(-4, 4, width=32), min_size=1, max_size=300), st.floats(0.0, 1.0),
+       st.sampled_from([0.005, 0.1, 0.5, 0.9]))
+def test_default_never_flips_a_sign(ws, frac, tol):
+    w = torch.tensor(ws, dtype=torch.float32)
+    r = cluster(w, frac, tol)
+    assert bool((r.values * w >= 0).all())
+    assert int(r.fixed.sum()) == int(len(ws) * frac)
+
+
+def test_keep_is_validated():
+    w = torch.linspace(-1, 1, 10)
+    with pytest.raises(ValueError, match=r"keep must be a bool tensor of shape \(10,\)"):
+        cluster(w, 0.5, 0.1, keep=torch.zeros(9, dtype=torch.bool))
+    with pytest.raises(ValueError, match="keep must be a bool tensor"):
+        cluster(w, 0.5, 0.1, keep=torch.zeros(10))
+    with pytest.raises(ValueError, match="6 weights are to be kept fixed but this step fixes only 5"):
+        cluster(w, 0.5, 0.1, keep=torch.arange(10) < 6)

@@ -61,6 +61,9 @@ def test_end_to_end_quota_frozen_between_fixings_and_all_on_codebook(monkeypatch
         on_centre = torch.isin(prev, torch.tensor(history[t - 1]["centres"]))
         fixed_before = on_centre & (seen[t] == prev)
         assert int(fixed_before.sum()) >= history[t - 1]["n_fixed"]
+    # keep_fixed (default): every earlier fixed weight is kept, none moves
+    assert all(h["moved"] == 0 for h in history)
+    assert [h["kept"] for h in history] == [0] + [h["n_fixed"] for h in history[:-1]]
     final = flatten(params)
     assert torch.isin(final, torch.tensor(history[-1]["centres"])).all()
     assert history[-1]["unique"] == len(set(final.tolist()))
@@ -118,6 +121,8 @@ def test_bad_models_and_weights_are_rejected():
     (dict(zero_threshold=0.01), "power of two"),
     (dict(optimizer="rmsprop"), "optimizer"),
     (dict(temperature=0.0), "temperature"),
+    (dict(keep_fixed="yes"), "keep_fixed must be True or False"),
+    (dict(same_sign=1), "same_sign must be True or False"),
 ])
 def test_config_validation(kw, match):
     with pytest.raises(ValueError, match=match):

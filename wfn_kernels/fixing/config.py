@@ -47,6 +47,12 @@ class WFNConfig:
         training batches (no gradients). 0 (default) is the original, which evaluates with the statistics
         of the weights before the fixing; an extension, not in the paper.
     seed: seeds every iteration's RNG as seed * 1000 + t, so a resumed run replays the same batches.
+    keep_fixed: weights fixed by an earlier iteration stay on their centre (default; the greedy pass places
+        only the free weights). False re-clusters the whole network every iteration as the original does,
+        which can move a fixed weight to another centre or leave it unfixed (spec §9 leaves this open; see
+        wfn_kernels/fixing/clustering.py for the Fashion-MNIST run that collapsed because of it).
+    same_sign: a non-zero centre never takes a weight of the opposite sign (default). False is the
+        original, whose running-mean acceptance admits such sign flips as outliers.
     """
 
     relative_tolerance: float = PAPER_RELATIVE_TOLERANCE
@@ -68,6 +74,8 @@ class WFNConfig:
     ratio_cap: float = PAPER_RATIO_CAP
     bn_recalibration_batches: int = 0
     seed: int = 0
+    keep_fixed: bool = True
+    same_sign: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "fix_fractions", tuple(float(f) for f in self.fix_fractions))
@@ -92,6 +100,9 @@ class WFNConfig:
                 not isinstance(self.max_steps_per_iteration, int) or self.max_steps_per_iteration < 1):
             raise ValueError(f"WFNConfig: max_steps_per_iteration must be None or an int >= 1, "
                              f"got {self.max_steps_per_iteration!r}")
+        for name in ("keep_fixed", "same_sign", "relax_tolerance", "include_batchnorm"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"WFNConfig: {name} must be True or False, got {getattr(self, name)!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"WFNConfig: optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.grad_clip_norm is not None and not self.grad_clip_norm > 0:

@@ -17,9 +17,10 @@ class SortedPool:
     """Sorted float64 weights ``w`` (n,) with taken index intervals [starts[i], ends[i]) (disjoint,
     sorted, non-adjacent)."""
 
-    def __init__(self, sorted_weights: np.ndarray):
+    def __init__(self, sorted_weights: np.ndarray, same_sign: bool = False):
         w = np.ascontiguousarray(sorted_weights, dtype=np.float64)
         self.w = w
+        self.same_sign = same_sign  # non-zero centres reach only weights of their own sign
         self.n = len(w)
         self.z_lo = int(np.searchsorted(w, 0.0, "left"))
         self.z_hi = int(np.searchsorted(w, 0.0, "right"))

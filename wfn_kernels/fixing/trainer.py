@@ -108,7 +108,8 @@ def _iteration(t, model, net, params, state, cfg, train_loader, val_loader) -> d
     t1 = time.perf_counter()
     before = flatten(params)
     was_fixed = torch.cat([state.fixed[n].reshape(-1).cpu() for n, _ in params])
-    values, fixed, centres, info = _cluster_on_rank0(before, cfg.fix_fractions[t], tol, cfg)
+    values, fixed, centres, info = _cluster_on_rank0(before, cfg.fix_fractions[t], tol, cfg,
+                                                     was_fixed if cfg.keep_fixed else None)
     unflatten_into(params, values)
     state.freeze({n: m for (n, _), m in zip(params, split_like(params, fixed))}, centres)
     moved = int(((values != before) & was_fixed).sum())
@@ -187,13 +188,15 @@ def _optimizer(parameters, cfg: WFNConfig):
     return torch.optim.SGD(parameters, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
-def _cluster_on_rank0(flat, fraction, tol, cfg):
+def _cluster_on_rank0(flat, fraction, tol, cfg, keep=None):
     """Cluster on rank 0 and broadcast (values, fixed mask, centres) to every rank."""
     info = {}
     if _rank() == 0:
-        r = cluster(flat, fraction, tol, cfg.zero_threshold, cfg.max_order_before_doubling, cfg.ratio_cap)
+        r = cluster(flat, fraction, tol, cfg.zero_threshold, cfg.max_order_before_doubling, cfg.ratio_cap,
+                    keep=keep, same_sign=cfg.same_sign)
         values, fixed, centres = r.values, r.fixed, r.centres
-        info = {"accepted_steps": len(r.steps), "failures": r.failures, "max_order": r.max_order}
+        info = {"accepted_steps": len(r.steps), "failures": r.failures, "max_order": r.max_order,
+                "kept": r.kept}
     if _world() > 1:
         if _rank() != 0:
             values, fixed = torch.empty_like(flat), torch.empty(flat.numel(), dtype=torch.bool)
