@@ -61,13 +61,24 @@ def test_end_to_end_quota_frozen_between_fixings_and_all_on_codebook(monkeypatch
         on_centre = torch.isin(prev, torch.tensor(history[t - 1]["centres"]))
         fixed_before = on_centre & (seen[t] == prev)
         assert int(fixed_before.sum()) >= history[t - 1]["n_fixed"]
-    # keep_fixed (default): every earlier fixed weight is kept, none moves
-    assert all(h["moved"] == 0 for h in history)
-    assert [h["kept"] for h in history] == [0] + [h["n_fixed"] for h in history[:-1]]
     final = flatten(params)
     assert torch.isin(final, torch.tensor(history[-1]["centres"])).all()
     assert history[-1]["unique"] == len(set(final.tolist()))
     assert all(h["val_accuracy"] is not None for h in history)
+
+
+def test_keep_fixed_keeps_every_earlier_fixed_weight():
+    model, loader, val = tiny_setup()
+    cfg = fast_config(keep_fixed=True, relative_tolerance=0.3)
+    params = tracked_parameters(model, cfg.include_batchnorm)
+    snapshots = []
+    model, history = fix_weights(model, loader, None, cfg, progress=False,
+                                 on_iteration=lambda e: snapshots.append(flatten(params)))
+    assert all(h["moved"] == 0 for h in history)
+    assert [h["kept"] for h in history] == [0] + [h["n_fixed"] for h in history[:-1]]
+    masks = [torch.isin(s, torch.tensor(h["centres"])) for s, h in zip(snapshots, history)]
+    for t in range(1, len(history)):  # a value fixed at t-1 is still there at t
+        assert torch.equal(snapshots[t][masks[t - 1]], snapshots[t - 1][masks[t - 1]])
 
 
 def test_nan_loss_stops_without_overwriting_the_last_checkpoint(tmp_path):

@@ -54,8 +54,8 @@ def _add_common(p) -> None:
     p.add_argument("--fractions", type=float, nargs="+", default=list(PAPER_FIX_FRACTIONS), help="fix_fractions")
     p.add_argument("--no-relax", action="store_true", help="δ_t = δ every iteration (no 10δ → δ relaxation)")
     p.add_argument("--no-bn", action="store_true", help="do not fix BatchNorm affine parameters")
-    p.add_argument("--recluster-fixed", action="store_true",
-                   help="re-cluster earlier fixed weights every iteration, as the original (keep_fixed=False)")
+    p.add_argument("--keep-fixed", action="store_true",
+                   help="earlier fixed weights stay on their centre (keep_fixed=True; default: re-cluster all)")
     p.add_argument("--allow-sign-flip", action="store_true",
                    help="let a centre take weights of the opposite sign, as the original (same_sign=False)")
     p.add_argument("--epochs-per-iteration", type=int, default=WFNConfig.epochs_per_iteration)
@@ -78,7 +78,7 @@ def _config(args, delta: float, ratio: float, bn: bool) -> WFNConfig:
                          max_steps_per_iteration=args.max_steps_per_iteration, lr=args.lr,
                          optimizer=args.optimizer, temperature=args.temperature, seed=args.seed,
                          bn_recalibration_batches=args.bn_recalibration_batches,
-                         keep_fixed=not args.recluster_fixed, same_sign=not args.allow_sign_flip)
+                         keep_fixed=args.keep_fixed, same_sign=not args.allow_sign_flip)
     except ValueError as exc:
         raise SystemExit(f"wfn {args.command}: {exc}") from exc
 

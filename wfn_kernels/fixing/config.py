@@ -47,12 +47,12 @@ class WFNConfig:
         training batches (no gradients). 0 (default) is the original, which evaluates with the statistics
         of the weights before the fixing; an extension, not in the paper.
     seed: seeds every iteration's RNG as seed * 1000 + t, so a resumed run replays the same batches.
-    keep_fixed: weights fixed by an earlier iteration stay on their centre (default; the greedy pass places
-        only the free weights). False re-clusters the whole network every iteration as the original does,
-        which can move a fixed weight to another centre or leave it unfixed (spec §9 leaves this open; see
-        wfn_kernels/fixing/clustering.py for the Fashion-MNIST run that collapsed because of it).
+    keep_fixed: weights fixed by an earlier iteration stay on their centre and the greedy pass places only
+        the free weights. False (default) re-clusters the whole network every iteration as the original
+        does, which can move a fixed weight or leave it unfixed (spec §9 leaves this open; measured in
+        wfn_kernels/fixing/clustering.py's docstring).
     same_sign: a non-zero centre never takes a weight of the opposite sign (default). False is the
-        original, whose running-mean acceptance admits such sign flips as outliers.
+        original, whose running-mean acceptance admits such sign flips as outliers and collapsed runs.
     """
 
     relative_tolerance: float = PAPER_RELATIVE_TOLERANCE
@@ -74,7 +74,7 @@ class WFNConfig:
     ratio_cap: float = PAPER_RATIO_CAP
     bn_recalibration_batches: int = 0
     seed: int = 0
-    keep_fixed: bool = True
+    keep_fixed: bool = False
     same_sign: bool = True
 
     def __post_init__(self):

@@ -35,7 +35,7 @@ def run_seed(args) -> dict:
                     include_batchnorm=not args.no_bn, epochs_per_iteration=args.epochs_per_iteration,
                     lr=args.lr, regularizer_ratio=args.ratio, seed=args.seed,
                     bn_recalibration_batches=args.bn_recalibration_batches,
-                    keep_fixed=not args.recluster_fixed, same_sign=not args.allow_sign_flip)
+                    keep_fixed=args.keep_fixed, same_sign=not args.allow_sign_flip)
     runs = Path(args.runs)
     spec = RunSpec(dataset="fashion-mnist", out=str(runs / f"seed{args.seed}"), model=args.model, config=cfg,
                    data_dir=args.data_dir, baseline=str(runs / f"baseline_{args.model}_s{args.seed}.safetensors"),
@@ -44,7 +44,7 @@ def run_seed(args) -> dict:
     row = {"seed": args.seed, "delta": args.delta, "relax": not args.no_relax, "bn": not args.no_bn,
            "lr": args.lr, "epochs_per_iteration": args.epochs_per_iteration,
            "bn_recalibration_batches": args.bn_recalibration_batches,
-           "keep_fixed": not args.recluster_fixed, "same_sign": not args.allow_sign_flip,
+           "keep_fixed": args.keep_fixed, "same_sign": not args.allow_sign_flip,
            "baseline_accuracy": r["baseline_accuracy"], "wfn_accuracy": r["test_accuracy"],
            "fix_seconds": r["fix_seconds"], "fix_cpu_seconds": r["fix_cpu_seconds"], **{f"wfn_{k}": r["metrics"][k] for k in COUNTS},
            "wfn_unique_nonzero_conv_linear": network_metrics(r["model"], False)["unique_nonzero"]}
@@ -175,7 +175,7 @@ def main(argv=None) -> int:
     p.add_argument("--delta", type=float, required=True)
     p.add_argument("--no-relax", action="store_true")
     p.add_argument("--no-bn", action="store_true")
-    p.add_argument("--recluster-fixed", action="store_true", help="keep_fixed=False (the original)")
+    p.add_argument("--keep-fixed", action="store_true", help="keep_fixed=True")
     p.add_argument("--allow-sign-flip", action="store_true", help="same_sign=False (the original)")
     p.add_argument("--epochs-per-iteration", type=int, default=1)
     p.add_argument("--baseline-epochs", type=int, default=8)
