@@ -39,13 +39,14 @@ def test_cli_fix_then_stats(tmp_path, capsys):
     out = tmp_path / "run"
     rc = main(["fix", "--dataset", "digits", "--out", str(out), "--baseline-epochs", "2", "--fractions", "0.5", "1.0",
                "--epochs-per-iteration", "1", "--max-steps-per-iteration", "3", "--delta", "0.05", "--no-progress",
-               "--lr", "1e-3"])
+               "--lr", "1e-3", "--allow-sign-flip", "--keep-fixed"])
     assert rc == 0
     for name in ("history.json", "history.csv", "metrics.json", "summary.json", "model.safetensors",
                  "progress.png", "accuracy.png", "orders.png", "top_values.png", "checkpoints/checkpoint.json"):
         assert (out / name).is_file(), name
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["relative_tolerance"] == 0.05 and summary["unique"] >= 1
+    assert summary["config"]["same_sign"] is False and summary["config"]["keep_fixed"] is True
     capsys.readouterr()
     assert main(["stats", str(out / "model.safetensors"), "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)
