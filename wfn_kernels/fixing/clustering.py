@@ -27,8 +27,9 @@ Decisions where the original is buggy or ambiguous (each tested in tests/fixing/
   the mean) and is re-taken for free when that centre comes up, but a more popular centre processed
   first may take it as an outlier, and the quota cap may leave it unfixed. The trainer reports how many
   moved. ``keep`` (WFNConfig.keep_fixed) instead takes the earlier fixed weights first, unchanged, and
-  places only the free ones; measured, it did not help accuracy (Fashion-MNIST, 3 seeds: drop 1.60 vs
-  1.44 points at 1 epoch per iteration, 2.63 vs 1.54 at 2), so it is off by default.
+  places only the free ones. Measured on Fashion-MNIST (3 seeds each): it cost accuracy on small-cnn (drop
+  1.60 vs 1.44 points at 1 epoch per iteration, 2.63 vs 1.54 at 2) and helped on small-resnet (0.53 vs
+  1.63, where a same-sign move of 19 fixed weights cost one run 8 points mid-way); off by default.
 - The original's extra acceptance clause on the last *unsorted* distance (spec §2.6 "Code quirk") is
   dropped: acceptance is only the running mean.
 - Ties in relative distance are broken by position in value order (the original's unstable argsort is
