@@ -41,9 +41,13 @@ setup(
     packages=find_packages(include=["wfn_kernels", "wfn_kernels.*"]) + ["wfn_sim", "wfn_sim.configs"],
     package_dir={"wfn_sim": "sim"},
     package_data={"wfn_sim": ["configs/*.yaml", "configs/*.csv"]},
-    install_requires=["torch>=2.4", "numpy", "safetensors", "tqdm", "pyyaml", "matplotlib"],
-    extras_require={"triton": ["triton"], "data": ["scikit-learn"]},
+    # The torch floor is the oldest version the test suite runs on (requirements-dev.txt pins it). The
+    # private-API fast paths (wfn_kernels/nn/torch_internals.py) switch themselves off on untested versions.
+    install_requires=["torch>=2.13", "numpy", "safetensors"],
+    extras_require={"plots": ["matplotlib"], "cli": ["tqdm", "pyyaml"], "data": ["scikit-learn"],
+                    "torchao": ["torchao>=0.18"], "triton": ["triton"],
+                    "all": ["matplotlib", "tqdm", "pyyaml", "scikit-learn", "torchao>=0.18", "triton"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
-    entry_points={"console_scripts": ["wfn=wfn_kernels.cli:main", "wfn-sim=wfn_sim.cli:main"]},
+    entry_points={"console_scripts": ["wfn=wfn_kernels.workflows.cli:main", "wfn-sim=wfn_sim.cli:main"]},
 )

@@ -15,7 +15,6 @@ import csv
 import os
 import statistics
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -28,10 +27,12 @@ from common import cpu_flags, cpu_model, read_bandwidth_gbs  # noqa: E402
 from shapes import RESNET18_CONVS  # noqa: E402
 
 import wfn_kernels as wk  # noqa: E402
-from wfn_kernels import ops, reference  # noqa: E402
-from wfn_kernels import shift_add as sa  # noqa: E402
-from wfn_kernels.codebook import Codebook  # noqa: E402
-from wfn_kernels.packing import pack_codes  # noqa: E402
+from wfn_kernels import ops  # noqa: E402
+from wfn_kernels.format.codebook import Codebook  # noqa: E402
+from wfn_kernels.format.packing import pack_codes  # noqa: E402
+from wfn_kernels.ops import reference  # noqa: E402
+from wfn_kernels.ops import shift_add as sa  # noqa: E402
+from wfn_kernels.timing import interleaved_times  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FIELDS = ["case", "shape", "wfn_ms", "baseline", "baseline_ms", "speedup", "packed_gbs", "pct_bandwidth",
@@ -40,16 +41,8 @@ MINIMA: dict[float, float] = {}  # median -> fastest run of the same series, rep
 
 
 def interleaved_medians(fns: list, repeats: int, warmup: int = 2) -> list[float]:
-    """Median seconds of each fn, calls interleaved round-robin."""
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
-            fn()
-            times[i].append(time.perf_counter() - t0)
+    """Median seconds of each fn, calls interleaved round-robin; records each series' fastest run in MINIMA."""
+    times = interleaved_times(fns, repeats, warmup)
     medians = [statistics.median(t) for t in times]
     for med, t in zip(medians, times):
         MINIMA[med] = min(t)

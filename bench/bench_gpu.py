@@ -68,7 +68,7 @@ def copy_bandwidth_gbs(flush: torch.Tensor, repeats: int) -> float:
 def make_case(m: int, n: int, k: int, bits: int, gen: torch.Generator):
     """Codebook (i - 2^(bits-1)) / 16 for i < 2^bits (exact in fp16 and bf16), x in {-2..2} as fp16: every
     product and partial sum is exact in float32, so a correct kernel equals the reference bit for bit."""
-    from wfn_kernels.packing import pack_codes
+    from wfn_kernels.format.packing import pack_codes
 
     cb = (torch.arange(1 << bits, dtype=torch.float32) - (1 << (bits - 1))) / 16
     codes = torch.randint(0, cb.numel(), (n, k), generator=gen, dtype=torch.uint8).to(DEVICE)
@@ -98,7 +98,7 @@ def backend_fns(names, x, packed, cb, bits, k):
 
 
 def run(args) -> list[dict]:
-    from wfn_kernels import reference
+    from wfn_kernels.ops import reference
 
     gen = torch.Generator().manual_seed(0)
     flush = torch.empty(256 << 20, dtype=torch.uint8, device=DEVICE)  # > L2 of any current GPU
@@ -145,7 +145,7 @@ def triton_sweep(x, packed, cb, bits, k, expected, args, flush):
     from dataclasses import replace
 
     try:
-        import wfn_kernels.triton as wt
+        import wfn_kernels.ops.triton as wt
     except ImportError as exc:
         print(f"skipped triton sweep: {exc}")
         return None

@@ -11,7 +11,7 @@ from common import interleaved_medians, median_seconds
 from torch import nn
 
 import wfn_kernels as wk
-from wfn_kernels import reference
+from wfn_kernels.ops import reference
 
 
 def pow2_codebook(bits: int) -> torch.Tensor:
@@ -123,7 +123,7 @@ def conv_row(name, batch, c_in, h, w, c_out, kernel, stride, padding, bits, back
 def model_row(name: str, float_model: nn.Module, converted: nn.Module, x: torch.Tensor, repeats: int) -> dict:
     """Whole-model latency, float vs converted (outputs checked equal first, timed interleaved), and weight
     memory (plus the oneDNN decode workspace the converted model's layers hold, if any)."""
-    from wfn_kernels import onednn
+    from wfn_kernels.nn import onednn_layout as onednn
 
     float_model.eval()
     converted.eval()

@@ -121,7 +121,7 @@ def model_rows(args, device) -> list[dict]:
     import cases
     from shapes import ResNet18, put_on_codebook
 
-    from wfn_kernels import onednn
+    from wfn_kernels.nn import onednn_layout as onednn
 
     rows = []
     net = ResNet18().eval()
@@ -147,7 +147,7 @@ def model_rows(args, device) -> list[dict]:
     demo = Path(args.demo_model)
     onednn.clear_workspaces()
     if demo.is_file():
-        from wfn_kernels.models import build
+        from wfn_kernels.workflows.models import build
 
         float_model = build("small-cnn")
         conv_model = wk.load_packed(demo, build("small-cnn"))

@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cases import pow2_codebook  # noqa: E402
 
 import wfn_kernels as wk  # noqa: E402
-from wfn_kernels import reference  # noqa: E402
+from wfn_kernels.ops import reference  # noqa: E402
 
 SHAPES = [(1, 4096, 4096), (1, 8192, 8192), (16, 4096, 4096), (256, 4096, 4096)]
 BACKENDS = [b for b in ("extension", "triton") if wk.available_backends()[b]["available"]

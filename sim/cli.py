@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--designs", default=",".join(DEFAULT_DESIGNS), help="comma-separated designs")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--model-class", default=None,
-                   help="architecture of --model in wfn_kernels.models (e.g. small-cnn) when the file does not name it")
+                   help="architecture of --model when the file does not name it: package.module:Class (your own, "
+                        "built with no arguments) or small-cnn / small-resnet (default: what the file names)")
     p.add_argument("--input-shape", type=_int_list, default=(1, 3, 224, 224), help="model input, e.g. 1,3,32,32")
     p.add_argument("--unique-weights", type=int, help="synthesise weights with this many values (2..256)")
     p.add_argument("--zero-fraction", type=float, default=0.0, help="extra fraction of zero weights (synthetic)")

@@ -4,6 +4,9 @@ weights. torch is imported inside the functions only, so the rest of the simulat
 Recognised layers: ``nn.Conv2d``, ``nn.Linear``, and any module with ``dense_weight()`` plus either
 Conv2d's attributes (in_channels, out_channels, kernel_size, stride, padding, dilation, groups) or
 Linear's (in_features, out_features), such as ``wfn_kernels.nn.WFNConv2d`` / ``WFNLinear``.
+
+Saved models are read by :func:`load_model_workload`; of wfn_kernels it uses only the packed-file
+interface ``wfn_kernels.format.container`` (``read_packed``, ``decoded_weights``).
 """
 
 from __future__ import annotations
@@ -100,59 +103,131 @@ def extract_workload(model, input_shape, name: str = "model") -> Workload:
     return Workload(name, tuple(layers), tuple(stats))
 
 
-def load_model_workload(path, input_shape, model_class: str | None = None) -> Workload:
-    """Workload of a saved model, loaded without running pickled code.
+# Bundled architectures by name, as import paths (wfn_sim imports no wfn_kernels code but the packed format).
+BUNDLED_MODELS = {"small-cnn": "wfn_kernels.workflows.models:SmallCNN",
+                  "small-resnet": "wfn_kernels.workflows.models:SmallResNet"}
 
-    ``path`` is one of: a packed WFN model (``wfn_kernels.save_packed``, ``.safetensors``), a safetensors
-    model written by ``wfn fix`` (its metadata names the architecture), or a ``torch.save``'d state dict
-    (loaded with ``weights_only=True``). ``model_class`` names the architecture in
-    ``wfn_kernels.models.MODELS`` (e.g. ``small-cnn``) where the file does not. A whole pickled
-    ``nn.Module`` is refused: unpickling it could execute arbitrary code.
-    """
+
+def build_model(spec: str):
+    """A fresh instance of the architecture ``spec``: ``package.module:Name`` (a class or factory of the
+    user's, called with no arguments: importing the module is the only code run) or a bundled name
+    (``small-cnn``, ``small-resnet``)."""
+    import importlib
+
+    import torch.nn as nn
+
+    target = BUNDLED_MODELS.get(spec, spec)
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"model class {spec!r}: expected 'package.module:ClassName' or one of "
+                         f"{sorted(BUNDLED_MODELS)}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"model class {spec!r}: cannot import module {module_name!r} ({exc})") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ValueError(f"model class {spec!r}: module {module_name!r} has no class or function {attr!r}")
+    try:
+        model = factory()
+    except TypeError as exc:
+        raise ValueError(f"model class {spec!r}: cannot be built without arguments ({exc}); point "
+                         "--model-class at a factory function that takes none") from None
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model class {spec!r}: built a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def _is_safetensors(path: Path) -> bool:
+    """By content, not by name: an 8-byte little-endian header length, then a JSON object."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= path.stat().st_size
+
+
+def _packed_state(path: Path) -> tuple[dict, list[dict]]:
+    """(float state dict, layer entries) of a packed WFN file: every WFN layer decoded to its dense weight."""
+    from wfn_kernels.format.container import decoded_weights, read_packed
+
+    header, tensors = read_packed(path)
+    dense = decoded_weights(header, tensors)
+    packed_keys = {f"{e['name']}.{b}" for e in header["layers"] for b in ("packed", "codebook", "global_index")}
+    state = {k: v for k, v in tensors.items() if k not in packed_keys}
+    state.update({f"{name}.weight": w for name, w in dense.items()})
+    return state, header["layers"]
+
+
+def _check_geometry(path: Path, model, layers: list[dict]) -> None:
+    """A packed file's conv geometry must be the model's: the simulator prices the model it traces."""
+    for entry in layers:
+        if entry.get("kind") != "WFNConv2d":
+            continue
+        module = model.get_submodule(entry["name"])
+        for attr in ("stride", "padding", "dilation", "groups"):
+            have = getattr(module, attr)
+            have = list(_pair(have)) if attr != "groups" else int(have)
+            if have != entry[attr]:
+                raise ValueError(f"{path}: layer {entry['name']!r} has {attr} {entry[attr]} in the file but "
+                                 f"{have} in the model class; is this file from another model?")
+
+
+def _load_state(path: Path):
+    """(state dict, packed layer entries or None, architecture named by the file or None)."""
     import pickle
 
     import torch
 
-    from wfn_kernels import models
+    if _is_safetensors(path):
+        from safetensors import SafetensorError, safe_open
 
+        try:
+            with safe_open(str(path), "pt") as f:
+                meta = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except (SafetensorError, OSError) as exc:
+            raise ValueError(f"{path}: not a readable safetensors file (truncated or damaged?): {exc}") from None
+        if "wfn_format" in meta:
+            state, layers = _packed_state(path)
+            return state, layers, None
+        return tensors, None, meta.get("wfn_model")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(f"{path}: not a plain state dict ({str(exc).splitlines()[0]}); a pickled "
+                         "nn.Module is not loaded because unpickling can execute code: save "
+                         "model.state_dict() (with --model-class) or a packed .safetensors file") from None
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise ValueError(f"{path}: neither a safetensors file nor a torch state dict ({exc})") from None
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{path}: expected a state dict of tensors, got {type(obj).__name__}")
+    return obj, None, None
+
+
+def load_model_workload(path, input_shape, model_class: str | None = None) -> Workload:
+    """Workload of a saved model, loaded without running pickled code.
+
+    ``path`` is one of (recognised by content, whatever its name): a packed WFN model
+    (``wfn_kernels.save_packed``; read through ``wfn_kernels.format.container``, every checksum verified),
+    a safetensors state dict (``wfn fix``'s model.safetensors names its architecture in its metadata), or a
+    ``torch.save``'d state dict (loaded with ``weights_only=True``). ``model_class`` (see
+    :func:`build_model`) names the architecture where the file does not. A whole pickled ``nn.Module`` is
+    refused: unpickling it could execute arbitrary code.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"model file {path} is a directory, not a file")
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} does not exist")
-
-    def build():
-        if model_class is None:
-            raise ValueError(f"{path}: the file does not name its architecture; pass --model-class "
-                             f"(one of {sorted(models.MODELS)})")
-        return models.build(model_class)
-
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-        if "wfn_format" in meta:
-            from wfn_kernels.serialization import load_packed
-
-            model = load_packed(path, build())
-        else:
-            from wfn_kernels.fixing.pipeline import load_saved_model
-
-            model, tensors, _ = load_saved_model(path)
-            if model is None:
-                model = build()
-                model.load_state_dict(tensors)
-    else:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            raise ValueError(f"{path}: not a plain state dict ({str(exc).splitlines()[0]}); a pickled "
-                             "nn.Module is not loaded because unpickling can execute code: save "
-                             "model.state_dict() (with --model-class) or a packed .safetensors file") from None
-        if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-            raise ValueError(f"{path}: expected a state dict of tensors, got {type(obj).__name__}")
-        model = build()
-        try:
-            model.load_state_dict(obj)
-        except RuntimeError as exc:
-            raise ValueError(f"{path}: does not fit --model-class {model_class}: {exc}") from None
+    state, layers, named = _load_state(path)
+    spec = model_class or named
+    if spec is None:
+        raise ValueError(f"{path}: the file does not name its architecture; pass --model-class "
+                         f"(package.module:Class or one of {sorted(BUNDLED_MODELS)})")
+    model = build_model(spec)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: does not fit model class {spec}: {str(exc).splitlines()[0]}") from None
+    if layers:
+        _check_geometry(path, model, layers)
     return extract_workload(model, input_shape, path.name.split(".")[0])

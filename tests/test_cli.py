@@ -11,7 +11,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def run(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "wfn_kernels.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "wfn_kernels.workflows.cli", *args], capture_output=True, text=True,
                           env=ENV, timeout=600, **kw)
 
 
@@ -71,7 +71,7 @@ def test_pure_python_build_has_no_extension(tmp_path):
     import zipfile
 
     names = zipfile.ZipFile(wheel).namelist()
-    assert "wfn_kernels/ops.py" in names and "wfn_sim/__init__.py" in names
+    assert "wfn_kernels/ops/dispatch.py" in names and "wfn_sim/__init__.py" in names
     assert not [n for n in names if n.endswith(".so")]
 
 

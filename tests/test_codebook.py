@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from wfn_kernels.codebook import Codebook, bits_for_entries, power_of_two_terms
+from wfn_kernels.format.codebook import Codebook, bits_for_entries, power_of_two_terms
 
 
 @pytest.mark.parametrize("v", [0.0, 1.0, -0.5, 0.75, 3.0, -7.0, 2 ** -20, 1.0 + 2 ** -23, 0.1, -123.456])

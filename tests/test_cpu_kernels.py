@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 
 import wfn_kernels as wk
-from wfn_kernels import ops, reference
-from wfn_kernels.packing import pack_codes
+from wfn_kernels import ops
+from wfn_kernels.ops import reference
+from wfn_kernels.format.packing import pack_codes
 
 pytestmark = pytest.mark.skipif(ops._C is None, reason=f"extension not built: {ops._C_REASON}")
 
@@ -205,8 +206,8 @@ def test_two_threads_match_one(level, rng):
 
 def test_launch_parallel_mode_matches_reference():
     """WFN_CPU_PARALLEL=launch (inter-op helpers instead of OpenMP) gives the reference's result."""
-    code = ("import torch, wfn_kernels as wk; from wfn_kernels import reference as r;"
-            "from wfn_kernels.packing import pack_codes; torch.set_num_threads(2);"
+    code = ("import torch, wfn_kernels as wk; from wfn_kernels.ops import reference as r;"
+            "from wfn_kernels.format.packing import pack_codes; torch.set_num_threads(2);"
             "g = torch.Generator().manual_seed(0); cb = torch.tensor([-2., -.5, 0., .25, 1., 4.]);"
             "codes = torch.randint(0, 6, (2053, 300), generator=g); p = pack_codes(codes, 4);"
             "x = torch.randint(-3, 4, (3, 300), generator=g).float();"
@@ -232,7 +233,7 @@ def test_capability_reports_hardware_by_default():
 def test_env_var_forces_level(name):
     if ORDER[name] > ORDER[hardware_level()]:
         pytest.skip(f"CPU lacks {name}")
-    code = ("import torch, wfn_kernels as wk; from wfn_kernels.packing import pack_codes;"
+    code = ("import torch, wfn_kernels as wk; from wfn_kernels.format.packing import pack_codes;"
             "cb = torch.tensor([-1., 0., .5, 2.]);"
             "y = wk.codebook_linear(torch.ones(1, 3), pack_codes(torch.tensor([[0, 1, 3]]), 2), cb, 2,"
             " backend='extension');"

@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import wfn_kernels as wk
-from wfn_kernels import reference
-from wfn_kernels.packing import pack_codes
+from wfn_kernels.ops import reference
+from wfn_kernels.format.packing import pack_codes
 
 LEVELS = ["scalar", "avx2", "avx512"]
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]

@@ -2,9 +2,9 @@ import pytest
 import torch
 from torch import nn
 
-from wfn_kernels.codebook import Codebook
-from wfn_kernels.demo import round_to_power_of_two_sums
-from wfn_kernels.models import SmallCNN
+from wfn_kernels.format.codebook import Codebook
+from wfn_testutil import round_to_power_of_two_sums
+from wfn_kernels.workflows.models import SmallCNN
 from wfn_kernels.nn import WFNConv2d, WFNLinear, convert, set_backend, weight_bytes
 
 
@@ -90,7 +90,7 @@ def test_convert_rejects_reflect_padding_with_reason():
 
 def test_direct_kernel_call_matches_the_front_end_and_keeps_errors():
     """Module forwards skip the Python front end for plain CPU tensors without autograd; same results."""
-    from wfn_kernels import nn as wnn
+    from wfn_kernels.nn import modules as wnn
 
     m = fixed_cnn()
     convert(m)

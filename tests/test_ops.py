@@ -7,8 +7,9 @@ import torch.nn.functional as F
 from wfn_testutil import pow2_codebook
 
 import wfn_kernels as wk
-from wfn_kernels import ops, reference
-from wfn_kernels.packing import pack_codes
+from wfn_kernels import ops
+from wfn_kernels.ops import reference
+from wfn_kernels.format.packing import pack_codes
 
 BACKENDS = ["reference", "extension"]
 
@@ -113,7 +114,7 @@ def test_torch_compile_fullgraph_modules_inductor(rng):
     """Inductor, fullgraph: the WFN ops are traced through their fake kernels, no graph breaks."""
     from torch import nn
 
-    from wfn_kernels.codebook import Codebook
+    from wfn_kernels.format.codebook import Codebook
     from wfn_kernels.nn import WFNConv2d, WFNLinear
 
     cb = Codebook.from_values([-1.0, -0.25, 0.0, 0.5, 2.0])
@@ -181,15 +182,17 @@ def test_conv_bad_input():
 
 
 def test_unavailable_backend_names_why(monkeypatch):
-    monkeypatch.setattr(ops, "_C", None)
-    monkeypatch.setattr(ops, "_C_REASON", "wfn_kernels._C is not built (test)")
+    from wfn_kernels.ops import backends
+
+    monkeypatch.setattr(backends, "_C", None)
+    monkeypatch.setattr(backends, "_C_REASON", "wfn_kernels._C is not built (test)")
     x, packed, cb, _ = make_case(1, 3, 8, 4)
     with pytest.raises(ops.BackendUnavailableError, match=r"backend 'extension' is unavailable: wfn_kernels._C is not built"):
         wk.codebook_linear(x, packed, cb, 4, backend="extension")
     assert ops.resolve_backend("auto", torch.device("cpu")) is ops.Backend.REFERENCE
     assert wk.available_backends()["extension"]["available"] is False
     with pytest.raises(ops.BackendUnavailableError, match="no CUDA kernels"):
-        monkeypatch.setattr(ops, "_C", type("Fake", (), {"built_with_cuda": staticmethod(lambda: False)})())
+        monkeypatch.setattr(backends, "_C", type("Fake", (), {"built_with_cuda": staticmethod(lambda: False)})())
         ops.resolve_backend("extension", torch.device("cuda"))
 
 

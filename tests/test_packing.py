@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from wfn_kernels.codebook import Codebook
-from wfn_kernels.packing import pack_codes, pack_weight, row_bytes, unpack_codes
+from wfn_kernels.format.codebook import Codebook
+from wfn_kernels.format.packing import pack_codes, pack_weight, row_bytes, unpack_codes
 
 
 @pytest.mark.parametrize("bits", [2, 4, 8])

@@ -5,10 +5,10 @@ import struct
 import pytest
 import torch
 
-from wfn_kernels.demo import round_to_power_of_two_sums
-from wfn_kernels.models import SmallCNN
+from wfn_testutil import round_to_power_of_two_sums
+from wfn_kernels.workflows.models import SmallCNN
 from wfn_kernels.nn import convert
-from wfn_kernels.serialization import CorruptFileError, load_packed, read_packed, save_packed
+from wfn_kernels.nn.io import CorruptFileError, load_packed, read_packed, save_packed
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from wfn_kernels import ops
-from wfn_kernels import shift_add as sa
-from wfn_kernels.codebook import Codebook
-from wfn_kernels.packing import pack_weight
+from wfn_kernels.ops import shift_add as sa
+from wfn_kernels.format.codebook import Codebook
+from wfn_kernels.format.packing import pack_weight
 
 LEVELS = ["scalar", "avx2", "avx512"]
 ORDER = {name: i for i, name in enumerate(LEVELS)}
@@ -200,7 +200,7 @@ def test_module_shift_add_exact_on_int8_grid_inputs(backend):
     # integer accumulation is exact; the only rounding is the final fp32 rescale + bias add
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-4)
     # the module's int32 accumulator is bit-exact against an int64 matmul on the integer weights
-    from wfn_kernels.shift_add import ShiftAddWeight, shift_add_linear
+    from wfn_kernels.ops.shift_add import ShiftAddWeight, shift_add_linear
     w = ShiftAddWeight(m.shift_add_packed, m.shift_add_e_min, 37)
     w_int = (lin.weight.detach().double() / w.scale).round().long()
     assert torch.equal((w_int.double() * w.scale).float(), lin.weight.detach())
@@ -243,7 +243,7 @@ def test_convert_shift_add_option_and_save_load(tmp_path):
     from torch import nn
 
     from wfn_kernels.nn import WFNLinear, convert
-    from wfn_kernels.serialization import load_packed, save_packed
+    from wfn_kernels.nn.io import load_packed, save_packed
     torch.manual_seed(0)
     model = nn.Sequential(_order0_linear(16, 37, seed=1), nn.ReLU(), nn.Linear(16, 5))
     with torch.no_grad():

@@ -1,4 +1,8 @@
-"""Wall-clock medians for benchmarks (bench/ and the demo share them)."""
+"""Wall-clock medians for benchmarks: the one timing helper bench/, the demo and optimize_for_inference share.
+
+Every timed call is followed by ``torch.cuda.synchronize()`` when CUDA is available, so a GPU figure is
+the kernel's time, not its launch time.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,15 @@ import time
 import torch
 
 
+def _sync():
+    return torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+
+
 def median_seconds(fn, repeats: int = 10, warmup: int = 2, min_time: float = 0.0) -> float:
     """Median wall time of ``fn()`` over ``repeats`` runs after ``warmup`` runs (CUDA synchronised).
 
     With ``min_time`` > 0 it keeps timing past ``repeats`` until that many seconds have passed."""
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    sync = _sync()
     for _ in range(warmup):
         fn()
     sync()
@@ -26,16 +34,24 @@ def median_seconds(fn, repeats: int = 10, warmup: int = 2, min_time: float = 0.0
     return statistics.median(times)
 
 
-def interleaved_medians(fns, repeats: int = 10, warmup: int = 2) -> list[float]:
-    """Median wall time of each of ``fns``, timed in alternation (fn0, fn1, ..., fn0, fn1, ...) so that
-    load on a shared machine hits every candidate alike; returns seconds in the order given."""
+def interleaved_times(fns, repeats: int = 10, warmup: int = 2) -> list[list[float]]:
+    """Every timed run's seconds for each of ``fns``, timed in alternation (fn0, fn1, ..., fn0, fn1, ...)
+    so that load on a shared machine hits every candidate alike (CUDA synchronised after each call)."""
+    sync = _sync()
     for fn in fns:
         for _ in range(warmup):
             fn()
+    sync()
     times = [[] for _ in fns]
     for _ in range(repeats):
         for fn, ts in zip(fns, times):
             t0 = time.perf_counter()
             fn()
+            sync()
             ts.append(time.perf_counter() - t0)
-    return [statistics.median(ts) for ts in times]
+    return times
+
+
+def interleaved_medians(fns, repeats: int = 10, warmup: int = 2) -> list[float]:
+    """Median seconds of each of ``fns`` from :func:`interleaved_times`, in the order given."""
+    return [statistics.median(ts) for ts in interleaved_times(fns, repeats, warmup)]

@@ -19,7 +19,7 @@ from safetensors.torch import save_file  # noqa: E402
 from wfn_helpers import fast_config, tiny_setup  # noqa: E402
 
 from wfn_kernels.fixing import fix_weights  # noqa: E402
-from wfn_kernels.fixing.pipeline import init_distributed  # noqa: E402
+from wfn_kernels.workflows.pipeline import init_distributed  # noqa: E402
 
 
 def main():

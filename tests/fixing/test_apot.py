@@ -2,9 +2,9 @@ import pytest
 import torch
 from torch.nn.utils import parametrize
 
-from wfn_kernels import models
-from wfn_kernels.codebook import power_of_two_terms
-from wfn_kernels.fixing.apot import apot_levels, apot_quantize, fit_alpha, quantize
+from wfn_kernels.workflows import models
+from wfn_kernels.format.codebook import power_of_two_terms
+from wfn_kernels.fixing.baselines.apot import apot_levels, apot_quantize, fit_alpha, quantize
 from wfn_kernels.fixing.metrics import network_metrics
 
 

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wfn_kernels.codebook import power_of_two_terms
+from wfn_kernels.format.codebook import power_of_two_terms
 from wfn_kernels.fixing.candidates import additive_powers_of_two, candidate_centres, grid
 from wfn_kernels.fixing.clustering import cluster
 

@@ -3,8 +3,8 @@ import json
 import pytest
 import torch
 
-from wfn_kernels import data, models
-from wfn_kernels.fixing.cli import main
+from wfn_kernels.workflows import data, models
+from wfn_kernels.workflows.fix_cli import main
 
 
 def test_missing_and_malformed_dataset_dirs(tmp_path):
@@ -55,7 +55,7 @@ def test_cli_fix_then_stats(tmp_path, capsys):
 
 def test_stats_of_a_packed_model_decodes_its_codes(tmp_path, capsys):
     import wfn_kernels as wk
-    from wfn_kernels.demo import round_to_power_of_two_sums
+    from wfn_testutil import round_to_power_of_two_sums
     from wfn_kernels.fixing.metrics import network_metrics
 
     torch.manual_seed(0)

@@ -1,7 +1,7 @@
 import json
 from types import SimpleNamespace
 
-from wfn_kernels.fixing.experiments import report
+from wfn_kernels.workflows.experiments import report
 
 
 def _row(seed, base, wfn):

@@ -2,7 +2,7 @@
 
 import torch
 
-from wfn_kernels import data, models
+from wfn_kernels.workflows import data, models
 from wfn_kernels.fixing import WFNConfig
 
 FAST = dict(fix_fractions=(0.5, 0.8, 0.95, 1.0), epochs_per_iteration=1, max_steps_per_iteration=4, lr=1e-3,

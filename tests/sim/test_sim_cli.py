@@ -39,8 +39,8 @@ def test_synthetic_weights_all_designs_with_plots_and_overrides(tmp_path):
 def _small_cnn_on_codebook():
     import torch
 
-    from wfn_kernels.demo import round_to_power_of_two_sums
-    from wfn_kernels.models import build
+    from wfn_testutil import round_to_power_of_two_sums
+    from wfn_kernels.workflows.models import build
 
     torch.manual_seed(0)
     m = build("small-cnn").eval()

@@ -41,7 +41,7 @@ def test_layer_shapes_match_the_torch_forward_pass():
 
 
 def test_packed_wfn_model_is_extracted_through_dense_weight():
-    from wfn_kernels.codebook import Codebook
+    from wfn_kernels.format.codebook import Codebook
     from wfn_kernels.nn import convert
 
     model = small_model()

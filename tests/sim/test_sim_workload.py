@@ -7,7 +7,7 @@ from wfn_sim.workload import Layer, WeightStats, Workload, load_topology_csv, na
 
 
 def test_naf_term_counts_match_codebook_power_of_two_terms():
-    from wfn_kernels.codebook import power_of_two_terms
+    from wfn_kernels.format.codebook import power_of_two_terms
 
     rng = np.random.default_rng(0)
     values = np.concatenate([rng.integers(-300, 300, 200), rng.normal(size=50), [0.0, 0.75, -0.375, 2.0 ** -9, 7.0]])

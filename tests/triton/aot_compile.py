@@ -14,8 +14,8 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from wfn_kernels.triton import choose_config
-from wfn_kernels.triton.kernels import codebook_gemm_kernel, codebook_gemv_kernel
+from wfn_kernels.ops.triton import choose_config
+from wfn_kernels.ops.triton.kernels import codebook_gemm_kernel, codebook_gemv_kernel
 
 ARGS = ["x_ptr", "packed_ptr", "cb_ptr", "bias_ptr", "y_ptr", "M", "N", "K", "RB", "num_entries",
         "KB_PER_SPLIT", "stride_xm", "stride_xk", "stride_pn", "stride_ym", "stride_yn"]

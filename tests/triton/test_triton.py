@@ -9,8 +9,8 @@ import torch
 from triton_cases import exact_case, pow2_codebook, triton_device
 
 import wfn_kernels as wk
-from wfn_kernels import reference
-from wfn_kernels.packing import pack_codes
+from wfn_kernels.ops import reference
+from wfn_kernels.format.packing import pack_codes
 
 @pytest.fixture(scope="module")
 def dev():
@@ -19,7 +19,7 @@ def dev():
 
 @pytest.fixture(scope="module")
 def wt(dev):
-    import wfn_kernels.triton as wt
+    import wfn_kernels.ops.triton as wt
 
     return wt
 
@@ -226,7 +226,7 @@ def test_choose_config_paths(wt):
 
 
 def test_split_k_only_when_tiles_cannot_fill_the_gpu(wt, monkeypatch):
-    from wfn_kernels.triton import launcher
+    from wfn_kernels.ops.triton import launcher
 
     monkeypatch.setattr(launcher, "_sm_count", lambda index: 132)
     gpu = torch.device("cuda", 0)

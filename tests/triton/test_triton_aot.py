@@ -44,13 +44,13 @@ def test_gemm_uses_tensor_cores_only_for_half_inputs(compiled):
 
 
 def test_import_without_gpu_or_interpreter_then_clear_error():
-    """Importing wfn_kernels.triton needs only triton (no GPU); without CUDA or the interpreter a launch
+    """Importing wfn_kernels.ops.triton needs only triton (no GPU); without CUDA or the interpreter a launch
     says why, and the front end reports the backend unavailable, naming the reason."""
     code = (
         "import torch, wfn_kernels as wk\n"
-        "import wfn_kernels.triton as wt\n"
+        "import wfn_kernels.ops.triton as wt\n"
         "assert hasattr(torch.ops.wfn, 'codebook_linear_triton')\n"
-        "from wfn_kernels.packing import pack_codes\n"
+        "from wfn_kernels.format.packing import pack_codes\n"
         "x = torch.ones(1, 4); p = pack_codes(torch.zeros(2, 4, dtype=torch.long), 4); cb = torch.ones(1)\n"
         "try:\n"
         "    torch.ops.wfn.codebook_linear_triton(x, p, cb, 4, 4)\n"

@@ -1,7 +1,7 @@
 """Shared helpers for the Triton tests: device choice and exactly-summable cases.
 
 Importing this module (first thing in each Triton test module, so at collection, before any test imports
-``wfn_kernels.triton``) selects Triton's CPU interpreter when there is no GPU: TRITON_INTERPRET is read when
+``wfn_kernels.ops.triton``) selects Triton's CPU interpreter when there is no GPU: TRITON_INTERPRET is read when
 a kernel is decorated. It stays set for the session, which only makes the Triton backend report itself as
 available on CPU. (Not a conftest.py: a second top-level ``conftest`` module would shadow tests/conftest.py,
 which other test modules import by that name.)
@@ -15,7 +15,7 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from wfn_kernels.packing import pack_codes
+from wfn_kernels.format.packing import pack_codes
 
 
 def triton_device() -> str:
@@ -27,10 +27,10 @@ def triton_device() -> str:
         pytest.skip("no CUDA device and TRITON_INTERPRET is set to something other than 1")
     from triton.runtime.interpreter import InterpretedFunction
 
-    from wfn_kernels.triton import kernels
+    from wfn_kernels.ops.triton import kernels
 
     if not isinstance(kernels.codebook_gemv_kernel, InterpretedFunction):
-        pytest.fail("wfn_kernels.triton was imported before TRITON_INTERPRET=1 was set (by tests/triton/"
+        pytest.fail("wfn_kernels.ops.triton was imported before TRITON_INTERPRET=1 was set (by tests/triton/"
                     "triton_cases.py at collection); something imported it earlier in this session")
     return "cpu"
 

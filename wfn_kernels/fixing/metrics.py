@@ -19,7 +19,7 @@ import math
 import torch
 from torch import nn
 
-from ..codebook import power_of_two_terms
+from ..format.codebook import power_of_two_terms
 from .params import flatten, tracked_parameters
 
 TOP_VALUES = 15

@@ -21,9 +21,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm import tqdm
 
-from ..train import evaluate
+from .._optional import progress as _progress
 from . import checkpoint
 from .clustering import cluster
 from .config import WFNConfig
@@ -81,7 +80,7 @@ def fix_weights(model: nn.Module, train_loader, val_loader=None, config: WFNConf
             raise ValueError("fix_weights: resume=True needs the run_dir of the interrupted run")
         start, history = _resume(model, params, state, cfg, run_dir)
     net = _maybe_ddp(model)
-    bar = tqdm(range(start, cfg.num_iterations), desc="WFN", unit="iter", disable=not (progress and _rank() == 0),
+    bar = _progress(range(start, cfg.num_iterations), desc="WFN", unit="iter", disable=not (progress and _rank() == 0),
                initial=start, total=cfg.num_iterations)
     for t in bar:
         entry = _iteration(t, model, net, params, state, cfg, train_loader, val_loader)
@@ -259,3 +258,18 @@ def _world() -> int:
 
 def run_dir_has_checkpoint(run_dir) -> bool:
     return run_dir is not None and (Path(run_dir) / checkpoint.INDEX).is_file()
+
+
+def evaluate(model: nn.Module, loader) -> float:
+    """Top-1 accuracy in percent of ``model`` over ``loader`` (batches of (images, labels))."""
+    model.eval()
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    correct = total = 0
+    with torch.no_grad():
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            correct += int((model(x).argmax(1) == y).sum())
+            total += int(y.numel())
+    if total == 0:
+        raise ValueError("evaluate: the loader yielded no samples")
+    return 100.0 * correct / total

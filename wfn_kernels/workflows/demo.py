@@ -31,35 +31,14 @@ import torch
 from torch import nn
 
 from . import data, models
-from .codebook import Codebook, power_of_two_terms
-from .nn import convert, weight_bytes
-from .serialization import load_packed, save_packed
-from .timing import interleaved_medians
+from ..format.codebook import Codebook, power_of_two_terms
+from ..nn import convert, load_packed, save_packed, weight_bytes
+from ..timing import interleaved_medians
 from .train import evaluate, train_classifier
 
 STAGES = ("baseline", "fix", "convert", "bench", "sim", "report")
 SIM_DESIGNS = ("dense_ws", "codebook", "shift_add", "sparse_pe", "factorised")
 BENCH_BATCHES = (1, 32)
-
-
-def round_to_power_of_two_sums(model: nn.Module, max_terms: int = 2, zero_threshold: float = 2 ** -7) -> None:
-    """Round every Linear/Conv2d weight (in place) to the nearest value with <= ``max_terms`` signed power
-    -of-two terms (greedy: take the nearest power of two in log2, then of the residual), zeroing
-    magnitudes below ``zero_threshold``. No retraining: a quick way to make test models that lie on a
-    power-of-two codebook (the demo itself runs the real WFN algorithm)."""
-    with torch.no_grad():
-        for mod in model.modules():
-            if type(mod) in (nn.Linear, nn.Conv2d):
-                w = mod.weight
-                out = torch.zeros_like(w)
-                resid = torch.where(w.abs() < zero_threshold, torch.zeros_like(w), w)
-                for _ in range(max_terms):
-                    mag = resid.abs()
-                    term = resid.sign() * torch.exp2(torch.round(torch.log2(mag.clamp_min(zero_threshold / 2))))
-                    keep = mag >= zero_threshold / 2
-                    out += torch.where(keep, term, torch.zeros_like(term))
-                    resid = w - out
-                w.copy_(out)
 
 
 def check_args(out_dir, dataset: str, epochs: int, delta: float, data_dir=None) -> Path:
@@ -90,10 +69,10 @@ def run_demo(out_dir: str = "demo_out", dataset: str = "digits", epochs: int = 3
     ``out_dir`` and returns the report dict."""
     from tqdm import tqdm
 
-    from .fixing.config import WFNConfig
-    from .fixing.metrics import network_metrics
-    from .fixing.plots import plot_run
-    from .fixing.trainer import fix_weights
+    from ..fixing.config import WFNConfig
+    from ..fixing.metrics import network_metrics
+    from ..fixing.trainer import fix_weights
+    from .plots import plot_run
 
     out = check_args(out_dir, dataset, epochs, delta, data_dir)
     if fix_epochs < 1:
@@ -205,7 +184,7 @@ def _agreement(a: nn.Module, b: nn.Module, loader) -> dict:
 def _bench(float_model: nn.Module, packed_model: nn.Module, x_shape, repeats: int) -> list[dict]:
     """Median latency of the fixed float model, the packed model, and the packed model with its conv codes
     in oneDNN's layout (optimize_for_inference; a copy, so the saved model is untouched), interleaved."""
-    from .onednn import optimize_for_inference
+    from ..nn import optimize_for_inference
 
     rows = []
     gen = torch.Generator().manual_seed(0)

@@ -1,23 +1,14 @@
-"""Plain supervised training and evaluation of a classifier (the float baseline WFN starts from)."""
+"""Plain supervised training of a classifier (the float baseline WFN starts from); ``evaluate`` re-exported."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
+from .._optional import progress as _progress
+from ..fixing.trainer import evaluate
 
-def evaluate(model: nn.Module, loader) -> float:
-    """Top-1 accuracy in percent of ``model`` over ``loader`` (batches of (images, labels))."""
-    model.eval()
-    correct = total = 0
-    with torch.no_grad():
-        for x, y in loader:
-            correct += int((model(x).argmax(1) == y).sum())
-            total += int(y.numel())
-    if total == 0:
-        raise ValueError("evaluate: the loader yielded no samples")
-    return 100.0 * correct / total
+__all__ = ["evaluate", "train_classifier"]
 
 
 def train_classifier(model: nn.Module, loader, epochs: int, lr: float = 1e-2, seed: int = 0,
@@ -29,7 +20,8 @@ def train_classifier(model: nn.Module, loader, epochs: int, lr: float = 1e-2, se
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * max(len(loader), 1))
     losses = []
-    for _ in tqdm(range(epochs), desc="train baseline", disable=not progress, unit="epoch"):
+    epochs_range = _progress(range(epochs), desc="train baseline", disable=not progress, unit="epoch")
+    for _ in epochs_range:
         model.train()
         total, count = 0.0, 0
         for x, y in loader:

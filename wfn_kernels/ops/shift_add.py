@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 import torch
 
-from . import ops  # noqa: F401  (loads wfn_kernels._C, which registers the CPU kernel, when built)
-from .codebook import Codebook
-from .packing import PackedWeight, pack_codes, unpack_codes
+from ..format.codebook import Codebook
+from ..format.packing import PackedWeight, pack_codes, unpack_codes
+from . import backends  # loads wfn_kernels._C, which registers the CPU kernel, when built
 
 MAX_SHIFT = 6  # codes carry 3 magnitude bits: shifts 0..6, plus the zero code
 MAX_IN_FEATURES = (1 << 31) // (128 << MAX_SHIFT) - 1  # |x| <= 128, |w| <= 2**6: int32 never overflows
@@ -156,13 +156,13 @@ def shift_add_linear(x: torch.Tensor, weight: ShiftAddWeight, *, backend="auto")
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1]) if x.dim() != 2 else x
     check_shift_add_args(x2, weight.packed, weight.in_features)
-    b = ops.resolve_backend(backend, x.device)
-    if b is ops.Backend.REFERENCE:
+    b = backends.resolve_backend(backend, x.device)
+    if b is backends.Backend.REFERENCE:
         y = shift_add_linear_reference(x2, weight.packed, weight.in_features)
-    elif b is ops.Backend.EXTENSION:
+    elif b is backends.Backend.EXTENSION:
         y = torch.ops.wfn.shift_add_linear(x2.contiguous(), weight.packed.contiguous(), weight.in_features)
     else:
-        raise ops.BackendUnavailableError("backend 'triton' has no shift_add_linear kernel; use 'extension' "
+        raise backends.BackendUnavailableError("backend 'triton' has no shift_add_linear kernel; use 'extension' "
                                           "or 'reference'")
     return y.reshape(*lead, y.shape[-1])
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .packing import SUPPORTED_BITS, row_bytes, unpack_codes
+from ..format.packing import SUPPORTED_BITS, row_bytes, unpack_codes
 
 ACTIVATION_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 

@@ -51,9 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_demo(sub)
     try:
-        from .fixing.cli import add_subcommands
+        from .fix_cli import add_subcommands
     except ModuleNotFoundError as exc:  # only a missing fixing/cli.py is tolerated, not its import errors
-        if exc.name not in ("wfn_kernels.fixing", "wfn_kernels.fixing.cli"):
+        if exc.name != "wfn_kernels.workflows.fix_cli":
             raise
     else:
         add_subcommands(sub)

@@ -26,7 +26,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
+
+from .. import ops
+from ..format.packing import pack_codes
+from . import torch_internals as ti
 
 _WORKSPACES = threading.local()
 MAX_ROW_ELEMS = 16384  # decode rows of at most this many codes, so small layers still split across threads
@@ -49,15 +52,11 @@ class Layout:
 
 def unavailable_reason() -> str:
     """'' when the oneDNN path can run here, else why not."""
-    if not torch.backends.mkldnn.is_available():
-        return "this torch build has no oneDNN (mkldnn)"
-    for name in ("data_ptr", "_nbytes", "_convolution_pointwise"):
-        if not hasattr(torch.ops.mkldnn, name):
-            return f"torch.ops.mkldnn.{name} is missing in torch {torch.__version__}"
-    from . import ops
-
-    if ops._C is None:
-        return f"the C++ extension is not loaded: {ops._C_REASON}"
+    reason = ti.onednn_unavailable_reason()
+    if reason:
+        return reason
+    if not ops.extension_loaded():
+        return f"the C++ extension is not loaded: {ops.extension_reason()}"
     if not hasattr(torch.ops.wfn_cpu, "decode_into_mkldnn"):
         return "the C++ extension predates decode_into_mkldnn; rebuild it"
     return ""
@@ -69,8 +68,7 @@ def _signature(weight_shape, stride, padding, dilation, groups, input_shape) -> 
 
 def _reorder(weight: torch.Tensor, sig: tuple) -> torch.Tensor:
     _, stride, padding, dilation, groups, input_shape = sig
-    return torch._C._nn.mkldnn_reorder_conv2d_weight(weight.to_mkldnn(), list(padding), list(stride),
-                                                     list(dilation), groups, list(input_shape))
+    return ti.mkldnn_reorder_conv_weight(weight, padding, stride, dilation, groups, input_shape)
 
 
 def probe_layout(weight_shape, stride, padding, dilation, groups, input_shape) -> tuple[Layout | None, str]:
@@ -86,11 +84,11 @@ def probe_layout(weight_shape, stride, padding, dilation, groups, input_shape) -
         return None, f"{n} weights: too many for an exact fp32 probe (at most 2**24)"
     sig = _signature(weight_shape, stride, padding, dilation, groups, input_shape)
     probe = _reorder((torch.arange(n, dtype=torch.float32) + 1).reshape(weight_shape), sig)
-    nbytes = int(torch.ops.mkldnn._nbytes(probe))
+    address, nbytes = ti.mkldnn_buffer(probe)
     if nbytes % (4 * k) or nbytes < 4 * n:
         return None, f"oneDNN's buffer ({nbytes} bytes) is not whole padded rows of {k} weights"
     total = nbytes // 4
-    buf = (ctypes.c_float * total).from_address(torch.ops.mkldnn.data_ptr(probe))
+    buf = (ctypes.c_float * total).from_address(address)
     perm = torch.from_numpy(np.frombuffer(buf, dtype=np.float32).astype(np.int64) - 1)  # -1: padding
     block = 1
     while block < min(o, total // k) and int(perm[block]) == block * k:
@@ -136,7 +134,7 @@ def workspace(sig: tuple, layout: Layout) -> torch.Tensor:
 
 def workspace_bytes() -> int:
     """Bytes held by this thread's decode workspaces (one fp32 weight per distinct conv signature)."""
-    return sum(int(torch.ops.mkldnn._nbytes(t)) for t in _workspaces().values())
+    return sum(ti.mkldnn_buffer(t)[1] for t in _workspaces().values())
 
 
 def clear_workspaces() -> None:
@@ -165,65 +163,57 @@ def from_blocked(flat: torch.Tensor, layout: Layout, o: int, k: int) -> torch.Te
     return out.reshape(layout.rows, k)[:o]
 
 
-def optimize_for_inference(model: nn.Module, example_input: torch.Tensor, measure: bool = True,
-                           repeats: int = 15) -> list[tuple[str, str]]:
-    """Store every ``WFNConv2d``'s codes in oneDNN's blocked order for the shapes ``example_input`` gives.
+def enable(mod, input_shape) -> str:
+    """WFNConv2d.use_onednn_layout: re-lay ``mod``'s codes out; '' when done, else why not."""
+    input_shape = tuple(int(v) for v in input_shape)
+    if mod._onednn is not None:
+        return "" if signature_for(mod, input_shape) is not None else "oneDNN picks another layout"
+    if mod.packed.device.type != "cpu":
+        return f"on {mod.packed.device}, not the CPU"
+    layout, why = probe_layout(mod.weight_shape, mod.stride, mod.padding, mod.dilation, mod.groups, input_shape)
+    if layout is None:
+        return why
+    pad_code = None
+    if layout.rows > mod.out_channels:  # padded channels must decode to exactly 0
+        zero = (mod.codebook == 0).nonzero()
+        pad_code = int(zero[0]) if zero.numel() else mod.codebook.numel()
+        if pad_code >= 1 << mod.bits:
+            return (f"oneDNN pads {mod.out_channels} output channels to {layout.rows}, and the full "
+                    f"{mod.bits}-bit codebook has no code for 0")
+    row = layout.row_elems(mod._k())
+    blocked = to_blocked(mod.codes(), layout, pad_code)
+    mod.packed = pack_codes(blocked.reshape(-1, row), mod.bits)
+    sig = _signature(mod.weight_shape, mod.stride, mod.padding, mod.dilation, mod.groups, input_shape)
+    mod._onednn = {"layout": layout, "row": row, "shapes": {input_shape: sig}, "rejected": set()}
+    return ""
 
-    Runs one forward pass (no grad) to see each conv's input shape. Afterwards a forward pass with fp32
-    CPU inputs of those shapes (or any shape for which oneDNN picks the same order) and no autograd runs
-    decode-into-oneDNN + conv without a weight reorder; any other call takes the plain path and is still
-    correct. ``state_dict()``, ``codes()``, ``save_packed`` see canonical codes.
 
-    ``measure=True`` (default) times each layer both ways on a random input of its shape (medians of
-    ``repeats`` interleaved calls) and keeps the oneDNN layout only where it is faster: on tiny convs the
-    extra call overhead outweighs the saved reorder. Returns ``[(layer name, 'optimized ...' or the
-    reason it was left alone)]``.
-    """
-    import copy
+def signature_for(mod, shape: tuple):
+    """The workspace signature for inputs of ``shape`` if oneDNN uses this layer's layout for them."""
+    plan = mod._onednn
+    if shape in plan["shapes"]:
+        return plan["shapes"][shape]
+    if shape in plan["rejected"] or len(plan["shapes"]) + len(plan["rejected"]) >= 64:
+        return None
+    layout, _ = probe_layout(mod.weight_shape, mod.stride, mod.padding, mod.dilation,
+                             mod.groups, shape)
+    if layout != plan["layout"]:
+        plan["rejected"].add(shape)
+        return None
+    plan["shapes"][shape] = sig = _signature(mod.weight_shape, mod.stride, mod.padding,
+                                             mod.dilation, mod.groups, shape)
+    return sig
 
-    from .timing import interleaved_medians
-    from .nn import WFNConv2d
 
-    shapes, hooks = {}, []
+def forward(mod, x: torch.Tensor):
+    """The decode-into-oneDNN conv, or None when this call cannot take it."""
+    if (x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 4 or mod.backend == "reference"
+            or (x.requires_grad and torch.is_grad_enabled()) or torch.compiler.is_compiling()):
+        return None
+    sig = signature_for(mod, tuple(x.shape))
+    if sig is None:
+        return None
+    ws = workspace(sig, mod._onednn["layout"])
+    torch.ops.wfn_cpu.decode_into_mkldnn(mod.packed, mod.codebook, mod.bits, mod._onednn["row"], ws)
+    return ti.mkldnn_conv(x.contiguous(), ws, mod.bias, mod.padding, mod.stride, mod.dilation, mod.groups)
 
-    def record(name):
-        def hook(_module, inputs, _output):
-            shapes.setdefault(name, tuple(inputs[0].shape))  # returns None: the output is left alone
-        return hook
-
-    for name, mod in model.named_modules():
-        if isinstance(mod, WFNConv2d):
-            hooks.append(mod.register_forward_hook(record(name)))
-    if not hooks:
-        return []
-    try:
-        with torch.no_grad():
-            model(example_input)
-    finally:
-        for h in hooks:
-            h.remove()
-    result = []
-    for name, mod in model.named_modules():
-        if isinstance(mod, WFNConv2d):
-            if name not in shapes:
-                result.append((name, "not called by the example forward pass"))
-                continue
-            if not measure:
-                why = mod.use_onednn_layout(shapes[name])
-                result.append((name, why or "optimized"))
-                continue
-            trial = copy.deepcopy(mod)
-            why = trial.use_onednn_layout(shapes[name])
-            if why:
-                result.append((name, why))
-                continue
-            x = torch.randn(shapes[name])
-            with torch.no_grad():
-                t_plain, t_opt = interleaved_medians([lambda: mod(x), lambda: trial(x)], repeats)
-            if t_opt < t_plain:
-                mod.use_onednn_layout(shapes[name])
-                result.append((name, f"optimized ({1e3 * t_plain:.3f} -> {1e3 * t_opt:.3f} ms)"))
-            else:
-                result.append((name, f"kept the plain layout: the oneDNN layout measured slower here "
-                                     f"({1e3 * t_opt:.3f} vs {1e3 * t_plain:.3f} ms)"))
-    return result

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .params import FIXED_TYPES
+from ..params import FIXED_TYPES
 
 ALPHA_GRID = torch.linspace(0.2, 1.0, 81)  # α candidates as fractions of max |w|
 

@@ -20,11 +20,11 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from .. import data, models, train
-from .config import WFNConfig
-from .metrics import network_metrics
+from ..fixing.config import WFNConfig
+from ..fixing.metrics import network_metrics
+from ..fixing.trainer import fix_weights
+from . import data, models, train
 from .plots import plot_run
-from .trainer import fix_weights
 
 CSV_FIELDS = ("iteration", "fraction", "tolerance", "epochs", "train_loss", "reg_loss", "n_fixed", "fixed_fraction",
               "n_centres", "moved", "max_order", "unique", "unique_nonzero", "entropy_bits",

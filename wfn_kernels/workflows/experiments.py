@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
-from .. import data, models, train
-from .apot import apot_quantize
-from .config import WFNConfig
-from .metrics import network_metrics
+from ..fixing.baselines.apot import apot_quantize
+from ..fixing.config import WFNConfig
+from ..fixing.metrics import network_metrics
+from . import data, models, train
 from .pipeline import RunSpec, run
 
 COUNTS = ("unique_nonzero", "entropy_bits", "entropy_nonzero_bits")

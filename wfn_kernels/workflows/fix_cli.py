@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .config import PAPER_FIX_FRACTIONS, WFNConfig
+from ..fixing.config import PAPER_FIX_FRACTIONS, WFNConfig
 
 
 def add_subcommands(sub) -> None:
@@ -132,7 +132,7 @@ def _cmd_sweep(args) -> int:
 
 
 def _cmd_stats(args) -> int:
-    from .metrics import network_metrics, summary_line, tensor_metrics
+    from ..fixing.metrics import network_metrics, summary_line, tensor_metrics
     from .pipeline import load_saved_model
 
     packed = _packed_weights(args.model)
@@ -165,8 +165,8 @@ def _packed_weights(path):
 
     from safetensors import safe_open
 
-    from ..packing import unpack_codes
-    from ..serialization import read_packed
+    from ..format.packing import unpack_codes
+    from ..format.container import read_packed
 
     if not Path(path).is_file():
         return None  # load_saved_model reports the missing file

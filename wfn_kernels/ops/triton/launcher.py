@@ -17,7 +17,7 @@ import torch
 import triton
 
 from .. import reference as ref
-from ..packing import row_bytes
+from ...format.packing import row_bytes
 from .kernels import codebook_gemm_kernel, codebook_gemv_kernel
 
 GEMV_MAX_M = 4

@@ -11,16 +11,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from . import ops
-from .codebook import DEFAULT_MAX_TERMS, Codebook
-from .packing import PackedWeight, pack_codes, pack_weight, unpack_codes
-from .reference import ACTIVATION_DTYPES, check_codebook, check_codes_in_range
-from .shift_add import ShiftAddWeight, encode_shift_add, quantize_activations_int8, shift_add_linear
-
-
-_CPU_KEYS = torch._C.DispatchKeySet(torch._C.DispatchKey.CPU)
-_LINEAR_OP = torch.ops.wfn.codebook_linear.default
-_CONV_OP = torch.ops.wfn.codebook_conv2d.default
+from .. import ops
+from ..format.codebook import Codebook
+from ..format.packing import PackedWeight, pack_codes, pack_weight, unpack_codes
+from ..ops.reference import ACTIVATION_DTYPES, check_codebook, check_codes_in_range
+from ..ops.shift_add import ShiftAddWeight, encode_shift_add, quantize_activations_int8, shift_add_linear
+from . import torch_internals as ti
 
 
 def _direct_call_ok(module, packed: torch.Tensor, x) -> bool:
@@ -28,10 +24,9 @@ def _direct_call_ok(module, packed: torch.Tensor, x) -> bool:
     own tensors were validated when it was built) and the Python autograd wrapper of the op: about 7 us
     per call, which is most of a small layer's time. Only for plain CPU tensors that need no autograd,
     with no tracing, dispatch mode or functorch transform active; anything else takes the full path."""
-    return (module.__dict__["backend"] in ("auto", "extension") and ops._C is not None and type(x) is torch.Tensor
-            and x.is_cpu and packed.is_cpu and x.dtype in ACTIVATION_DTYPES
-            and not (x.requires_grad and torch.is_grad_enabled()) and not torch.compiler.is_compiling()
-            and torch._C._len_torch_dispatch_stack() == 0 and not torch._C._functorch.is_functorch_wrapped_tensor(x))
+    return (ti.DIRECT_CALL_OK and module.__dict__["backend"] in ("auto", "extension") and ops.extension_loaded()
+            and type(x) is torch.Tensor and x.is_cpu and packed.is_cpu and x.dtype in ACTIVATION_DTYPES
+            and not (x.requires_grad and torch.is_grad_enabled()) and ti.plain_eager_call(x))
 
 
 class _WFNBase(nn.Module):
@@ -137,8 +132,9 @@ class WFNLinear(_WFNBase):
         bufs = self._buffers
         k = self.in_features
         if x.dim() >= 1 and x.shape[-1] == k and _direct_call_ok(self, bufs["packed"], x):
-            y = _LINEAR_OP.redispatch(_CPU_KEYS, (x.reshape(-1, k) if x.dim() != 2 else x).contiguous(),
-                                      bufs["packed"], bufs["codebook"], self.bits, k, bufs["bias"])
+            x2 = (x.reshape(-1, k) if x.dim() != 2 else x).contiguous()
+            y = ti.redispatch_cpu(torch.ops.wfn.codebook_linear.default, x2, bufs["packed"], bufs["codebook"],
+                                  self.bits, k, bufs["bias"])
             return y if x.dim() == 2 else y.reshape(*x.shape[:-1], self.out_features)
         return ops.codebook_linear(x, self.packed, self.codebook, self.bits, self.bias,
                                    in_features=self.in_features, backend=self.backend, validate=False)
@@ -167,7 +163,7 @@ class WFNConv2d(_WFNBase):
         self.groups = int(groups)
         self.weight_shape = tuple(packed.shape)
         self._init_weight(packed, bias, backend)
-        # None, or the oneDNN inference layout (wfn_kernels/onednn.py): {"layout", "row", "shapes", "rejected"}
+        # None, or the oneDNN inference layout (wfn_kernels/nn/onednn_layout.py): {"layout", "row", "shapes", "rejected"}
         self._onednn = None
         self._register_state_dict_hook(_canonical_packed_hook)
 
@@ -191,7 +187,7 @@ class WFNConv2d(_WFNBase):
         """Unpacked int64 codes (out, K) in canonical row order (whatever the in-memory layout)."""
         if self._onednn is None:
             return unpack_codes(self.packed, self.bits, self._k())
-        from . import onednn
+        from . import onednn_layout as onednn
 
         flat = unpack_codes(self.packed, self.bits, self._onednn["row"]).reshape(-1)
         return onednn.from_blocked(flat, self._onednn["layout"], self.out_channels, self._k())
@@ -202,32 +198,10 @@ class WFNConv2d(_WFNBase):
 
     def use_onednn_layout(self, input_shape) -> str:
         """Re-lay the codes out in oneDNN's blocked weight order for inputs of ``input_shape`` (see
-        wfn_kernels/onednn.py); returns '' when done, else the reason nothing changed."""
-        from . import onednn
+        wfn_kernels/nn/onednn_layout.py); returns '' when done, else the reason nothing changed."""
+        from . import onednn_layout
 
-        input_shape = tuple(int(v) for v in input_shape)
-        if self._onednn is not None:
-            return "" if self._onednn_signature(input_shape) is not None else "oneDNN picks another layout"
-        if self.packed.device.type != "cpu":
-            return f"on {self.packed.device}, not the CPU"
-        layout, why = onednn.probe_layout(self.weight_shape, self.stride, self.padding, self.dilation,
-                                          self.groups, input_shape)
-        if layout is None:
-            return why
-        pad_code = None
-        if layout.rows > self.out_channels:  # padded channels must decode to exactly 0
-            zero = (self.codebook == 0).nonzero()
-            pad_code = int(zero[0]) if zero.numel() else self.codebook.numel()
-            if pad_code >= 1 << self.bits:
-                return (f"oneDNN pads {self.out_channels} output channels to {layout.rows}, and the full "
-                        f"{self.bits}-bit codebook has no code for 0")
-        row = layout.row_elems(self._k())
-        blocked = onednn.to_blocked(self.codes(), layout, pad_code)
-        self.packed = pack_codes(blocked.reshape(-1, row), self.bits)
-        sig = onednn._signature(self.weight_shape, self.stride, self.padding, self.dilation, self.groups,
-                                input_shape)
-        self._onednn = {"layout": layout, "row": row, "shapes": {input_shape: sig}, "rejected": set()}
-        return ""
+        return onednn_layout.enable(self, input_shape)
 
     def use_plain_layout(self) -> None:
         """Undo :meth:`use_onednn_layout` (codes back in canonical row order)."""
@@ -236,51 +210,19 @@ class WFNConv2d(_WFNBase):
             self._onednn = None
             self.packed = packed
 
-    def _onednn_signature(self, shape: tuple):
-        """The workspace signature for inputs of ``shape`` if oneDNN uses this layer's layout for them."""
-        plan = self._onednn
-        if shape in plan["shapes"]:
-            return plan["shapes"][shape]
-        if shape in plan["rejected"] or len(plan["shapes"]) + len(plan["rejected"]) >= 64:
-            return None
-        from . import onednn
-
-        layout, _ = onednn.probe_layout(self.weight_shape, self.stride, self.padding, self.dilation,
-                                        self.groups, shape)
-        if layout != plan["layout"]:
-            plan["rejected"].add(shape)
-            return None
-        plan["shapes"][shape] = sig = onednn._signature(self.weight_shape, self.stride, self.padding,
-                                                        self.dilation, self.groups, shape)
-        return sig
-
-    def _onednn_forward(self, x: torch.Tensor):
-        """The decode-into-oneDNN conv, or None when this call cannot take it."""
-        if (x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 4 or self.backend == "reference"
-                or (x.requires_grad and torch.is_grad_enabled()) or torch.compiler.is_compiling()):
-            return None
-        sig = self._onednn_signature(tuple(x.shape))
-        if sig is None:
-            return None
-        from . import onednn
-
-        ws = onednn.workspace(sig, self._onednn["layout"])
-        torch.ops.wfn_cpu.decode_into_mkldnn(self.packed, self.codebook, self.bits, self._onednn["row"], ws)
-        return torch.ops.mkldnn._convolution_pointwise(x.contiguous(), ws, self.bias, list(self.padding),
-                                                       list(self.stride), list(self.dilation), self.groups,
-                                                       "none", [], "")
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._onednn is not None:
-            y = self._onednn_forward(x)
+            from . import onednn_layout
+
+            y = onednn_layout.forward(self, x)
             if y is not None:
                 return y
         bufs = self._buffers
         if (self._onednn is None and x.dim() == 4 and x.shape[1] == self.in_channels
                 and _direct_call_ok(self, bufs["packed"], x)):
-            return _CONV_OP.redispatch(_CPU_KEYS, x.contiguous(), bufs["packed"], bufs["codebook"], self.bits,
-                                       list(self.weight_shape), bufs["bias"], list(self.stride), list(self.padding),
-                                       list(self.dilation), self.groups)
+            return ti.redispatch_cpu(torch.ops.wfn.codebook_conv2d.default, x.contiguous(), bufs["packed"],
+                                     bufs["codebook"], self.bits, list(self.weight_shape), bufs["bias"],
+                                     list(self.stride), list(self.padding), list(self.dilation), self.groups)
         return ops.codebook_conv2d(x, self.canonical_packed(), self.codebook, self.bits, self.weight_shape,
                                    self.bias, self.stride, self.padding, self.dilation, self.groups,
                                    backend=self.backend, validate=False)
@@ -304,125 +246,3 @@ def _canonical_packed_hook(module, state_dict, prefix, local_metadata):
     return state_dict
 
 
-# ---------------------------------------------------------------------------------------------------
-# convert()
-
-@dataclass
-class ConversionReport:
-    """What ``convert`` did: converted layers (name, kind, bits, codebook size), skipped ones with the
-    reason, and the whole-network codebook used."""
-
-    codebook: Codebook | None
-    converted: list[dict] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-
-    def summary(self) -> str:
-        lines = [f"converted {len(self.converted)} layer(s), skipped {len(self.skipped)}; whole-network "
-                 f"codebook: {len(self.codebook) if self.codebook is not None else 0} values"]
-        lines += [f"  + {c['name']}: {c['kind']} {c['bits']}-bit, {c['codebook_size']} values"
-                  + (f", shift-add {c['shift_add']}" if "shift_add" in c else "") for c in self.converted]
-        lines += [f"  - {name}: {why}" for name, why in self.skipped]
-        return "\n".join(lines)
-
-
-def _candidates(model: nn.Module, filter_fn) -> tuple[list[tuple[str, nn.Module]], list[tuple[str, str]]]:
-    chosen, skipped = [], []
-    for name, mod in model.named_modules():
-        if type(mod) not in (nn.Linear, nn.Conv2d):
-            continue
-        if filter_fn is not None and not filter_fn(mod, name):
-            skipped.append((name, "excluded by filter_fn"))
-        elif isinstance(mod, nn.Conv2d) and (mod.padding_mode != "zeros" or isinstance(mod.padding, str)):
-            skipped.append((name, f"unsupported padding ({mod.padding_mode!r}, {mod.padding!r})"))
-        else:
-            chosen.append((name, mod))
-    return chosen, skipped
-
-
-def _collect_codebook(chosen, max_terms: int, skipped: list) -> tuple[Codebook | None, list]:
-    """Whole-network codebook from the unique weight values of every eligible layer."""
-    eligible, values = [], []
-    for name, mod in chosen:
-        uniq = torch.unique(mod.weight.detach().float().cpu())
-        if uniq.numel() > 256:
-            skipped.append((name, f"{uniq.numel()} unique weight values (at most 256 fit 8-bit codes)"))
-            continue
-        try:
-            Codebook(uniq, max_terms=max_terms)
-        except ValueError as exc:
-            skipped.append((name, f"weights are not on a power-of-two codebook: {exc}"))
-            continue
-        eligible.append((name, mod))
-        values.append(uniq)
-    if not eligible:
-        return None, []
-    return Codebook(torch.unique(torch.cat(values)), max_terms=max_terms, max_entries=None), eligible
-
-
-def convert(model: nn.Module, filter_fn=None, codebook: Codebook | None = None, *, strict: bool | None = None,
-            max_terms: int = DEFAULT_MAX_TERMS, backend: str = "auto", shift_add: bool = False) -> ConversionReport:
-    """Swap (in place) every ``nn.Linear`` / ``nn.Conv2d`` whose weights lie on a codebook.
-
-    ``filter_fn(module, name) -> bool`` selects layers. With ``codebook=None`` the whole-network codebook
-    is collected from the model's unique values, and layers that cannot be packed are skipped with the
-    reason. With an explicit ``codebook`` (``strict`` defaults to True) a selected layer whose weights are
-    off the codebook raises ValueError naming the layer, how many weights are off and by how much; with
-    ``strict=False`` it is skipped instead. With ``shift_add=True`` every converted ``WFNLinear`` whose
-    codebook is order-0 runs the int8 shift-add path (see :class:`WFNLinear`); the others keep the float
-    path and the report says why (``converted[i]["shift_add"]``). Returns a :class:`ConversionReport`.
-    """
-    strict = codebook is not None if strict is None else strict
-    chosen, skipped = _candidates(model, filter_fn)
-    if codebook is None:
-        codebook, chosen = _collect_codebook(chosen, max_terms, skipped)
-    report = ConversionReport(codebook, skipped=skipped)
-    for name, mod in chosen:
-        try:
-            new = (WFNLinear.from_linear(mod, codebook, name, backend) if isinstance(mod, nn.Linear)
-                   else WFNConv2d.from_conv(mod, codebook, name, backend))
-        except ValueError as exc:
-            if strict:
-                raise
-            report.skipped.append((name, str(exc)))
-            continue
-        entry = {"name": name, "kind": type(mod).__name__, "bits": new.bits,
-                 "codebook_size": int(new.codebook.numel())}
-        if shift_add and isinstance(new, WFNLinear):
-            try:
-                new.enable_shift_add()
-                entry["shift_add"] = True
-            except ValueError as exc:
-                entry["shift_add"] = f"no: {exc}"
-        _set_submodule(model, name, new.to(mod.weight.device))
-        report.converted.append(entry)
-    return report
-
-
-def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
-    if name == "":
-        raise ValueError("convert: the model itself is a Linear/Conv2d; wrap it in a container module")
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
-
-
-def wfn_modules(model: nn.Module) -> list[tuple[str, _WFNBase]]:
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, _WFNBase)]
-
-
-def weight_bytes(model: nn.Module) -> dict[str, int]:
-    """Weight memory of the model: packed WFN layers vs fp32, plus float parameters left as they are."""
-    packed = dense = 0
-    for _, m in wfn_modules(model):
-        wb = m.weight_bytes()
-        packed += wb["packed_bytes"]
-        dense += wb["fp32_bytes"]
-    other = sum(p.numel() * p.element_size() for p in model.parameters())
-    other += sum(m.bias.numel() * 4 for _, m in wfn_modules(model) if m.bias is not None)
-    return {"packed_bytes": packed, "fp32_bytes": dense, "other_float_bytes": other}
-
-
-def set_backend(model: nn.Module, backend: str) -> None:
-    """Set the kernel backend of every WFN module in ``model``."""
-    for _, m in wfn_modules(model):
-        m.set_backend(backend)

@@ -1,0 +1,132 @@
+"""``convert()``: swap ``nn.Linear`` / ``nn.Conv2d`` for packed WFN modules, with a report; model helpers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..format.codebook import DEFAULT_MAX_TERMS, Codebook
+from .modules import WFNConv2d, WFNLinear, _WFNBase
+
+
+@dataclass
+class ConversionReport:
+    """What ``convert`` did: converted layers (name, kind, bits, codebook size), skipped ones with the
+    reason, and the whole-network codebook used."""
+
+    codebook: Codebook | None
+    converted: list[dict] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [f"converted {len(self.converted)} layer(s), skipped {len(self.skipped)}; whole-network "
+                 f"codebook: {len(self.codebook) if self.codebook is not None else 0} values"]
+        lines += [f"  + {c['name']}: {c['kind']} {c['bits']}-bit, {c['codebook_size']} values"
+                  + (f", shift-add {c['shift_add']}" if "shift_add" in c else "") for c in self.converted]
+        lines += [f"  - {name}: {why}" for name, why in self.skipped]
+        return "\n".join(lines)
+
+
+def _candidates(model: nn.Module, filter_fn) -> tuple[list[tuple[str, nn.Module]], list[tuple[str, str]]]:
+    chosen, skipped = [], []
+    for name, mod in model.named_modules():
+        if type(mod) not in (nn.Linear, nn.Conv2d):
+            continue
+        if filter_fn is not None and not filter_fn(mod, name):
+            skipped.append((name, "excluded by filter_fn"))
+        elif isinstance(mod, nn.Conv2d) and (mod.padding_mode != "zeros" or isinstance(mod.padding, str)):
+            skipped.append((name, f"unsupported padding ({mod.padding_mode!r}, {mod.padding!r})"))
+        else:
+            chosen.append((name, mod))
+    return chosen, skipped
+
+
+def _collect_codebook(chosen, max_terms: int, skipped: list) -> tuple[Codebook | None, list]:
+    """Whole-network codebook from the unique weight values of every eligible layer."""
+    eligible, values = [], []
+    for name, mod in chosen:
+        uniq = torch.unique(mod.weight.detach().float().cpu())
+        if uniq.numel() > 256:
+            skipped.append((name, f"{uniq.numel()} unique weight values (at most 256 fit 8-bit codes)"))
+            continue
+        try:
+            Codebook(uniq, max_terms=max_terms)
+        except ValueError as exc:
+            skipped.append((name, f"weights are not on a power-of-two codebook: {exc}"))
+            continue
+        eligible.append((name, mod))
+        values.append(uniq)
+    if not eligible:
+        return None, []
+    return Codebook(torch.unique(torch.cat(values)), max_terms=max_terms, max_entries=None), eligible
+
+
+def convert(model: nn.Module, filter_fn=None, codebook: Codebook | None = None, *, strict: bool | None = None,
+            max_terms: int = DEFAULT_MAX_TERMS, backend: str = "auto", shift_add: bool = False) -> ConversionReport:
+    """Swap (in place) every ``nn.Linear`` / ``nn.Conv2d`` whose weights lie on a codebook.
+
+    ``filter_fn(module, name) -> bool`` selects layers. With ``codebook=None`` the whole-network codebook
+    is collected from the model's unique values, and layers that cannot be packed are skipped with the
+    reason. With an explicit ``codebook`` (``strict`` defaults to True) a selected layer whose weights are
+    off the codebook raises ValueError naming the layer, how many weights are off and by how much; with
+    ``strict=False`` it is skipped instead. With ``shift_add=True`` every converted ``WFNLinear`` whose
+    codebook is order-0 runs the int8 shift-add path (see :class:`WFNLinear`); the others keep the float
+    path and the report says why (``converted[i]["shift_add"]``). Returns a :class:`ConversionReport`.
+    """
+    strict = codebook is not None if strict is None else strict
+    chosen, skipped = _candidates(model, filter_fn)
+    if codebook is None:
+        codebook, chosen = _collect_codebook(chosen, max_terms, skipped)
+    report = ConversionReport(codebook, skipped=skipped)
+    for name, mod in chosen:
+        try:
+            new = (WFNLinear.from_linear(mod, codebook, name, backend) if isinstance(mod, nn.Linear)
+                   else WFNConv2d.from_conv(mod, codebook, name, backend))
+        except ValueError as exc:
+            if strict:
+                raise
+            report.skipped.append((name, str(exc)))
+            continue
+        entry = {"name": name, "kind": type(mod).__name__, "bits": new.bits,
+                 "codebook_size": int(new.codebook.numel())}
+        if shift_add and isinstance(new, WFNLinear):
+            try:
+                new.enable_shift_add()
+                entry["shift_add"] = True
+            except ValueError as exc:
+                entry["shift_add"] = f"no: {exc}"
+        set_submodule(model, name, new.to(mod.weight.device))
+        report.converted.append(entry)
+    return report
+
+
+def set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+    if name == "":
+        raise ValueError("convert: the model itself is a Linear/Conv2d; wrap it in a container module")
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def wfn_modules(model: nn.Module) -> list[tuple[str, _WFNBase]]:
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, _WFNBase)]
+
+
+def weight_bytes(model: nn.Module) -> dict[str, int]:
+    """Weight memory of the model: packed WFN layers vs fp32, plus float parameters left as they are."""
+    packed = dense = 0
+    for _, m in wfn_modules(model):
+        wb = m.weight_bytes()
+        packed += wb["packed_bytes"]
+        dense += wb["fp32_bytes"]
+    other = sum(p.numel() * p.element_size() for p in model.parameters())
+    other += sum(m.bias.numel() * 4 for _, m in wfn_modules(model) if m.bias is not None)
+    return {"packed_bytes": packed, "fp32_bytes": dense, "other_float_bytes": other}
+
+
+def set_backend(model: nn.Module, backend: str) -> None:
+    """Set the kernel backend of every WFN module in ``model``."""
+    for _, m in wfn_modules(model):
+        m.set_backend(backend)

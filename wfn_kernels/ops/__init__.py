@@ -1,0 +1,21 @@
+"""The codebook ops and their kernels: schemas, backend dispatch, the reference spec, shift-add, Triton.
+
+- ``schemas.py``: ``torch.library`` definitions of ``wfn::codebook_linear`` / ``wfn::codebook_conv2d``
+  (reference default kernel, fake kernels, autograd). The C++ CPU/CUDA kernels (``csrc/``, built as
+  ``wfn_kernels._C``) register onto these schemas.
+- ``backends.py``: which backends loaded (``available_backends``) and which runs a call.
+- ``dispatch.py``: the functional front end ``codebook_linear`` / ``codebook_conv2d``.
+- ``reference.py``: the pure-PyTorch specification and the shared argument checks.
+- ``shift_add.py``: ``wfn::shift_add_linear``, the multiplier-free integer spec.
+- ``triton/``: the Triton kernels (``wfn::codebook_linear_triton``), imported only on demand.
+
+May import: ``wfn_kernels.format``. Never ``wfn_kernels.nn``, fixing or workflows.
+"""
+
+from . import schemas  # noqa: F401  (defines the ops)
+from .backends import (Backend, BackendUnavailableError, _C, _C_REASON, _triton_status, available_backends,
+                       extension_has_cuda, extension_loaded, extension_reason, resolve_backend)
+from .dispatch import _pair, codebook_conv2d, codebook_linear
+
+__all__ = ["Backend", "BackendUnavailableError", "available_backends", "codebook_conv2d", "codebook_linear",
+           "extension_has_cuda", "extension_loaded", "extension_reason", "resolve_backend"]
