@@ -82,24 +82,35 @@ def convert(model: nn.Module, filter_fn=None, codebook: Codebook | None = None, 
     report = ConversionReport(codebook, skipped=skipped)
     for name, mod in chosen:
         try:
-            new = (WFNLinear.from_linear(mod, codebook, name, backend) if isinstance(mod, nn.Linear)
-                   else WFNConv2d.from_conv(mod, codebook, name, backend))
+            new, entry = convert_module(mod, codebook, name, backend=backend, shift_add=shift_add)
         except ValueError as exc:
             if strict:
                 raise
             report.skipped.append((name, str(exc)))
             continue
-        entry = {"name": name, "kind": type(mod).__name__, "bits": new.bits,
-                 "codebook_size": int(new.codebook.numel())}
-        if shift_add and isinstance(new, WFNLinear):
-            try:
-                new.enable_shift_add()
-                entry["shift_add"] = True
-            except ValueError as exc:
-                entry["shift_add"] = f"no: {exc}"
-        set_submodule(model, name, new.to(mod.weight.device))
+        set_submodule(model, name, new)
         report.converted.append(entry)
     return report
+
+
+def convert_module(mod: nn.Module, codebook: Codebook, name: str = "layer", *, backend: str = "auto",
+                   shift_add: bool = False) -> tuple[nn.Module, dict]:
+    """One ``nn.Linear`` / ``nn.Conv2d`` packed onto ``codebook``: (the WFN module on ``mod``'s device, its
+    report entry). Raises ValueError naming ``name`` when the layer cannot be packed."""
+    if isinstance(mod, nn.Linear):
+        new = WFNLinear.from_linear(mod, codebook, name, backend)
+    elif isinstance(mod, nn.Conv2d):
+        new = WFNConv2d.from_conv(mod, codebook, name, backend)
+    else:
+        raise ValueError(f"{name}: {type(mod).__name__} is not an nn.Linear or nn.Conv2d")
+    entry = {"name": name, "kind": type(mod).__name__, "bits": new.bits, "codebook_size": int(new.codebook.numel())}
+    if shift_add and isinstance(new, WFNLinear):
+        try:
+            new.enable_shift_add()
+            entry["shift_add"] = True
+        except ValueError as exc:
+            entry["shift_add"] = f"no: {exc}"
+    return new.to(mod.weight.device), entry
 
 
 def set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
