@@ -2,7 +2,7 @@
 
 Stages (a progress bar walks through them):
 
-1. **baseline**: train a float :class:`~wfn_kernels.models.SmallCNN` on the dataset (digits by default,
+1. **baseline**: train a float :class:`~wfn_kernels.workflows.models.SmallCNN` on the dataset (digits by default,
    bundled with scikit-learn; ``fashion-mnist`` reads Debian's idx files).
 2. **fix**: Weight Fixing Networks (:func:`wfn_kernels.fixing.fix_weights`) puts every conv/linear weight
    on a few additive power-of-two values.
@@ -30,10 +30,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import data, models
+from .._optional import progress as _progress
 from ..format.codebook import Codebook, power_of_two_terms
 from ..nn import convert, load_packed, save_packed, weight_bytes
 from ..timing import interleaved_medians
+from . import data, models
 from .train import evaluate, train_classifier
 
 STAGES = ("baseline", "fix", "convert", "bench", "sim", "report")
@@ -62,110 +63,113 @@ def check_args(out_dir, dataset: str, epochs: int, delta: float, data_dir=None) 
     return out
 
 
+class _Stages:
+    """The progress bar over STAGES and each stage's wall time."""
+
+    def __init__(self, progress: bool):
+        self.bar = _progress(STAGES, desc="wfn demo", unit="stage", disable=not progress)
+        self._names = iter(self.bar)
+        self.seconds: dict[str, float] = {}
+
+    def run(self, fn, *args):
+        name = next(self._names)
+        self.bar.set_description(f"wfn demo: {name}")
+        t0 = time.perf_counter()
+        result = fn(*args)
+        self.seconds[name] = time.perf_counter() - t0
+        return result
+
+
 def run_demo(out_dir: str = "demo_out", dataset: str = "digits", epochs: int = 30, seed: int = 0,
              data_dir=None, progress: bool = True, delta: float = 0.15, fix_epochs: int = 1,
              bench_repeats: int = 20) -> dict:
     """Run every stage; writes ``report.md``, ``report.json``, ``model.wfn.safetensors`` and PNGs to
     ``out_dir`` and returns the report dict."""
-    from tqdm import tqdm
+    out = check_args(out_dir, dataset, epochs, delta, data_dir)
+    if fix_epochs < 1:
+        raise ValueError(f"fix_epochs must be >= 1, got {fix_epochs}")
+    t_start = time.perf_counter()
+    st = _Stages(progress)
+    r = {"dataset": dataset, "epochs": epochs, "seed": seed}
+    model, loaders = st.run(_baseline, r, dataset, data_dir, epochs, seed, progress)
+    model, history = st.run(_fix, r, model, loaders, out, delta, fix_epochs, seed, progress)
+    fixed_float, model = st.run(_convert, r, model, history, loaders[1], out)
+    x_shape = tuple(next(iter(loaders[1]))[0].shape[1:])
+    st.run(_bench_stage, r, fixed_float, model, x_shape, bench_repeats, out)
+    st.run(_sim_stage, r, model, x_shape, out)
+    st.run(lambda: None)  # the report stage: assembling what the stages wrote into r
+    r["stage_seconds"] = st.seconds
+    r["seconds"] = time.perf_counter() - t_start
+    st.bar.close()
+    _write_atomic(out / "report.json", json.dumps(r, indent=2))
+    _write_atomic(out / "report.md", markdown(r))
+    return r
 
+
+def _baseline(r: dict, dataset, data_dir, epochs: int, seed: int, progress: bool):
+    """Stage 1: train the float baseline; (model, (train_loader, test_loader))."""
+    from ..fixing.metrics import network_metrics
+
+    torch.manual_seed(seed)
+    train, test = data.load(dataset, data_dir)
+    model = models.build("small-cnn")
+    loaders = (train.loader(64, shuffle=True, seed=seed), test.loader(256))
+    train_classifier(model, loaders[0], epochs=epochs, seed=seed, progress=progress)
+    float_metrics = network_metrics(model, include_batchnorm=False)
+    r.update(accuracy_float=evaluate(model, loaders[1]), unique_weights_float=float_metrics["unique"],
+             entropy_bits_float=float_metrics["entropy_bits"])
+    return model, loaders
+
+
+def _fix(r: dict, model, loaders, out: Path, delta: float, fix_epochs: int, seed: int, progress: bool):
+    """Stage 2: WFN fixing (the test split only monitors progress per iteration; nothing is selected on it)."""
     from ..fixing.config import WFNConfig
     from ..fixing.metrics import network_metrics
     from ..fixing.trainer import fix_weights
     from .plots import plot_run
 
-    out = check_args(out_dir, dataset, epochs, delta, data_dir)
-    if fix_epochs < 1:
-        raise ValueError(f"fix_epochs must be >= 1, got {fix_epochs}")
-    t_start = time.perf_counter()
-    seconds = {}
-    bar = tqdm(STAGES, desc="wfn demo", unit="stage", disable=not progress)
-    stage_iter = iter(bar)
-
-    def stage():
-        name = next(stage_iter)
-        bar.set_description(f"wfn demo: {name}")
-        seconds[name] = time.perf_counter()
-        return name
-
-    def done(name):
-        seconds[name] = time.perf_counter() - seconds[name]
-
-    # 1. baseline
-    s = stage()
-    torch.manual_seed(seed)
-    train, test = data.load(dataset, data_dir)
-    model = models.build("small-cnn")
-    train_loader = train.loader(64, shuffle=True, seed=seed)
-    test_loader = test.loader(256)
-    train_classifier(model, train_loader, epochs=epochs, seed=seed, progress=progress)
-    acc_float = evaluate(model, test_loader)
-    float_metrics = network_metrics(model, include_batchnorm=False)
-    done(s)
-
-    # 2. WFN fixing (the test split only monitors progress per iteration; nothing is selected on it)
-    s = stage()
     cfg = WFNConfig(relative_tolerance=delta, relax_tolerance=False, include_batchnorm=False,
                     epochs_per_iteration=fix_epochs, lr=3e-4, bn_recalibration_batches=20, seed=seed)
-    model, history = fix_weights(model, train_loader, test_loader, cfg, progress=progress)
+    model, history = fix_weights(model, loaders[0], loaders[1], cfg, progress=progress)
     model.eval()
-    acc_fixed = evaluate(model, test_loader)
     metrics = network_metrics(model, include_batchnorm=False)
-    pngs = [p.name for p in plot_run(history, metrics, out, baseline_accuracy=acc_float)]
-    done(s)
+    r.update(wfn_config=cfg.to_dict(), accuracy_fixed=evaluate(model, loaders[1]), unique_weights=metrics["unique"],
+             unique_nonzero=metrics["unique_nonzero"], entropy_bits=metrics["entropy_bits"],
+             order_values=metrics["order_values"],
+             fix_history=[{k: h[k] for k in ("iteration", "fixed_fraction", "n_centres", "val_accuracy") if k in h}
+                          for h in history],
+             plots=[p.name for p in plot_run(history, metrics, out, baseline_accuracy=r["accuracy_float"])])
+    return model, history
 
-    # 3. convert to packed modules on the run's whole-network codebook; check; save and reload
-    s = stage()
+
+def _convert(r: dict, model, history, test_loader, out: Path):
+    """Stage 3: convert to packed modules on the run's whole-network codebook; check; save and reload."""
     fixed_float = copy.deepcopy(model)
     centres = [float(v) for v in history[-1]["centres"]]
     book = Codebook.from_values(centres, max_terms=max(1, max(len(power_of_two_terms(v)) for v in centres)),
                                 max_entries=None)
     conv_report = convert(model, codebook=book)
-    acc_packed = evaluate(model, test_loader)
-    agreement = _agreement(fixed_float, model, test_loader)
     save_packed(model, out / "model.wfn.safetensors", book)
     reloaded = load_packed(out / "model.wfn.safetensors", models.build("small-cnn")).eval()
-    acc_reloaded = evaluate(reloaded, test_loader)
     mem = weight_bytes(model)
-    done(s)
+    r.update(accuracy_packed=evaluate(model, test_loader), accuracy_reloaded=evaluate(reloaded, test_loader),
+             prediction_agreement=_agreement(fixed_float, model, test_loader), codebook=centres,
+             codebook_max_terms=book.max_terms, converted_layers=conv_report.converted,
+             skipped_layers=conv_report.skipped, **mem,
+             compression_vs_fp32=mem["fp32_bytes"] / max(mem["packed_bytes"], 1))
+    return fixed_float, model
 
-    # 4. latency of the converted model vs the fixed float model
-    s = stage()
-    x_shape = tuple(next(iter(test_loader))[0].shape[1:])
-    bench_rows = _bench(fixed_float, model, x_shape, bench_repeats)
-    pngs.append(_plot_bench(bench_rows, out / "latency.png").name)
-    done(s)
 
-    # 5. simulator energy of the fixed model, every design vs the dense weight-stationary array
-    s = stage()
-    sim = _simulate(model, (1, *x_shape), out / "sim")
-    pngs += [f"sim/{p}" for p in sim.pop("plots")]
-    done(s)
+def _bench_stage(r: dict, fixed_float, model, x_shape, repeats: int, out: Path) -> None:
+    """Stage 4: latency of the converted model vs the fixed float model."""
+    r["bench"] = _bench(fixed_float, model, x_shape, repeats)
+    r["plots"].append(_plot_bench(r["bench"], out / "latency.png").name)
 
-    # 6. report
-    s = stage()
-    report = {
-        "dataset": dataset, "epochs": epochs, "seed": seed, "wfn_config": cfg.to_dict(),
-        "accuracy_float": acc_float, "accuracy_fixed": acc_fixed, "accuracy_packed": acc_packed,
-        "accuracy_reloaded": acc_reloaded, "prediction_agreement": agreement,
-        "unique_weights_float": float_metrics["unique"], "unique_weights": metrics["unique"],
-        "unique_nonzero": metrics["unique_nonzero"], "entropy_bits_float": float_metrics["entropy_bits"],
-        "entropy_bits": metrics["entropy_bits"], "codebook": centres,
-        "codebook_max_terms": book.max_terms, "order_values": metrics["order_values"],
-        "converted_layers": conv_report.converted, "skipped_layers": conv_report.skipped,
-        **mem, "compression_vs_fp32": mem["fp32_bytes"] / max(mem["packed_bytes"], 1),
-        "bench": bench_rows, "sim": sim, "fix_history": [{k: h[k] for k in ("iteration", "fixed_fraction",
-                                                                                 "n_centres", "val_accuracy")
-                                                           if k in h} for h in history],
-        "plots": pngs,
-    }
-    done(s)
-    report["stage_seconds"] = seconds
-    report["seconds"] = time.perf_counter() - t_start
-    bar.close()
-    _write_atomic(out / "report.json", json.dumps(report, indent=2))
-    _write_atomic(out / "report.md", markdown(report))
-    return report
+
+def _sim_stage(r: dict, model, x_shape, out: Path) -> None:
+    """Stage 5: simulator energy of the fixed model, every design vs the dense weight-stationary array."""
+    r["sim"] = _simulate(model, (1, *x_shape), out / "sim")
+    r["plots"] += [f"sim/{p}" for p in r["sim"].pop("plots")]
 
 
 def _agreement(a: nn.Module, b: nn.Module, loader) -> dict:
