@@ -14,7 +14,10 @@ import yaml
 
 DESIGNS = ("dense_ws", "codebook", "shift_add", "factorised", "sparse_pe")
 DEFAULT_DESIGNS = ("dense_ws", "codebook", "shift_add", "factorised")
-DATAFLOWS = ("ws_systolic",)
+DATAFLOWS = ("ws_systolic", "os_systolic", "is_systolic")
+DRAM_MODELS = ("reuse", "scalesim")
+SYSTOLIC_DESIGNS = ("dense_ws", "codebook", "shift_add")  # run on the systolic array of any dataflow
+UCNN_DESIGNS = ("factorised", "sparse_pe")  # their own PEs: filter tables stationary (ws_systolic only)
 CODEBOOK_SCOPES = ("layer", "network")
 FACTORISED_PRODUCTS = ("multiply", "shift_add")
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -24,6 +27,10 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 class ArchConfig:
     """One accelerator. Sizes in KB (1024 bytes), widths in bits, bandwidth in bytes per cycle.
 
+    ``dataflow``: ``ws_systolic``, ``os_systolic`` or ``is_systolic`` (SCALE-Sim's ws / os / is).
+    ``dram_model``: ``reuse`` (default; each tensor is fetched once if it fits half its SRAM, else once
+    per pass over it) or ``scalesim`` (SCALE-Sim v3.0.0's buffer behaviour, reproduced exactly; dense
+    systolic designs only). See docs/simulator.md for why both exist.
     ``dram_bandwidth_bytes_per_cycle`` = 0 means unlimited (no stalls, SCALE-Sim's CALC mode).
     ``spill_psums_per_row_fold``: partial sums go to the ofmap SRAM once per row fold, as SCALE-Sim
     counts them (and are read back for the next fold); off, each output is written once.
@@ -38,6 +45,7 @@ class ArchConfig:
     array_rows: int = 32
     array_cols: int = 32
     dataflow: str = "ws_systolic"
+    dram_model: str = "reuse"
     ifmap_sram_kb: int = 64
     filter_sram_kb: int = 64
     ofmap_sram_kb: int = 64
@@ -72,6 +80,10 @@ class ArchConfig:
         if self.clock_hz == 0:
             raise ValueError("ArchConfig.clock_hz must be > 0")
         _check_choice("dataflow", self.dataflow, DATAFLOWS)
+        _check_choice("dram_model", self.dram_model, DRAM_MODELS)
+        if self.dram_model == "scalesim" and not self.spill_psums_per_row_fold:
+            raise ValueError("ArchConfig.dram_model 'scalesim' counts SCALE-Sim's ofmap traffic, which spills "
+                             "partial sums once per row fold: it needs spill_psums_per_row_fold=true")
         _check_choice("codebook_scope", self.codebook_scope, CODEBOOK_SCOPES)
         _check_choice("factorised_product", self.factorised_product, FACTORISED_PRODUCTS)
         if not isinstance(self.spill_psums_per_row_fold, bool):

@@ -1,20 +1,27 @@
 """Event counts and cycles: pure functions from (layer, weight statistics, architecture) to counts.
 
 Designs:
-- ``dense_ws``: SCALE-Sim v3.0.0's weight-stationary systolic array. Per conv group, the GEMM
-  (N outputs x K taps) @ (K x M filters) is cut into ceil(K/rows) row folds x ceil(M/cols) column folds;
-  each fold takes ``2*rows + cols + N - 2`` cycles (weight load, stream, drain; the length of SCALE-Sim's
-  demand matrices) and SCALE-Sim reports the index of the last cycle, hence the final ``- 1``. ifmap SRAM
-  reads ``col_folds*N*K``, filter reads ``K*M``, ofmap writes ``row_folds*N*M`` (psums spilled per row fold).
+- ``dense_ws``: the dense systolic array of SCALE-Sim v3.0.0 in the configured ``dataflow`` (the name is
+  from its first, weight-stationary, form; :mod:`wfn_sim.systolic` has the ws / os / is closed forms).
 - ``codebook``: same array and cycles; weights stored and moved as b-bit indices plus a codebook
-  (per layer or per network), decoded once when loaded into the stationary PE.
+  (per layer or per network), decoded once as each weight enters the array (WS: once per weight,
+  OS / IS: once per filter SRAM read, as the weights stream).
 - ``shift_add``: codebook storage, multipliers replaced by shifters: t shifts and t-1 adds per weight
-  with t power-of-two terms; a fold runs at ceil(max t / shifters_per_pe) cycles per output.
-- ``factorised``: UCNN-style PEs (see :func:`factorised_counts`).
-- ``sparse_pe``: the same PEs without factorisation, zero taps skipped (UCNN's sparse baseline).
-DRAM traffic (our model, not SCALE-Sim's): weights once; ifmap once if it fits half the ifmap SRAM
-(double buffering) else once per column fold / pass; outputs once. Bandwidth stalls when
-``dram_bandwidth_bytes_per_cycle`` > 0: cycles = max(compute cycles, DRAM bits / bandwidth).
+  with t power-of-two terms; a fold runs at ceil(max t / shifters_per_pe) cycles per streamed element,
+  the max over the weights the fold uses (WS: its stationary block; OS: all taps of its filters; IS: its
+  taps of all filters).
+- ``factorised``: UCNN-style PEs (see :func:`factorised_counts`); ``ws_systolic`` only.
+- ``sparse_pe``: the same PEs without factorisation, zero taps skipped (UCNN's sparse baseline);
+  ``ws_systolic`` only.
+DRAM traffic, ``dram_model``:
+- ``reuse`` (default, our model): each tensor is read once when it fits half its SRAM (double
+  buffering), else once per pass over it (WS ifmap per column fold; OS ifmap per column fold and each
+  filter block per output fold; IS filters per column fold; factorised ifmap per pass); outputs written
+  once. ``cycles_incl_prefetch`` = ``cycles`` (no separate prefetch phase is modelled).
+- ``scalesim``: SCALE-Sim's buffers, reproduced exactly by :mod:`wfn_sim.scalesim` (dense systolic
+  designs only).
+Bandwidth stalls when ``dram_bandwidth_bytes_per_cycle`` > 0: cycles = max(compute cycles, DRAM bits /
+bandwidth), under either model.
 """
 
 from __future__ import annotations
@@ -23,13 +30,18 @@ import math
 
 import numpy as np
 
-from .arch import DESIGNS, ArchConfig
+from . import scalesim
+from .arch import DESIGNS, SYSTOLIC_DESIGNS, UCNN_DESIGNS, ArchConfig
+from .systolic import dense_counts, fold_order_intervals, mapping, weight_folds
 from .workload import Layer, WeightStats, Workload
 
 # Units: *_cycles in clock cycles; *_pct percent; load_imbalance = max/mean PE work (1 = balanced);
 # macs = the layer's dense multiply-accumulates (same for every design); multiplies/adds/shifts/
 # codebook_reads = events; *_sram_reads/_writes = words (SCALE-Sim's counts for dense_ws; filter words are
-# weight_bits wide for the factorised designs); *_bits = bits moved; rf_read_bits = PE-local buffer reads;
+# weight_bits wide for the factorised designs); *_dram_reads/_writes = elements moved to or from DRAM
+# (activations, weights, outputs or partial sums; their encoding is in the *_bits fields);
+# cycles_incl_prefetch = cycles plus SCALE-Sim's prefetch before and drain after compute (dram_model
+# scalesim; = cycles under reuse); *_bits = bits moved; rf_read_bits = PE-local buffer reads;
 # array_hop_bits = bits passed between PEs; weight_storage_bits = the layer's weights as stored in DRAM.
 COUNT_FIELDS = (
     "cycles", "compute_cycles", "stall_cycles", "mapping_efficiency_pct", "compute_util_pct",
@@ -38,6 +50,7 @@ COUNT_FIELDS = (
     "ifmap_sram_read_bits", "ifmap_sram_write_bits", "filter_sram_read_bits", "filter_sram_write_bits",
     "ofmap_sram_read_bits", "ofmap_sram_write_bits", "ifmap_dram_read_bits", "filter_dram_read_bits",
     "ofmap_dram_write_bits", "rf_read_bits", "array_hop_bits", "weight_storage_bits",
+    "ifmap_dram_reads", "filter_dram_reads", "ofmap_dram_writes", "cycles_incl_prefetch",
 )
 RATIO_FIELDS = ("mapping_efficiency_pct", "compute_util_pct", "overall_util_pct", "load_imbalance")
 
@@ -48,9 +61,11 @@ def check_fits(workload: Workload, arch: ArchConfig, designs) -> None:
     for design in designs:
         if design not in DESIGNS:
             raise ValueError(f"unknown design {design!r}; expected one of {list(DESIGNS)}")
+        check_design(arch, design)
         for layer in workload.layers:
             fold_bits = min(layer.gemm_k, arch.array_rows) * min(layer.gemm_m, arch.array_cols) * arch.weight_bits
-            if design in ("dense_ws", "codebook", "shift_add") and fold_bits > half_filter_sram_bits:
+            if (design in SYSTOLIC_DESIGNS and arch.dataflow == "ws_systolic"
+                    and fold_bits > half_filter_sram_bits):
                 raise ValueError(f"layer {layer.name!r} does not fit the array: one fold of its weights needs "
                                  f"{fold_bits} bits, more than half the filter SRAM (filter_sram_kb="
                                  f"{arch.filter_sram_kb}, double-buffered)")
@@ -63,6 +78,18 @@ def check_fits(workload: Workload, arch: ArchConfig, designs) -> None:
             if design in ("factorised", "sparse_pe") and layer.gemm_k > arch.pe_buffer_words:
                 raise ValueError(f"layer {layer.name!r} does not fit the factorised PE: K={layer.gemm_k} taps "
                                  f"> pe_buffer_words={arch.pe_buffer_words}")
+
+
+def check_design(arch: ArchConfig, design: str) -> None:
+    """Raise if ``design`` has no model under ``arch``'s dataflow or DRAM model."""
+    if design in UCNN_DESIGNS and arch.dataflow != "ws_systolic":
+        raise ValueError(f"design {design!r} models UCNN's PE, which keeps the indirection tables of its filters "
+                         f"stationary and walks whole dot products in place: it has no {arch.dataflow} form "
+                         "(use dataflow ws_systolic, or the designs dense_ws, codebook, shift_add)")
+    if design in UCNN_DESIGNS and arch.dram_model == "scalesim":
+        raise ValueError(f"design {design!r}: dram_model 'scalesim' reproduces SCALE-Sim's systolic-array buffers, "
+                         "which the factorised PEs do not have; use dram_model 'reuse' (or the designs dense_ws, "
+                         "codebook, shift_add)")
 
 
 def count_workload(workload: Workload, arch: ArchConfig, design: str) -> list[dict]:
@@ -82,18 +109,21 @@ def _network_codebook(workload: Workload) -> int:
 def count_layer(layer: Layer, stats: WeightStats | None, arch: ArchConfig, design: str,
                 network_codebook_size: int | None = None, first_layer: bool = True) -> dict:
     """Counts of one layer for one design. Units: cycles, events, words (``*_reads``/``*_writes``), bits."""
+    if design in DESIGNS:
+        check_design(arch, design)
+    idx_bits, book_bits = arch.weight_bits, 0
     if design == "dense_ws":
-        c = _systolic(layer, arch, None)
+        c = dense_counts(layer, arch, None)
         c["multiplies"] = c["macs"]
         storage = layer.weight_count * arch.weight_bits
     elif design in ("codebook", "shift_add"):
         if stats is None:
             raise ValueError(f"design {design!r}: layer {layer.name!r} has no weight statistics")
         interval = _fold_intervals(layer, stats, arch) if design == "shift_add" else None
-        c = _systolic(layer, arch, interval)
+        c = dense_counts(layer, arch, interval)
         idx_bits, book_bits = _codebook_bits(stats, arch, network_codebook_size, first_layer)
         storage = layer.weight_count * idx_bits + book_bits
-        c["codebook_reads"] = layer.weight_count
+        c["codebook_reads"] = c["filter_sram_reads"]  # decoded as each weight enters the array
         if design == "codebook":
             c["multiplies"] = c["macs"]
         else:
@@ -108,7 +138,7 @@ def count_layer(layer: Layer, stats: WeightStats | None, arch: ArchConfig, desig
     else:
         raise ValueError(f"unknown design {design!r}; expected one of {list(DESIGNS)}")
     c["weight_storage_bits"] = storage
-    _memory_traffic(c, layer, arch, storage)
+    _memory_traffic(c, layer, arch, storage, idx_bits, book_bits, design)
     return {f: c.get(f, 0) for f in COUNT_FIELDS}
 
 
@@ -120,67 +150,78 @@ def _codebook_bits(stats: WeightStats, arch: ArchConfig, network_size, first_lay
     return stats.index_bits, stats.codebook_size * arch.codebook_entry_bits
 
 
-def _systolic(layer: Layer, arch: ArchConfig, intervals) -> dict:
-    """Weight-stationary systolic counts (SCALE-Sim compatible when ``intervals`` is None).
-
-    ``intervals``: int array (groups, col_folds, row_folds) of cycles per streamed output per fold.
-    """
-    r, cols = arch.array_rows, arch.array_cols
-    n, k, m, g = layer.gemm_n, layer.gemm_k, layer.gemm_m, layer.groups
-    row_folds, col_folds = math.ceil(k / r), math.ceil(m / cols)
-    folds = row_folds * col_folds
-    streamed = g * folds if intervals is None else int(intervals.sum())  # cycles per output, all folds
-    compute = g * (folds * (2 * r + cols - 2) - 1) + n * streamed
-    macs = layer.macs
-    fold_cycles = 2 * r + 2 * cols + n - 3  # SCALE-Sim's per-fold cycle count for compute utilisation
-    ofmap_writes = g * (row_folds if arch.spill_psums_per_row_fold else 1) * n * m
-    ofmap_reads = g * (row_folds - 1) * n * m if arch.spill_psums_per_row_fold else 0
-    return {
-        "compute_cycles": compute,
-        "mapping_efficiency_pct": 100.0 * k * m / (folds * r * cols),
-        "compute_util_pct": 100.0 * k * m * n / (folds * r * cols * fold_cycles),
-        "overall_util_pct": (macs * 100) / (compute * r * cols),
-        "load_imbalance": 1.0,
-        "macs": macs, "adds": macs,
-        "ifmap_sram_reads": g * col_folds * n * k, "filter_sram_reads": g * k * m,
-        "ofmap_sram_writes": ofmap_writes, "ofmap_sram_reads": ofmap_reads,
-        "ifmap_sram_read_bits": g * col_folds * n * k * arch.act_bits,
-        "ofmap_sram_write_bits": ofmap_writes * arch.acc_bits, "ofmap_sram_read_bits": ofmap_reads * arch.acc_bits,
-        "array_hop_bits": macs * (arch.act_bits + arch.acc_bits),
-        "_col_folds": col_folds,
-    }
-
-
 def _fold_intervals(layer: Layer, stats: WeightStats, arch: ArchConfig) -> np.ndarray:
-    """Cycles per output of each fold of a shift-add array: ceil(max terms in fold / shifters), >= 1."""
-    r, cols = arch.array_rows, arch.array_cols
+    """Cycles per streamed element of each fold of a shift-add array (groups, col_folds, row_folds):
+    ceil(max terms among the weights the fold uses / shifters), at least 1."""
+    per_block_m, per_block_k, m_blocks, k_blocks = weight_folds(layer, arch)
     k, m, g = layer.gemm_k, layer.gemm_m, layer.groups
-    row_folds, col_folds = math.ceil(k / r), math.ceil(m / cols)
-    terms = np.zeros((g, col_folds * cols, row_folds * r), dtype=np.int8)
+    terms = np.zeros((g, m_blocks * per_block_m, k_blocks * per_block_k), dtype=np.int8)
     terms[:, :m, :k] = stats.terms.reshape(g, m, k)
-    fold_max = terms.reshape(g, col_folds, cols, row_folds, r).max(axis=(2, 4))
-    return np.maximum(1, -(-fold_max.astype(np.int64) // arch.shifters_per_pe))
+    block_max = terms.reshape(g, m_blocks, per_block_m, k_blocks, per_block_k).max(axis=(2, 4))
+    block = np.maximum(1, -(-block_max.astype(np.int64) // arch.shifters_per_pe))
+    return fold_order_intervals(layer, arch, block)
 
 
-def _memory_traffic(c: dict, layer: Layer, arch: ArchConfig, storage_bits: int) -> None:
-    """Fill the DRAM and SRAM-fill bit counts, filter SRAM read bits and the bandwidth stalls."""
-    ifmap_bits = layer.ifmap_words * arch.act_bits
-    fits = ifmap_bits <= arch.ifmap_sram_kb * 8192 // 2  # half the SRAM: double-buffered
-    col_folds = c.pop("_col_folds")
-    reloads = 1 if fits else col_folds
-    c["ifmap_dram_read_bits"] = ifmap_bits * reloads
+def _reuse_reloads(layer: Layer, arch: ArchConfig, c: dict, design: str) -> tuple[int, int]:
+    """(ifmap, filter) DRAM reads per element under the reuse model."""
+    half_ifmap = arch.ifmap_sram_kb * 8192 // 2  # double-buffered
+    half_filter = arch.filter_sram_kb * 8192 // 2
+    ifmap_fits = layer.ifmap_words * arch.act_bits <= half_ifmap
+    if design in ("factorised", "sparse_pe"):
+        return (1 if ifmap_fits else c["_passes"]), 1
+    mp = mapping(layer, arch)
+    if arch.dataflow == "ws_systolic":
+        return (1 if ifmap_fits else mp.col_folds), 1
+    if arch.dataflow == "os_systolic":  # a filter block (K x cols) is reused by every output fold
+        block_bits = layer.gemm_k * min(layer.gemm_m, arch.array_cols) * arch.weight_bits
+        return (1 if ifmap_fits else mp.col_folds), (1 if block_bits <= half_filter else mp.row_folds)
+    # is_systolic: each ifmap window element is stationary in exactly one fold; all filters stream per column fold
+    weights_fit = layer.weight_count * arch.weight_bits <= half_filter
+    return 1, (1 if weights_fit else mp.col_folds)
+
+
+def _memory_traffic(c: dict, layer: Layer, arch: ArchConfig, storage_bits: int, idx_bits: int, book_bits: int,
+                    design: str) -> None:
+    """Fill the DRAM words and bits, SRAM-fill bits, filter SRAM read bits, prefetch cycles and stalls."""
+    out_words = layer.out_channels * layer.gemm_n
+    buffer_stalls = 0
+    if arch.dram_model == "scalesim":
+        d = scalesim.dram_counts(layer, arch)
+        c["ifmap_dram_reads"], c["filter_dram_reads"] = d["ifmap_dram_reads"], d["filter_dram_reads"]
+        c["ofmap_dram_writes"] = d["ofmap_dram_writes"]
+        c["ifmap_dram_read_bits"] = d["ifmap_dram_reads"] * arch.act_bits
+        c["filter_dram_read_bits"] = d["filter_dram_reads"] * idx_bits + book_bits
+        # SCALE-Sim drains every word the array wrote to the ofmap SRAM, partial sums included
+        c["ofmap_dram_write_bits"] = d["ofmap_dram_writes"] * arch.acc_bits
+        # its buffers are emulated at one streamed element per cycle; a shift-add stretch adds its cycles
+        stretch = c["compute_cycles"] - dense_counts(layer, arch)["compute_cycles"]
+        buffer_stalls = d["stall_cycles"]  # SCALE-Sim's write-buffer stalls (0 unless a drain cannot keep up)
+        prefetch_cycles = d["cycles_incl_prefetch"] + stretch
+    else:
+        ifmap_reloads, filter_reloads = _reuse_reloads(layer, arch, c, design)
+        c["ifmap_dram_reads"] = layer.ifmap_words * ifmap_reloads
+        c["filter_dram_reads"] = layer.weight_count * filter_reloads
+        c["ofmap_dram_writes"] = out_words
+        c["ifmap_dram_read_bits"] = layer.ifmap_words * arch.act_bits * ifmap_reloads
+        c["filter_dram_read_bits"] = storage_bits * filter_reloads
+        c["ofmap_dram_write_bits"] = out_words * arch.act_bits
+        prefetch_cycles = None
+    c.pop("_passes", None)
     c["ifmap_sram_write_bits"] = c["ifmap_dram_read_bits"]
-    c["filter_dram_read_bits"] = storage_bits
-    c["filter_sram_write_bits"] = storage_bits
-    c.setdefault("filter_sram_read_bits", storage_bits)
-    c["ofmap_dram_write_bits"] = layer.out_channels * layer.gemm_n * arch.act_bits
-    stalls = 0
+    c["filter_sram_write_bits"] = c["filter_dram_read_bits"]
+    # systolic designs read each stored weight once per filter SRAM pass (WS once, OS per output fold, IS per
+    # column fold); the factorised PEs read their tables once
+    c.setdefault("filter_sram_read_bits", storage_bits * c["filter_sram_reads"] // layer.weight_count)
+    busy = c["compute_cycles"] + buffer_stalls
+    stalls = buffer_stalls
     if arch.dram_bandwidth_bytes_per_cycle > 0:
         dram_bits = c["ifmap_dram_read_bits"] + c["filter_dram_read_bits"] + c["ofmap_dram_write_bits"]
         transfer = math.ceil(dram_bits / (8 * arch.dram_bandwidth_bytes_per_cycle))
-        stalls = max(0, transfer - c["compute_cycles"])
+        stalls += max(0, transfer - busy)
     c["stall_cycles"] = stalls
     c["cycles"] = c["compute_cycles"] + stalls
+    extra = stalls - buffer_stalls
+    c["cycles_incl_prefetch"] = (prefetch_cycles if prefetch_cycles is not None else c["cycles"] - extra) + extra
 
 
 def factorised_counts(layer: Layer, stats: WeightStats, arch: ArchConfig, network_codebook_size=None,
@@ -239,7 +280,7 @@ def factorised_counts(layer: Layer, stats: WeightStats, arch: ArchConfig, networ
         "rf_read_bits": n * int((reuse["taps_any"] * arch.act_bits + table_bits).sum()),
         "array_hop_bits": ifmap_reads * arch.act_bits * min(work.size, arch.num_pes) // max(1, passes),
         "weight_storage_bits": int(table_bits.sum()) + book_bits,
-        "_col_folds": passes,
+        "_passes": passes,
     }
 
 

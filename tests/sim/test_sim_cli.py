@@ -13,7 +13,7 @@ def test_topology_run_writes_fixed_columns_and_totals(tmp_path, capsys):
     rc = main(["--topology", GOLDEN_TOPOLOGY, "--designs", "dense_ws", "--out", str(tmp_path), "--no-plots"])
     assert rc == 0
     rows = list(csv.DictReader(open(tmp_path / "layers.csv")))
-    assert list(rows[0])[4:] == list(ROW_FIELDS) and len(rows) == 16
+    assert list(rows[0])[4:] == list(ROW_FIELDS) and len(rows) == 18
     assert rows[0]["energy_table"] == "horowitz45" and rows[0]["energy_unit"] == "pJ"
     doc = json.loads((tmp_path / "report.json").read_text())
     assert doc["totals"]["dense_ws"]["cycles"] == sum(int(r["cycles"]) for r in rows)

@@ -2,9 +2,10 @@
 
 Run with the Python of a separate virtual environment that has `scalesim==3.0.0 "numpy<2.3"` (see
 make_goldens.sh); never imported by the package or the tests. Each layer is simulated on its own
-(one-row topology) so its wall time can be measured for bench/bench_sim.py.
+(one-row topology) so its wall time can be measured; the golden file holds only SCALE-Sim's outputs
+(COMPUTE_REPORT and DETAILED_ACCESS_REPORT columns), the wall times go to TIMES_CSV when given.
 
-Usage: python run_scalesim.py CONFIG TOPOLOGY_CSV OUT_CSV
+Usage: python run_scalesim.py CONFIG TOPOLOGY_CSV OUT_CSV [TIMES_CSV]
 """
 
 import csv
@@ -47,23 +48,30 @@ def run_layer(config, header, row, workdir):
     return compute + detail, seconds
 
 
-def main(config, topology, out):
+def main(config, topology, out, times=None):
     with open(topology) as f:
         lines = [line.strip() for line in f if line.strip()]
     header = lines[0]
     fields = ["layer", "ifmap_h", "ifmap_w", "filter_h", "filter_w", "channels", "num_filters",
               "stride"]
+    wall = []
     with open(out, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(fields + COMPUTE + DETAIL + ["scalesim_seconds"])
+        writer.writerow(fields + COMPUTE + DETAIL)
         for line in lines[1:]:
             row = [x.strip() for x in line.split(",")][:8]
             with tempfile.TemporaryDirectory() as workdir:
                 values, seconds = run_layer(os.path.abspath(config), header, row, workdir)
-            writer.writerow(row + values + [f"{seconds:.3f}"])
+            writer.writerow(row + values)
             f.flush()
+            wall.append((row[0], seconds))
             print(row[0], values[1], values[2], f"{seconds:.1f}s", flush=True)
+    if times:
+        with open(times, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["layer", "scalesim_seconds"])
+            writer.writerows([(name, f"{sec:.3f}") for name, sec in wall])
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])
