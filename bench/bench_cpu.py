@@ -1,4 +1,4 @@
-"""CPU kernel benchmark for issue 3's CPU targets (a script, not a pass/fail test).
+"""CPU kernel benchmark of the CPU kernel targets (a script, not a pass/fail test).
 
 For every case: a correctness check against wfn_kernels.reference first, then medians of interleaved
 runs (WFN extension and each baseline alternate inside one loop, so load drift on this shared machine

@@ -10,8 +10,6 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 DESIGNS = ("dense_ws", "codebook", "shift_add", "factorised", "sparse_pe")
 DEFAULT_DESIGNS = ("dense_ws", "codebook", "shift_add", "factorised")
 DATAFLOWS = ("ws_systolic", "os_systolic", "is_systolic")
@@ -21,6 +19,16 @@ UCNN_DESIGNS = ("factorised", "sparse_pe")  # their own PEs: filter tables stati
 CODEBOOK_SCOPES = ("layer", "network")
 FACTORISED_PRODUCTS = ("multiply", "shift_add")
 CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+def load_yaml(stream):
+    """yaml.safe_load, imported on first use: pyyaml is the [cli] extra, and `import wfn_sim` works without it."""
+    try:
+        import yaml
+    except ImportError:
+        raise ImportError("reading the simulator's YAML configs needs pyyaml: pip install 'wfn-kernels[cli]' "
+                          "(or pip install pyyaml)") from None
+    return yaml.safe_load(stream)
 
 
 @dataclass(frozen=True)
@@ -117,7 +125,7 @@ def load_arch(path) -> ArchConfig:
     """ArchConfig from a YAML mapping of field -> value, or the name of a file in configs/ (e.g. ws32)."""
     path = _resolve(path, "arch config")
     with open(path) as f:
-        data = yaml.safe_load(f)
+        data = load_yaml(f)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a YAML mapping of ArchConfig fields, got {type(data).__name__}")
     unknown = sorted(set(data) - set(field_names()))

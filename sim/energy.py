@@ -12,9 +12,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from .arch import ArchConfig, _resolve
+from .arch import ArchConfig, _resolve, load_yaml
 
 ENERGY_FIELDS = (
     "mult_energy_pj", "add_energy_pj", "shift_energy_pj", "codebook_energy_pj", "rf_energy_pj",
@@ -69,7 +67,7 @@ def load_energy_table(name_or_path) -> EnergyTable:
     """Table from a YAML path or the name of a table in configs/ (horowitz45, aladdin_cacti45, ...)."""
     path = _resolve(name_or_path, "energy table")
     with open(path) as f:
-        data = yaml.safe_load(f)
+        data = load_yaml(f)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: an energy table must be a YAML mapping")
     for key in ("name", "unit", "events", "sram_read_64b"):

@@ -108,7 +108,7 @@ def test_grid_covers_every_weight_within_tolerance():
 
 
 def test_grid_sizes_match_the_spec_table():
-    # spec §2.3: points in [2^-7, 1) for δ = 0.0075, 0.01, 0.015 are 324, 243, 162
+    # docs/algorithm.md §2.3: points in [2^-7, 1) for δ = 0.0075, 0.01, 0.015 are 324, 243, 162
     for tol, count in [(0.0075, 324), (0.01, 243), (0.015, 162)]:
         pts = grid(1.0, tol, G0)
         assert int((pts < 1.0).sum()) == count
@@ -120,12 +120,12 @@ def test_candidates_are_additive_powers_of_two(order):
     assert c[0] == -c[-1] and 0.0 in c and np.all(np.diff(c) > 0)
     for v in c[c > 0]:
         assert len(power_of_two_terms(float(v))) <= order + 1
-    if order == 0:  # spec §2.4: pure powers of two 2^-7 .. 2^0
+    if order == 0:  # docs/algorithm.md §2.4: pure powers of two 2^-7 .. 2^0
         assert sorted(c[c > 0].tolist()) == [2.0 ** e for e in range(-7, 1)]
 
 
 def test_candidate_counts_match_the_spec_table():
-    # spec §2.4 table (signed, including 0, B = 1)
+    # docs/algorithm.md §2.4 table (signed, including 0, B = 1)
     table = {0.1: [17, 51, 51, 51], 0.05: [17, 81, 99, 99], 0.015: [17, 107, 265, 311],
              0.01: [17, 119, 337, 441], 0.0075: [17, 125, 393, 561]}
     for tol, counts in table.items():

@@ -1,6 +1,6 @@
 """Proposed cluster centres: the relative-distance geometric grid and its additive power-of-two form.
 
-Spec §2.3–2.4 (../shared/reference/wfn-algorithm.md). All arithmetic is float64 numpy on small arrays
+docs/algorithm.md §2.3–2.4. All arithmetic is float64 numpy on small arrays
 (a few hundred grid points), so building candidates costs microseconds.
 """
 
@@ -15,7 +15,7 @@ def grid(bound: float, tolerance: float, zero_threshold: float, ratio_cap: float
     """Positive grid v_0 = γ0, v_{k+1} = v_k (1+a)/(1-a) with a = min(tolerance, ratio_cap), all v_k < bound.
 
     The original stores v_k while v_k < B (so a bound <= γ0 gives an empty grid and the candidates are
-    just {0}); this reading reproduces the candidate counts of spec §2.4 exactly. Between consecutive
+    just {0}); this reading reproduces the candidate counts of docs/algorithm.md §2.4 exactly. Between consecutive
     points the switch-over is at v_k / (1 - a), so every |w| in [γ0, v_last] is within relative distance a
     of a grid point. Returns float64 (K,), increasing.
     """
@@ -32,7 +32,7 @@ def nearest_power_of_two(x: np.ndarray, order: int, zero_threshold: float, first
     """sign(x)·2^max(log2 γ0 - order - 1, round(log2 |x|)), rounding half-to-even in the log2 domain.
 
     ``first``: the leading term, where |x| < γ0 becomes 0. Later (residual) terms never vanish: a
-    residual below the floor is rounded up to ±2^(log2 γ0 - order - 1), as in the original (spec §2.4).
+    residual below the floor is rounded up to ±2^(log2 γ0 - order - 1), as in the original (docs/algorithm.md §2.4).
     """
     mag = np.abs(x)
     floor = math.log2(zero_threshold) - order - 1
@@ -46,7 +46,7 @@ def nearest_power_of_two(x: np.ndarray, order: int, zero_threshold: float, first
 
 def additive_powers_of_two(values: np.ndarray, tolerance: float, order: int,
                            zero_threshold: float) -> np.ndarray:
-    """Approximate each value by at most ``order + 1`` signed powers of two (spec §2.4).
+    """Approximate each value by at most ``order + 1`` signed powers of two (docs/algorithm.md §2.4).
 
     Start from the nearest power of two; ``order`` times, add the nearest power of two of the residual
     where the relative error is still >= tolerance and the value is not 0. Returns float64, same shape.

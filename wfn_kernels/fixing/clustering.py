@@ -1,6 +1,6 @@
 """Greedy minimal clustering of a whole network's weights onto additive power-of-two centres.
 
-One call of :func:`cluster` is one fixing step of WFN (spec §2.6 of ../shared/reference/wfn-algorithm.md):
+One call of :func:`cluster` is one fixing step of WFN (docs/algorithm.md §2.6):
 
     quota = int(n · fraction); order = 0; a = δ_t
     while fewer than quota weights are taken:
@@ -22,22 +22,22 @@ Decisions where the original is buggy or ambiguous (each tested in tests/fixing/
   (bench/results/wfn_fashion_mnist.md, bench/results/wfn_sweep_digits). Termination is unchanged: the
   chosen centre is the nearest candidate of at least one free weight, which therefore has its sign and
   d <= 1, so threshold doubling still reaches it.
-- The whole network is re-clustered every call, as in the original (spec §9 leaves open "whether to allow
-  previously fixed weights to move"): a fixed weight sits exactly on its centre (distance 0, excluded from
+- The whole network is re-clustered every call, as in the original (docs/algorithm.md §9: whether
+  previously fixed weights may move is left open there): a fixed weight sits exactly on its centre (distance 0, excluded from
   the mean) and is re-taken for free when that centre comes up, but a more popular centre processed
   first may take it as an outlier, and the quota cap may leave it unfixed. The trainer reports how many
   moved. ``keep`` (WFNConfig.keep_fixed) instead takes the earlier fixed weights first, unchanged, and
   places only the free ones. Measured on Fashion-MNIST (3 seeds each): it cost accuracy on small-cnn (drop
   1.60 vs 1.44 points at 1 epoch per iteration, 2.63 vs 1.54 at 2) and helped on small-resnet (0.53 vs
   1.63, where a same-sign move of 19 fixed weights cost one run 8 points mid-way); off by default.
-- The original's extra acceptance clause on the last *unsorted* distance (spec §2.6 "Code quirk") is
+- The original's extra acceptance clause on the last *unsorted* distance (docs/algorithm.md §2.6 "Code quirk") is
   dropped: acceptance is only the running mean.
 - Ties in relative distance are broken by position in value order (the original's unstable argsort is
   arbitrary). For the centre 0 every |w| >= γ0 has d = 1; those ties are broken by |w| (smallest first),
   so a forced quota on 0 prunes the smallest weights.
 - |w| < γ0 is at distance 0 from the centre 0 only; to other centres it has its plain relative
   distance; an exact 0 is at infinite distance from a non-zero centre (0/0 never arises).
-- The grid keeps the points < max |w| (the original stores v_k while v_k < B; spec §2.4 counts).
+- The grid keeps the points < max |w| (the original stores v_k while v_k < B; docs/algorithm.md §2.4 counts).
 
 Speed: the weights are sorted once; every later query is a binary search plus prefix sums over the
 sorted array (pool.py), so a pass costs O(n log n) for the sort plus O(steps · log n) after it.

@@ -1,7 +1,7 @@
 """WFNConfig: every constant of Weight Fixing Networks as a validated field.
 
 Defaults are the authors' final ImageNet configuration as read from their code (see
-../shared/reference/wfn-algorithm.md, cited below as "spec §x"): the 10-step fixing schedule, γ0 = 2^-7,
+docs/algorithm.md, cited below by section as "§x"): the 10-step fixing schedule, γ0 = 2^-7,
 regulariser ratio 0.4 at temperature 0.05, Adam at lr 2e-5 with gradient clipping 0.5, 3 epochs per
 iteration, δ relaxed linearly from 10δ to δ, threshold doubling after order 20.
 """
@@ -11,16 +11,16 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
-PAPER_FIX_FRACTIONS = (0.3, 0.6, 0.8, 0.9, 0.95, 0.975, 0.99, 0.9975, 0.999, 1.0)  # spec §2.7
-PAPER_ZERO_THRESHOLD = 2.0 ** -7  # γ0, `--zero_distance` default (spec §2.2)
-PAPER_RELATIVE_TOLERANCE = 0.01  # δ of the middle README rows (ResNet-18/34/50 at δ = 0.01, spec §5.1)
-PAPER_REGULARIZER_RATIO = 0.4  # HEAD default and final ImageNet scripts (spec §3.2)
-PAPER_TEMPERATURE = 0.05  # softmin temperature (spec §3.2)
-PAPER_LR = 2e-5  # Adam, constant (spec §3.1)
-PAPER_GRAD_CLIP = 0.5  # PL gradient_clip_val (spec §3.3)
-PAPER_EPOCHS_PER_ITERATION = 3  # README: "3 was used in the paper" (spec §3.3)
-PAPER_MAX_ORDER_BEFORE_DOUBLING = 20  # order > 20 doubles the threshold (spec §2.6)
-PAPER_RATIO_CAP = 0.9999  # d = min(a, 0.9999) in the grid ratio (spec §2.3)
+PAPER_FIX_FRACTIONS = (0.3, 0.6, 0.8, 0.9, 0.95, 0.975, 0.99, 0.9975, 0.999, 1.0)  # docs/algorithm.md §2.7
+PAPER_ZERO_THRESHOLD = 2.0 ** -7  # γ0, `--zero_distance` default (docs/algorithm.md §2.2)
+PAPER_RELATIVE_TOLERANCE = 0.01  # δ of the middle README rows (ResNet-18/34/50 at δ = 0.01, docs/algorithm.md §5.1)
+PAPER_REGULARIZER_RATIO = 0.4  # HEAD default and final ImageNet scripts (docs/algorithm.md §3.2)
+PAPER_TEMPERATURE = 0.05  # softmin temperature (docs/algorithm.md §3.2)
+PAPER_LR = 2e-5  # Adam, constant (docs/algorithm.md §3.1)
+PAPER_GRAD_CLIP = 0.5  # PL gradient_clip_val (docs/algorithm.md §3.3)
+PAPER_EPOCHS_PER_ITERATION = 3  # README: "3 was used in the paper" (docs/algorithm.md §3.3)
+PAPER_MAX_ORDER_BEFORE_DOUBLING = 20  # order > 20 doubles the threshold (docs/algorithm.md §2.6)
+PAPER_RATIO_CAP = 0.9999  # d = min(a, 0.9999) in the grid ratio (docs/algorithm.md §2.3)
 OPTIMIZERS = ("adam", "sgd")
 
 
@@ -41,7 +41,7 @@ class WFNConfig:
     max_steps_per_iteration: optional cap on optimiser steps per iteration (None = whole epochs).
     optimizer / lr / momentum / weight_decay: optimiser rebuilt every iteration (the original resets it).
     grad_clip_norm: max global gradient norm (None disables).
-    include_batchnorm: fix BatchNorm affine γ and β too (on for the published ImageNet runs, spec §2.1).
+    include_batchnorm: fix BatchNorm affine γ and β too (on for the published ImageNet runs, docs/algorithm.md §2.1).
     max_order_before_doubling / ratio_cap: termination valve and grid-ratio cap of the clustering.
     bn_recalibration_batches: after each fixing, re-estimate BatchNorm running statistics over this many
         training batches (no gradients). 0 (default) is the original, which evaluates with the statistics
@@ -49,7 +49,7 @@ class WFNConfig:
     seed: seeds every iteration's RNG as seed * 1000 + t, so a resumed run replays the same batches.
     keep_fixed: weights fixed by an earlier iteration stay on their centre and the greedy pass places only
         the free weights. False (default) re-clusters the whole network every iteration as the original
-        does, which can move a fixed weight or leave it unfixed (spec §9 leaves this open; measured in
+        does, which can move a fixed weight or leave it unfixed (docs/algorithm.md §9 leaves this open; measured in
         wfn_kernels/fixing/clustering.py's docstring).
     same_sign: a non-zero centre never takes a weight of the opposite sign (default). False is the
         original, whose running-mean acceptance admits such sign flips as outliers and collapsed runs.
@@ -113,7 +113,7 @@ class WFNConfig:
         return len(self.fix_fractions)
 
     def tolerance_at(self, t: int) -> float:
-        """δ_t = max(δ, δ·(N - t)) for iteration t in [0, N) (spec §2.7), or δ without relaxation."""
+        """δ_t = max(δ, δ·(N - t)) for iteration t in [0, N) (docs/algorithm.md §2.7), or δ without relaxation."""
         if not 0 <= t < self.num_iterations:
             raise IndexError(f"iteration {t} is outside the schedule of {self.num_iterations} steps")
         if not self.relax_tolerance:

@@ -1,4 +1,4 @@
-"""Weight-space metrics of a (fixed) network, as the paper reports them (spec §4).
+"""Weight-space metrics of a (fixed) network, as the paper reports them (docs/algorithm.md §4).
 
 - unique values over the whole network, with and without 0 (the README's "Unique Param Count" is the
   non-zero one), and Shannon entropy H = -Σ p_v log2 p_v in bits over all tracked weights and over the
@@ -9,7 +9,7 @@
   length an ideal entropy code approaches); packed size = n·ceil(log2 k)/8 bytes + a float32 codebook.
 
 Decision: the tracked set is the one WFN fixes (params.py), so the metric includes 1×1 shortcut convs,
-unlike the authors' notebook, whose key filter skipped `downsample` layers (spec §4.2 "Quirk").
+unlike the authors' notebook, whose key filter skipped `downsample` layers (docs/algorithm.md §4.2 "Quirk").
 """
 
 from __future__ import annotations

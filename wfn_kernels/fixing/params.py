@@ -1,4 +1,4 @@
-"""Which parameters WFN fixes, and their flattening into one whole-network vector (spec §2.1).
+"""Which parameters WFN fixes, and their flattening into one whole-network vector (docs/algorithm.md §2.1).
 
 Every parameter (weight and bias) of every nn.Linear / nn.Conv1d / nn.Conv2d / nn.Conv3d, plus the affine
 γ and β of nn.BatchNorm1d / 2d / 3d when BatchNorm is included. The first conv and the last linear

@@ -1,4 +1,4 @@
-"""The "cosying up to clusters" regulariser (spec §3.2 of ../shared/reference/wfn-algorithm.md).
+"""The "cosying up to clusters" regulariser (docs/algorithm.md §3.2).
 
 For the unfixed weights w_i and the current codebook {c_j}:
 

@@ -1,4 +1,4 @@
-"""The WFN fixing loop: train, re-cluster the whole network, fix, checkpoint (spec §1, §3).
+"""The WFN fixing loop: train, re-cluster the whole network, fix, checkpoint (docs/algorithm.md §1, §3).
 
     for t in 0..N-1:
         train (first_epochs at t = 0, else epochs_per_iteration) on CE + α·L_reg, fixed weights frozen

@@ -1,4 +1,4 @@
-"""The Fashion-MNIST results of issue 4: WFN vs the float baseline and APoT, over seeds.
+"""The Fashion-MNIST results (bench/results/wfn_fashion_mnist.md): WFN vs the float baseline and APoT, over seeds.
 
     python -m wfn_kernels.fixing.experiments seed --seed 0 --runs /work/runs/final --delta 0.02 ...
     python -m wfn_kernels.fixing.experiments report --runs /work/runs/final --curve /work/runs/sweep-* \

@@ -16,7 +16,7 @@ it stays in L1 on a GPU. Codes >= ``num_entries`` read 0 instead of out-of-bound
 front end rejects such codes before launch unless validation was switched off).
 
 ``EVEN_KB`` (every split is a whole number of BLOCK_KB tiles) drops the byte mask, so the mask is constant
-along a row and the compiler can issue 128-bit loads of the packed bytes.
+along a row and the compiler can emit 128-bit loads of the packed bytes.
 
 Split-K: a second grid axis splits the bytes of a row into ``KB_PER_SPLIT``-byte ranges. With more than one
 split, partial sums are ``tl.atomic_add``-ed into a zeroed float32 output (bias added once, by split 0);
