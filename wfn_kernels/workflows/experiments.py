@@ -1,7 +1,7 @@
 """The Fashion-MNIST results (bench/results/wfn_fashion_mnist.md): WFN vs the float baseline and APoT, over seeds.
 
-    python -m wfn_kernels.fixing.experiments seed --seed 0 --runs /work/runs/final --delta 0.02 ...
-    python -m wfn_kernels.fixing.experiments report --runs /work/runs/final --curve /work/runs/sweep-* \
+    python -m wfn_kernels.workflows.experiments seed --seed 0 --runs /work/runs/final --delta 0.02 ...
+    python -m wfn_kernels.workflows.experiments report --runs /work/runs/final --curve /work/runs/sweep-* \
         --out bench/results
 
 ``seed`` trains (or reuses) the baseline of that seed, WFN-fixes it and APoT-quantises it (4 and 3 bit,
