@@ -2,8 +2,14 @@
 
 A table (configs/<name>.yaml) has ``name``, ``unit`` (pJ, or a relative unit), ``events``: a mapping
 of event -> {energy, source}, and ``sram_read_64b``: a list of {kb, energy, source} points priced per
-64-bit access and interpolated log-log in SRAM size (writes priced as reads). Arithmetic events are
-named ``int<bits>_add|mult|shift``; the widths each design needs come from the architecture.
+64-bit access and interpolated log-log in SRAM size. Arithmetic events are named
+``int<bits>_add|mult|shift``; the widths each design needs come from the architecture.
+
+Reads and writes may be priced apart: the optional events ``dram_read_per_bit`` / ``dram_write_per_bit``
+take the place of ``dram_per_bit`` (ifmap and filter traffic are reads, ofmap traffic writes), and
+``<tensor>_sram_read_per_bit`` / ``<tensor>_sram_write_per_bit`` (tensor ifmap, filter, ofmap) that of
+the interpolated SRAM energy. Without them writes are priced as reads. A table can also be an
+Accelergy energy reference table bound to these events (:mod:`wfn_sim.accelergy`).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from .accelergy import binding_entries
 from .arch import ArchConfig, _resolve, load_yaml
 
 ENERGY_FIELDS = (
@@ -20,25 +27,35 @@ ENERGY_FIELDS = (
     "ifmap_dram_energy_pj", "filter_dram_energy_pj", "ofmap_dram_energy_pj",
     "compute_energy_pj", "ifmap_energy_pj", "filter_energy_pj", "ofmap_energy_pj", "total_energy_pj",
 )
-FIXED_EVENTS = ("codebook_read", "rf_per_bit", "array_hop_per_bit", "dram_per_bit")
+FIXED_EVENTS = ("codebook_read", "rf_per_bit", "array_hop_per_bit")
+TENSORS = ("ifmap", "filter", "ofmap")
+SRAM_EVENTS = tuple(f"{t}_sram_{rw}_per_bit" for t in TENSORS for rw in ("read", "write"))
 
 
 @dataclass(frozen=True)
 class EnergyTable:
-    """Energies per event (``events``: name -> energy in ``unit``) and SRAM points ((kb, energy), ...)."""
+    """Energies per event (``events``: name -> energy in ``unit``) and SRAM points ((kb, energy), ...).
+
+    ``binding``: for a table read from an Accelergy ERT, ((event, (component, action, arguments, bits)), ...).
+    """
 
     name: str
     unit: str
     events: dict
     sources: dict
     sram_points: tuple
+    binding: tuple = ()
 
     def __post_init__(self):
         for event, value in self.events.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"energy table {self.name!r}: event {event!r} needs a number >= 0, got {value!r}")
-        if not self.sram_points:
-            raise ValueError(f"energy table {self.name!r}: sram_read_64b needs at least one {{kb, energy}} point")
+        if not self.sram_points and not all(e in self.events for e in SRAM_EVENTS):
+            raise ValueError(f"energy table {self.name!r}: sram_read_64b needs at least one {{kb, energy}} point "
+                             f"(or give all of {list(SRAM_EVENTS)})")
+        if "dram_per_bit" not in self.events and not {"dram_read_per_bit", "dram_write_per_bit"} <= set(self.events):
+            raise ValueError(f"energy table {self.name!r} needs dram_per_bit, or both dram_read_per_bit and "
+                             "dram_write_per_bit")
         for kb, energy in self.sram_points:
             if kb <= 0 or energy <= 0:
                 raise ValueError(f"energy table {self.name!r}: sram_read_64b point kb={kb}, energy={energy} "
@@ -50,8 +67,20 @@ class EnergyTable:
             raise ValueError(f"energy table {self.name!r} has no event {name!r}{need}; it has {sorted(self.events)}")
         return float(self.events[name])
 
+    def dram(self, kind: str) -> float:
+        """Energy per bit of a DRAM ``read`` or ``write``."""
+        name = f"dram_{kind}_per_bit"
+        return float(self.events[name] if name in self.events else self.events["dram_per_bit"])
+
+    def sram(self, tensor: str, kind: str, size_kb: float) -> float:
+        """Energy per bit of a ``read`` or ``write`` of the ``tensor`` SRAM of ``size_kb``."""
+        name = f"{tensor}_sram_{kind}_per_bit"
+        return float(self.events[name]) if name in self.events else self.sram_per_bit(size_kb)
+
     def sram_per_bit(self, size_kb: float) -> float:
         """Energy per bit accessed of an SRAM of ``size_kb`` (log-log interpolation of 64-bit reads)."""
+        if not self.sram_points:
+            raise ValueError(f"energy table {self.name!r} has no sram_read_64b points to interpolate")
         pts = sorted(self.sram_points)
         if len(pts) == 1:
             return pts[0][1] / 64
@@ -70,6 +99,14 @@ def load_energy_table(name_or_path) -> EnergyTable:
         data = load_yaml(f)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: an energy table must be a YAML mapping")
+    if "accelergy_ert" in data or "ERT" in data:
+        if "bind" not in data:
+            raise ValueError(f"{path}: an Accelergy ERT prices this simulator's events through a binding file "
+                             "(name, unit, accelergy_ert, bind; see wfn_sim.accelergy)")
+        events, sources, points, binding = binding_entries(data, path)
+        return EnergyTable(str(data["name"]), str(data["unit"]), events, sources, points, binding)
+    if "sram_read_64b" not in data and all(e in (data.get("events") or {}) for e in SRAM_EVENTS):
+        data["sram_read_64b"] = []  # every SRAM access has its own read/write energy
     for key in ("name", "unit", "events", "sram_read_64b"):
         if key not in data:
             raise ValueError(f"{path}: energy table is missing {key!r} (expects name, unit, events, sram_read_64b)")
@@ -121,13 +158,12 @@ def layer_energy(counts: dict, arch: ArchConfig, table: EnergyTable, design: str
     e["codebook_energy_pj"] = counts["codebook_reads"] * table.event("codebook_read", design)
     e["rf_energy_pj"] = counts["rf_read_bits"] * table.event("rf_per_bit", design)
     e["array_energy_pj"] = counts["array_hop_bits"] * table.event("array_hop_per_bit", design)
-    dram = table.event("dram_per_bit", design)
     for tensor, kb in (("ifmap", arch.ifmap_sram_kb), ("filter", arch.filter_sram_kb), ("ofmap", arch.ofmap_sram_kb)):
-        bits = counts[f"{tensor}_sram_read_bits"] + counts[f"{tensor}_sram_write_bits"]
-        e[f"{tensor}_sram_energy_pj"] = bits * table.sram_per_bit(kb)
-    e["ifmap_dram_energy_pj"] = counts["ifmap_dram_read_bits"] * dram
-    e["filter_dram_energy_pj"] = counts["filter_dram_read_bits"] * dram
-    e["ofmap_dram_energy_pj"] = counts["ofmap_dram_write_bits"] * dram
+        e[f"{tensor}_sram_energy_pj"] = (counts[f"{tensor}_sram_read_bits"] * table.sram(tensor, "read", kb)
+                                         + counts[f"{tensor}_sram_write_bits"] * table.sram(tensor, "write", kb))
+    e["ifmap_dram_energy_pj"] = counts["ifmap_dram_read_bits"] * table.dram("read")
+    e["filter_dram_energy_pj"] = counts["filter_dram_read_bits"] * table.dram("read")
+    e["ofmap_dram_energy_pj"] = counts["ofmap_dram_write_bits"] * table.dram("write")
     e["compute_energy_pj"] = (e["mult_energy_pj"] + e["add_energy_pj"] + e["shift_energy_pj"]
                               + e["rf_energy_pj"] + e["array_energy_pj"])
     e["ifmap_energy_pj"] = e["ifmap_sram_energy_pj"] + e["ifmap_dram_energy_pj"]

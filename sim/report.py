@@ -5,7 +5,9 @@ Files written to an output directory:
 - ``totals.csv``: one row per design, same columns plus ``energy_vs_dense`` and ``cycles_vs_dense``;
 - ``report.json``: workload, architecture fields, energy table name and unit, totals and layers;
 - ``energy_per_layer.png``: stacked energy by component per layer, designs side by side;
-- ``vs_dense.png``: total energy and latency of each design relative to dense_ws.
+- ``vs_dense.png``: total energy and latency of each design relative to dense_ws;
+- ``action_counts_<design>.yaml``: each design's totals as Accelergy v0.3 action counts
+  (:mod:`wfn_sim.accelergy`), so Accelergy can price the same run.
 Energy columns are named ``*_energy_pj`` and hold picojoules, or the table's relative unit when the
 table says so (``energy_unit`` in every file).
 """
@@ -141,6 +143,11 @@ def _plot_vs_dense(result: SimResult, path: Path, plt) -> Path:
 
 
 def write_all(result: SimResult, out_dir, plots: bool = True) -> list[Path]:
-    """CSV + JSON (+ PNG plots); returns every path written."""
+    """CSV + JSON + Accelergy action counts (+ PNG plots); returns every path written."""
     paths = list(write_csv(result, out_dir)) + [write_json(result, out_dir)]
+    if result.table is not None:
+        from .accelergy import write_action_counts
+        from .energy import required_events
+
+        paths += write_action_counts(result, out_dir, result.table, required_events)
     return paths + (plot(result, out_dir) if plots else [])

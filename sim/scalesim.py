@@ -203,76 +203,80 @@ class _ReadBuffer:
 
 
 # ----------------------------------------------------------------------------------------- write buffer
-def _write_buffer(words_per_row: np.ndarray, size_words: int, line_words: int) -> dict:
-    """SCALE-Sim's ofmap write buffer over the words written in each demand row (one row per cycle)."""
-    total = size_words
-    drain_size = total - math.ceil(total * 0.5)
-    threshold = total - drain_size  # a drain starts when free space falls below this
-    drain_lines = math.ceil(drain_size / line_words)
-    cum = np.concatenate(([0], np.cumsum(words_per_row, dtype=np.int64)))
-    n_words, n_rows = int(cum[-1]), words_per_row.size
-    free, line_fill, lines, partial = total, 0, 0, {}
-    drained_to, drain_end, stall = 0, 0, 0
-    writes, first_drain, last_drain = 0, None, None
-    stall_events = []  # (row, stall cycles from this row's output on)
+class _WriteBuffer:
+    """SCALE-Sim's ofmap write buffer: lines of ``line_words``, drains of half the buffer, one line per cycle."""
 
-    def store(n):
-        nonlocal free, line_fill, lines
-        free -= n
-        line_fill += n
-        lines += line_fill // line_words
-        line_fill %= line_words
+    def __init__(self, size_words: int, line_words: int):
+        self.size, self.line = size_words, line_words
+        drain_size = size_words - math.ceil(size_words * 0.5)
+        self.threshold = size_words - drain_size  # a drain starts when free space falls below this
+        self.drain_lines = math.ceil(drain_size / line_words)
+        self.free, self.fill, self.lines, self.partial = size_words, 0, 0, {}
+        self.drained_to, self.writes, self.first, self.last = 0, 0, None, None
 
-    def drain(cycle):
-        nonlocal lines, line_fill, drained_to, writes, free, first_drain, last_drain
-        if line_fill:  # close the partial line
-            partial[lines] = line_fill
-            lines += 1
-            line_fill = 0
-        end = min(drained_to + drain_lines, lines)
-        count = end - drained_to
-        data = count * line_words - (line_words - partial.get(end - 1, line_words))
-        writes += data
-        free += data
-        drained_to = end
-        first_drain = cycle if first_drain is None else first_drain
-        last_drain = max(last_drain or cycle, cycle + count - 1)  # the final drains overlap a running one
+    def store(self, n: int) -> None:
+        self.free -= n
+        self.fill += n
+        self.lines += self.fill // self.line
+        self.fill %= self.line
+
+    def drain(self, cycle: int) -> int:
+        """Close the partial line, drain up to ``drain_lines`` lines from ``cycle`` on; returns the end cycle."""
+        if self.fill:
+            self.partial[self.lines] = self.fill
+            self.lines += 1
+            self.fill = 0
+        end = min(self.drained_to + self.drain_lines, self.lines)
+        count = end - self.drained_to
+        data = count * self.line - (self.line - self.partial.get(end - 1, self.line))  # only the last line's gaps
+        self.writes += data
+        self.free += data
+        self.drained_to = end
+        self.first = cycle if self.first is None else self.first
+        self.last = max(self.last or cycle, cycle + count - 1)  # the final drains overlap a running one
         return cycle + count - 1
 
-    def row_of(p):
-        return int(np.searchsorted(cum, p, side="right")) - 1
+    def pending(self) -> bool:
+        return self.drained_to < self.lines or self.fill > 0
 
-    p = 0
+
+def _write_buffer(words_per_row: np.ndarray, size_words: int, line_words: int) -> dict:
+    """SCALE-Sim's ofmap write buffer over the words written in each demand row (one row per cycle)."""
+    buf = _WriteBuffer(size_words, line_words)
+    cum = np.concatenate(([0], np.cumsum(words_per_row, dtype=np.int64)))
+    n_words, n_rows = int(cum[-1]), words_per_row.size
+    drain_end, stall, stall_events, p = 0, 0, [], 0
+
+    def row_of(q):
+        return int(np.searchsorted(cum, q, side="right")) - 1
+
     while p < n_words:
         row = row_of(p)
-        if row + stall < drain_end:  # a drain is running
-            rows_before_end = min(drain_end - stall, n_rows)
-            avail = int(cum[rows_before_end]) - p
-            if avail < free:
-                store(avail)
+        if row + stall < drain_end:  # a drain is running: words go in until it ends or the buffer is full
+            avail = int(cum[min(drain_end - stall, n_rows)]) - p
+            if avail < buf.free:
+                buf.store(avail)
                 p += avail
                 continue
-            k = max(free, 1)
-            store(k)
+            k = max(buf.free, 1)  # this word finds the buffer full: the array waits for the drain
+            buf.store(k)
             p += k
             stalled_row = row_of(p - 1)
             stall = drain_end - stalled_row
             stall_events.append((stalled_row, stall))
             continue
-        k = max(1, free - threshold + 1)
+        k = max(1, buf.free - buf.threshold + 1)  # words until free space falls below the threshold
         if p + k > n_words:
-            store(n_words - p)
-            p = n_words
+            buf.store(n_words - p)
             break
-        store(k)
+        buf.store(k)
         p += k
-        drain_end = drain(row_of(p - 1) + stall)
-    cycle = n_rows - 1 + stall
-    total_cycles = cycle
-    while drained_to < lines or line_fill:
-        cycle = drain(cycle) + 1
+        drain_end = buf.drain(row_of(p - 1) + stall)
+    total_cycles = cycle = n_rows - 1 + stall
+    while buf.pending():
+        cycle = buf.drain(cycle) + 1
     nonempty = np.flatnonzero(words_per_row)
-    return {"writes": writes, "start": first_drain, "stop": last_drain, "stall_cycles": stall,
+    return {"writes": buf.writes, "start": buf.first, "stop": buf.last, "stall_cycles": stall,
             "total_cycles": total_cycles, "stall_events": stall_events,
             "first_row": int(nonempty[0]), "last_row": int(nonempty[-1])}
 

@@ -23,6 +23,7 @@ class SimResult:
     designs: tuple
     rows: tuple
     totals: dict
+    table: EnergyTable | None = None  # the table that priced the run (for Accelergy action counts)
 
     def total(self, design: str, field: str):
         return self.totals[design][field]
@@ -43,7 +44,7 @@ def simulate(workload: Workload, arch: ArchConfig, designs=("dense_ws",),
             design_rows.append(row)
         totals[design] = _total(design_rows, design)
         rows += design_rows
-    return SimResult(workload.name, arch, table.name, table.unit, designs, tuple(rows), totals)
+    return SimResult(workload.name, arch, table.name, table.unit, designs, tuple(rows), totals, table)
 
 
 def _total(rows: list[dict], design: str) -> dict:
