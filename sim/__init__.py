@@ -8,6 +8,9 @@ Quick use (no torch needed)::
     result.totals["factorised"]["total_energy_pj"]
 
 From a torch model (imports torch lazily): ``wfn_sim.extract.extract_workload(model, (1, 3, 224, 224))``.
+
+Needs numpy (and pyyaml for its YAML configs); of wfn_kernels only the packed-file interface
+``wfn_kernels.format.container``, to read packed models (docs/simulator.md, docs/design.md).
 """
 
 from .arch import DEFAULT_DESIGNS, DESIGNS, ArchConfig, load_arch, parse_designs
