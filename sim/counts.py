@@ -15,7 +15,7 @@ Designs:
   ``ws_systolic`` only.
 DRAM traffic, ``dram_model``:
 - ``reuse`` (default, our model): each tensor is read once when it fits half its SRAM (double
-  buffering), else once per pass over it (WS ifmap per column fold; OS ifmap per column fold and each
+  buffering), else once per pass over it (the ifmap counted as the words its windows touch) (WS ifmap per column fold; OS ifmap per column fold and each
   filter block per output fold; IS filters per column fold; factorised ifmap per pass); outputs written
   once. ``cycles_incl_prefetch`` = ``cycles`` (no separate prefetch phase is modelled).
 - ``scalesim``: SCALE-Sim's buffers, reproduced exactly by :mod:`wfn_sim.scalesim` (dense systolic
@@ -32,7 +32,7 @@ import numpy as np
 
 from . import scalesim
 from .arch import DESIGNS, SYSTOLIC_DESIGNS, UCNN_DESIGNS, ArchConfig
-from .systolic import dense_counts, fold_order_intervals, mapping, weight_folds
+from .systolic import dense_counts, fold_order_intervals, ifmap_footprint_words, mapping, weight_folds
 from .workload import Layer, WeightStats, Workload
 
 # Units: *_cycles in clock cycles; *_pct percent; load_imbalance = max/mean PE work (1 = balanced);
@@ -166,7 +166,7 @@ def _reuse_reloads(layer: Layer, arch: ArchConfig, c: dict, design: str) -> tupl
     """(ifmap, filter) DRAM reads per element under the reuse model."""
     half_ifmap = arch.ifmap_sram_kb * 8192 // 2  # double-buffered
     half_filter = arch.filter_sram_kb * 8192 // 2
-    ifmap_fits = layer.ifmap_words * arch.act_bits <= half_ifmap
+    ifmap_fits = ifmap_footprint_words(layer) * arch.act_bits <= half_ifmap
     if design in ("factorised", "sparse_pe"):
         return (1 if ifmap_fits else c["_passes"]), 1
     mp = mapping(layer, arch)
@@ -199,10 +199,10 @@ def _memory_traffic(c: dict, layer: Layer, arch: ArchConfig, storage_bits: int, 
         prefetch_cycles = d["cycles_incl_prefetch"] + stretch
     else:
         ifmap_reloads, filter_reloads = _reuse_reloads(layer, arch, c, design)
-        c["ifmap_dram_reads"] = layer.ifmap_words * ifmap_reloads
+        c["ifmap_dram_reads"] = ifmap_footprint_words(layer) * ifmap_reloads
         c["filter_dram_reads"] = layer.weight_count * filter_reloads
         c["ofmap_dram_writes"] = out_words
-        c["ifmap_dram_read_bits"] = layer.ifmap_words * arch.act_bits * ifmap_reloads
+        c["ifmap_dram_read_bits"] = c["ifmap_dram_reads"] * arch.act_bits
         c["filter_dram_read_bits"] = storage_bits * filter_reloads
         c["ofmap_dram_write_bits"] = out_words * arch.act_bits
         prefetch_cycles = None

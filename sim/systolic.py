@@ -146,3 +146,22 @@ def fold_order_intervals(layer: Layer, arch: ArchConfig, block_intervals):
     if arch.dataflow == "os_systolic":  # block (g, col_folds, 1) -> (g, col_folds, row_folds over N)
         return np.repeat(block_intervals, mp.row_folds, axis=2)
     return np.repeat(block_intervals, mp.col_folds, axis=1)  # IS: (g, 1, row_folds) -> (g, col_folds over N, ...)
+
+
+def ifmap_footprint_words(layer: Layer) -> int:
+    """Input words the layer's windows touch (a stride-2 1x1 conv touches a quarter of its input)."""
+    import numpy as np
+
+    def covered(size, out, kernel, stride, padding, dilation):
+        pos = (np.arange(out)[:, None] * stride - padding + np.arange(kernel)[None, :] * dilation).ravel()
+        hit = np.zeros(size, dtype=bool)
+        hit[pos[(pos >= 0) & (pos < size)]] = True
+        return int(hit.sum())
+
+    if layer.ceil_mode:  # SCALE-Sim's topology: no padding, windows may overhang the input
+        pad_h = pad_w = 0
+    else:
+        pad_h, pad_w = layer.padding_h, layer.padding_w
+    rows = covered(layer.in_h, layer.out_h, layer.kernel_h, layer.stride_h, pad_h, layer.dilation_h)
+    cols = covered(layer.in_w, layer.out_w, layer.kernel_w, layer.stride_w, pad_w, layer.dilation_w)
+    return rows * cols * layer.in_channels

@@ -178,7 +178,7 @@ def test_reuse_model_reloads_per_dataflow():
     n_folds = {df: count_layer(big, None, ArchConfig(dataflow=df), "dense_ws") for df in
                ("ws_systolic", "os_systolic", "is_systolic")}
     col_folds = math.ceil(256 / 32)
-    assert n_folds["ws_systolic"]["ifmap_dram_reads"] == big.ifmap_words * col_folds
+    assert n_folds["ws_systolic"]["ifmap_dram_reads"] == big.ifmap_words * col_folds  # padded: all touched
     assert n_folds["ws_systolic"]["filter_dram_reads"] == big.weight_count
     assert n_folds["os_systolic"]["ifmap_dram_reads"] == big.ifmap_words * col_folds
     assert n_folds["os_systolic"]["filter_dram_reads"] == big.weight_count  # a K x 32 block fits
@@ -199,3 +199,16 @@ def test_grouped_layer_runs_as_one_scalesim_layer_per_group():
     assert count_layer(grouped, None, arch, "dense_ws")["cycles"] == 4 * o["total_cycles"]
     with pytest.raises(ValueError, match="SCALE-Sim has no grouped convolution"):
         layer_report(grouped, arch)
+
+
+def test_reuse_model_counts_the_ifmap_words_the_windows_touch():
+    """r18_l4_down (1x1, stride 2 on 13x13x256) touches 7x7x256 words: fetched once, as SCALE-Sim finds."""
+    from wfn_sim.systolic import ifmap_footprint_words
+
+    down = Layer("down", "conv", 13, 13, 256, 512, 1, 1, 2, 2, ceil_mode=True)
+    assert ifmap_footprint_words(down) == 7 * 7 * 256
+    reuse = count_layer(down, None, ArchConfig(), "dense_ws")
+    scalesim = count_layer(down, None, ArchConfig(dram_model="scalesim"), "dense_ws")
+    assert reuse["ifmap_dram_reads"] == scalesim["ifmap_dram_reads"] == 12544
+    padded = Layer("c", "conv", 9, 9, 4, 8, 3, 3, 2, 2, 1, 1)  # windows cover every input pixel
+    assert ifmap_footprint_words(padded) == padded.ifmap_words
