@@ -14,7 +14,7 @@ import dataclasses
 import sys
 import time
 
-from .arch import DEFAULT_DESIGNS, ArchConfig, load_arch, parse_designs
+from .arch import DEFAULT_DESIGNS, SYSTOLIC_DESIGNS, ArchConfig, load_arch, parse_designs
 from .energy import load_energy_table
 from .report import relative_to_dense, write_all
 from .simulate import simulate
@@ -93,6 +93,8 @@ def main(argv=None) -> int:
         if args.sweep_unique:
             return _run_sweep(args, arch, table)
         designs = parse_designs(args.designs)
+        if args.designs == ",".join(DEFAULT_DESIGNS) and arch.dataflow != "ws_systolic":
+            designs = SYSTOLIC_DESIGNS  # the default set less the UCNN designs, which are ws_systolic only
         workload = _workload(args)
         start = time.perf_counter()
         result = simulate(workload, arch, designs, table)

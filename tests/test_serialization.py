@@ -46,7 +46,7 @@ def test_tampered_tensor_bytes(saved):
     data = bytearray(path.read_bytes())
     data[-5] ^= 0xFF  # flip bits in the last tensor's data
     path.write_bytes(bytes(data))
-    with pytest.raises(CorruptFileError, match="checksum mismatch for tensor"):
+    with pytest.raises(CorruptFileError, match=r"checksum mismatch in tensor '.*' \(its bytes"):
         load_packed(path, SmallCNN())
 
 
@@ -61,6 +61,18 @@ def test_tampered_header(saved):
     new = json.dumps(head).encode()
     new += b" " * ((8 - len(new) % 8) % 8)
     path.write_bytes(struct.pack("<Q", len(new)) + new + data[8 + n:])
+    with pytest.raises(CorruptFileError, match="checksum mismatch in the metadata"):
+        load_packed(path, SmallCNN())
+
+
+def test_unsupported_format_version_is_named(saved):
+    """A file sealed correctly but declaring another format_version (a future writer) is refused."""
+    from wfn_kernels.format.container import write_sealed_safetensors
+
+    _, path, _ = saved
+    _, tensors = read_packed(path)
+    header = {"format_version": 99, "layers": [], "checksums": {}}
+    write_sealed_safetensors(path, tensors, {"wfn_header": json.dumps(header)}, kind="wfn-packed")
     with pytest.raises(CorruptFileError, match="format_version 99 is not supported"):
         load_packed(path, SmallCNN())
 

@@ -6,6 +6,7 @@ from torch import nn
 from wfn_helpers import fast_config, tiny_setup
 
 from wfn_kernels.fixing import WFNConfig, fix_weights, trainer
+from wfn_kernels.format.container import CorruptFileError
 from wfn_kernels.fixing.params import flatten, tracked_parameters
 
 
@@ -106,7 +107,7 @@ def test_checkpoint_from_another_model_or_config_is_rejected(tmp_path):
     with pytest.raises(FileNotFoundError, match="checkpoint"):
         fix_weights(same, loader, None, cfg, run_dir=tmp_path / "nothing", resume=True, progress=False)
     (tmp_path / "checkpoint.json").write_text("{not json")
-    with pytest.raises(ValueError, match="not valid JSON"):
+    with pytest.raises(CorruptFileError, match=r"checkpoint.json: JSON: no whole-file checksum"):
         fix_weights(same, loader, None, cfg, run_dir=tmp_path, resume=True, progress=False)
 
 
