@@ -178,17 +178,15 @@ def _load_state(path: Path):
     import torch
 
     if _is_safetensors(path):
-        from safetensors import SafetensorError, safe_open
+        from wfn_kernels.format.container import FORMAT as PACKED, read_safetensors
 
-        try:
-            with safe_open(str(path), "pt") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except (SafetensorError, OSError) as exc:
-            raise ValueError(f"{path}: not a readable safetensors file (truncated or damaged?): {exc}") from None
-        if "wfn_format" in meta:
+        # every byte of a file wfn_kernels wrote is verified (CorruptFileError names the damaged part)
+        kind, meta, tensors = read_safetensors(path, what="model file")
+        if kind == PACKED:
             state, layers = _packed_state(path)
             return state, layers, None
+        if kind not in (None, "wfn-model"):
+            raise ValueError(f"{path}: is a {kind} file, not a model (pass a packed model or a model.safetensors)")
         return tensors, None, meta.get("wfn_model")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)

@@ -45,7 +45,7 @@ def test_demo_end_to_end(tmp_path):
 
 def test_demo_bad_arguments(tmp_path):
     proc = run("demo", "--epochs", "0")
-    assert proc.returncode != 0 and "epochs must be an integer >= 1" in proc.stderr
+    assert proc.returncode == 2 and "argument --epochs: expected a positive integer (>= 1), got 0" in proc.stderr
     proc = run("demo", "--dataset", "imagenet", "--epochs", "1", "--out", str(tmp_path / "x"))
     assert proc.returncode != 0 and "unknown dataset 'imagenet'" in proc.stderr
     proc = run("demo", "--delta", "1.5", "--out", str(tmp_path / "x"))

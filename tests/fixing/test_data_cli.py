@@ -73,16 +73,16 @@ def test_stats_of_a_packed_model_decodes_its_codes(tmp_path, capsys):
     assert [layer["name"] for layer in got["layers"]] == [layer["name"] for layer in expected["layers"]]
 
 
-def test_cli_rejects_bad_config(tmp_path):
-    with pytest.raises(SystemExit, match="open interval"):
-        main(["fix", "--dataset", "digits", "--out", str(tmp_path), "--delta", "1.5"])
-    with pytest.raises(SystemExit, match="strictly increasing"):
-        main(["fix", "--dataset", "digits", "--out", str(tmp_path), "--fractions", "0.6", "0.3", "1.0"])
+def test_cli_rejects_bad_config(tmp_path, capsys):
+    assert main(["fix", "--dataset", "digits", "--out", str(tmp_path), "--delta", "1.5"]) == 2
+    assert "open interval (0, 1), got 1.5" in capsys.readouterr().err
+    assert main(["fix", "--dataset", "digits", "--out", str(tmp_path), "--fractions", "0.6", "0.3", "1.0"]) == 2
+    assert "strictly increasing" in capsys.readouterr().err
 
 
-def test_cli_missing_dataset_dir(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        main(["fix", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "x"), "--out", str(tmp_path)])
+def test_cli_missing_dataset_dir(tmp_path, capsys):
+    assert main(["fix", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "x"), "--out", str(tmp_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
 
 
 def test_cli_sweep_writes_csv_and_plots(tmp_path):

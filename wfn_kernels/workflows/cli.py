@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
+
+from ._cli import DefaultsFormatter, Parser, positive_float, positive_int, run_command
 
 
 DEFAULT_EPOCHS = {"digits": 30, "fashion-mnist": 5}
 
 
 def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="the main job: baseline -> WFN fixing -> packed model -> bench -> energy -> report")
+    p = sub.add_parser("demo", help="the main job: baseline -> WFN fixing -> packed model -> bench -> energy -> report",
+                       formatter_class=DefaultsFormatter)
     p.add_argument("--out", default="demo_out", help="output directory (report.md, report.json, PNGs, model)")
-    p.add_argument("--dataset", default="digits", help="digits (default, bundled) or fashion-mnist")
-    p.add_argument("--data-dir", default=None, help="directory of the Fashion-MNIST idx files")
-    p.add_argument("--epochs", type=int, default=None,
+    p.add_argument("--dataset", default="digits", help="digits (bundled) or fashion-mnist")
+    p.add_argument("--data-dir", default=None,
+                   help="directory of the Fashion-MNIST idx files (default: /usr/share/datasets/fashion-mnist)")
+    p.add_argument("--epochs", type=positive_int, default=None,
                    help="baseline training epochs (default: 30 on digits, 5 on fashion-mnist)")
-    p.add_argument("--delta", type=float, default=0.15, help="WFN relative tolerance δ")
-    p.add_argument("--fix-epochs", type=int, default=1, help="training epochs per WFN fixing iteration")
-    p.add_argument("--bench-repeats", type=int, default=20, help="timed runs per latency median")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--delta", type=positive_float, default=0.15, help="WFN relative tolerance δ")
+    p.add_argument("--fix-epochs", type=positive_int, default=1, help="training epochs per WFN fixing iteration")
+    p.add_argument("--bench-repeats", type=positive_int, default=20, help="timed runs per latency median")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=_run_demo)
 
@@ -29,13 +32,13 @@ def _run_demo(args) -> int:
 
     if args.epochs is None:
         args.epochs = DEFAULT_EPOCHS.get(args.dataset, 30)
-    try:
-        if args.fix_epochs < 1 or args.bench_repeats < 1:
-            raise ValueError(f"--fix-epochs and --bench-repeats must be >= 1, got {args.fix_epochs} and "
-                             f"{args.bench_repeats}")
-        check_args(args.out, args.dataset, args.epochs, args.delta, args.data_dir)
-    except (ValueError, FileNotFoundError) as exc:
-        raise SystemExit(f"wfn demo: {exc}") from None
+    from pathlib import Path
+
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise NotADirectoryError(f"--out {args.out} is a file, expected a directory")
+    if args.data_dir is not None and Path(args.data_dir).exists() and not Path(args.data_dir).is_dir():
+        raise NotADirectoryError(f"--data-dir {args.data_dir} is a file, expected the directory of the idx files")
+    check_args(args.out, args.dataset, args.epochs, args.delta, args.data_dir)
     r = run_demo(args.out, args.dataset, args.epochs, args.seed, args.data_dir, progress=not args.no_progress,
                  delta=args.delta, fix_epochs=args.fix_epochs, bench_repeats=args.bench_repeats)
     print(summary_table(r))
@@ -47,7 +50,7 @@ def _run_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wfn", description="Weight Fixing Networks toolkit")
+    parser = Parser(prog="wfn", description="Weight Fixing Networks toolkit", formatter_class=DefaultsFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_demo(sub)
     try:
@@ -62,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    return run_command(f"wfn {args.command}", args.func, args)
 
 
 if __name__ == "__main__":

@@ -2,54 +2,68 @@
 
 Long flags map one-to-one onto WFNConfig fields (--delta is relative_tolerance, --ratio is
 regularizer_ratio, --zero-threshold, --fractions, --epochs-per-iteration, ...). Also runnable alone:
-``python -m wfn_kernels.fixing.cli fix --dataset digits --out runs/d``.
+``python -m wfn_kernels.workflows.fix_cli fix --dataset digits --out runs/d``.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
+import io
 import itertools
 import json
+import os
 import sys
 from pathlib import Path
 
 import torch
 
+from ..format.container import atomic_write
+
 from ..fixing.config import PAPER_FIX_FRACTIONS, WFNConfig
+from ._cli import DefaultsFormatter, Parser, nonnegative_int, positive_float, positive_int, run_command
 
 
 def add_subcommands(sub) -> None:
     """Register fix, sweep and stats on an argparse subparsers object."""
-    p = sub.add_parser("fix", help="WFN-fix a (trained) model on a bundled dataset")
+    kw = {"formatter_class": DefaultsFormatter}
+    p = sub.add_parser("fix", help="WFN-fix a (trained) model on a bundled dataset", **kw)
     _add_common(p)
     p.add_argument("--delta", type=float, default=WFNConfig.relative_tolerance, help="δ, relative_tolerance")
     p.add_argument("--ratio", type=float, default=WFNConfig.regularizer_ratio, help="regularizer_ratio")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.set_defaults(func=_cmd_fix)
 
-    p = sub.add_parser("sweep", help="WFN over a grid of δ, ratio and BN fixing, with summary plots")
+    p = sub.add_parser("sweep", help="WFN over a grid of δ, ratio and BN fixing, with summary plots", **kw)
     _add_common(p)
-    p.add_argument("--deltas", type=float, nargs="+", default=[0.01, 0.02, 0.03])
-    p.add_argument("--ratios", type=float, nargs="+", default=[WFNConfig.regularizer_ratio])
+    p.add_argument("--deltas", type=float, nargs="+", default=[0.01, 0.02, 0.03], help="δ values of the grid")
+    p.add_argument("--ratios", type=float, nargs="+", default=[WFNConfig.regularizer_ratio],
+                   help="regularizer_ratio values of the grid")
     p.add_argument("--bn", choices=["on", "off", "both"], default="both", help="BatchNorm fixing settings")
     p.set_defaults(func=_cmd_sweep)
 
-    p = sub.add_parser("stats", help="print the weight-space metrics of a saved model (.safetensors)")
-    p.add_argument("model", help="a model.safetensors written by `wfn fix` or any safetensors state dict")
+    p = sub.add_parser("stats", help="print the weight-space metrics of a saved model (.safetensors)", **kw)
+    p.add_argument("model", help="a model.safetensors written by `wfn fix`, a packed WFN model or any "
+                   "safetensors state dict")
     p.add_argument("--json", action="store_true", help="print the full metrics as JSON")
     p.set_defaults(func=_cmd_stats)
 
 
 def _add_common(p) -> None:
-    p.add_argument("--dataset", choices=["digits", "fashion-mnist"], default="digits")
-    p.add_argument("--data-dir", default=None, help="directory of the Fashion-MNIST idx files")
-    p.add_argument("--model", default="small-cnn", help="small-cnn or small-resnet")
+    p.add_argument("--dataset", choices=["digits", "fashion-mnist"], default="digits", help="dataset")
+    p.add_argument("--data-dir", default=None,
+                   help="directory of the Fashion-MNIST idx files (default: /usr/share/datasets/fashion-mnist)")
+    p.add_argument("--model", default="small-cnn",
+                   help="small-cnn, small-resnet, or your own class as package.module:ClassName (built with "
+                        "no arguments, imported from PYTHONPATH)")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--baseline", default=None, help="baseline state dict (.safetensors); trained if missing")
-    p.add_argument("--baseline-epochs", type=int, default=10)
-    p.add_argument("--baseline-lr", type=float, default=1e-2)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a finished or interrupted run (and its default baseline) in --out")
+    p.add_argument("--baseline", default=None,
+                   help="baseline state dict (.safetensors), trained and written there if missing "
+                        "(default: OUT/baseline.safetensors)")
+    p.add_argument("--baseline-epochs", type=positive_int, default=10, help="epochs of baseline training")
+    p.add_argument("--baseline-lr", type=positive_float, default=1e-2, help="learning rate of baseline training")
+    p.add_argument("--batch-size", type=positive_int, default=128, help="training batch size")
     p.add_argument("--zero-threshold", type=float, default=WFNConfig.zero_threshold, help="γ0")
     p.add_argument("--fractions", type=float, nargs="+", default=list(PAPER_FIX_FRACTIONS), help="fix_fractions")
     p.add_argument("--no-relax", action="store_true", help="δ_t = δ every iteration (no 10δ → δ relaxation)")
@@ -58,16 +72,18 @@ def _add_common(p) -> None:
                    help="earlier fixed weights stay on their centre (keep_fixed=True; default: re-cluster all)")
     p.add_argument("--allow-sign-flip", action="store_true",
                    help="let a centre take weights of the opposite sign, as the original (same_sign=False)")
-    p.add_argument("--epochs-per-iteration", type=int, default=WFNConfig.epochs_per_iteration)
-    p.add_argument("--max-steps-per-iteration", type=int, default=None)
-    p.add_argument("--lr", type=float, default=WFNConfig.lr)
-    p.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
-    p.add_argument("--temperature", type=float, default=WFNConfig.temperature)
-    p.add_argument("--bn-recalibration-batches", type=int, default=0,
+    p.add_argument("--epochs-per-iteration", type=nonnegative_int, default=WFNConfig.epochs_per_iteration,
+                   help="training epochs per fixing iteration")
+    p.add_argument("--max-steps-per-iteration", type=positive_int, default=None,
+                   help="stop each iteration's training after N steps (default: no limit)")
+    p.add_argument("--lr", type=positive_float, default=WFNConfig.lr, help="learning rate of WFN training")
+    p.add_argument("--optimizer", choices=["adam", "sgd"], default="adam", help="optimizer")
+    p.add_argument("--temperature", type=float, default=WFNConfig.temperature, help="regularizer temperature")
+    p.add_argument("--bn-recalibration-batches", type=nonnegative_int, default=0,
                    help="re-estimate BN statistics over N batches after each fixing (0: off, as the paper)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def _config(args, delta: float, ratio: float, bn: bool) -> WFNConfig:
@@ -80,7 +96,7 @@ def _config(args, delta: float, ratio: float, bn: bool) -> WFNConfig:
                          bn_recalibration_batches=args.bn_recalibration_batches,
                          keep_fixed=args.keep_fixed, same_sign=not args.allow_sign_flip)
     except ValueError as exc:
-        raise SystemExit(f"wfn {args.command}: {exc}") from exc
+        raise ValueError(f"{exc} (check --delta/--ratio/--fractions/--zero-threshold/--temperature)") from None
 
 
 def _spec(args, config: WFNConfig, out: str, resume: bool = False):
@@ -89,12 +105,61 @@ def _spec(args, config: WFNConfig, out: str, resume: bool = False):
     return RunSpec(dataset=args.dataset, out=out, model=args.model, config=config, data_dir=args.data_dir,
                    baseline=args.baseline or str(Path(args.out) / "baseline.safetensors"),
                    baseline_epochs=args.baseline_epochs, baseline_lr=args.baseline_lr, batch_size=args.batch_size,
-                   resume=resume, progress=not args.no_progress)
+                   resume=resume, progress=not args.no_progress, overwrite=args.overwrite)
+
+
+def _check_inputs(args) -> None:
+    """Everything a run needs that can be checked before any work, each error naming its flag."""
+    from . import data, models
+    from .pipeline import check_out
+
+    try:
+        models.build(args.model)
+    except ValueError as exc:
+        raise ValueError(f"--model: {exc}") from None
+    if args.baseline is not None:
+        base = Path(args.baseline)
+        if base.is_dir():
+            raise IsADirectoryError(f"--baseline {base} is a directory, expected a .safetensors file")
+        if not base.exists() and not base.parent.is_dir():
+            raise FileNotFoundError(f"--baseline {base}: directory {base.parent} does not exist")
+    if args.data_dir is not None and Path(args.data_dir).exists() and not Path(args.data_dir).is_dir():
+        raise NotADirectoryError(f"--data-dir {args.data_dir} is a file, expected the directory of the idx files")
+    if args.dataset == "fashion-mnist":
+        data.load(args.dataset, args.data_dir)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file, expected a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PermissionError(f"--out {out} cannot be created: {exc.strerror or exc}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise PermissionError(f"--out {out} is not writable")
+    for spec in _all_specs(args):
+        try:
+            check_out(spec)
+        except (ValueError, OSError) as exc:
+            flag = "--resume" if getattr(args, "resume", False) else "--out"
+            raise type(exc)(f"{flag}: {exc}") from None
+
+
+def _grid(args):
+    if args.command == "fix":
+        return [(args.delta, args.ratio, not args.no_bn, args.out)]
+    bns = {"on": [True], "off": [False], "both": [True, False]}[args.bn]
+    return [(d, r, bn, str(Path(args.out) / f"delta{d}_ratio{r}_bn{int(bn)}"))
+            for d, r, bn in itertools.product(args.deltas, args.ratios, bns)]
+
+
+def _all_specs(args):
+    return [_spec(args, _config(args, d, r, bn), out, getattr(args, "resume", False)) for d, r, bn, out in _grid(args)]
 
 
 def _cmd_fix(args) -> int:
     from .pipeline import init_distributed, run
 
+    _check_inputs(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     init_distributed()
@@ -110,12 +175,13 @@ def _cmd_sweep(args) -> int:
     from .pipeline import run
     from .plots import plot_sweep
 
+    _check_inputs(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    bns = {"on": [True], "off": [False], "both": [True, False]}[args.bn]
+    if args.overwrite:  # the shared baseline is the sweep's, in --out
+        Path(args.out, "baseline.safetensors").unlink(missing_ok=True)
     rows = []
-    for delta, ratio, bn in itertools.product(args.deltas, args.ratios, bns):
-        out = str(Path(args.out) / f"delta{delta}_ratio{ratio}_bn{int(bn)}")
+    for delta, ratio, bn, out in _grid(args):
         r = run(_spec(args, _config(args, delta, ratio, bn), out))
         m = r["metrics"]
         rows.append({"delta": delta, "ratio": ratio, "bn": bn, "accuracy": r["test_accuracy"],
@@ -123,30 +189,41 @@ def _cmd_sweep(args) -> int:
                      "entropy_bits": m["entropy_bits"], "entropy_nonzero_bits": m["entropy_nonzero_bits"],
                      "fix_seconds": r["fix_seconds"]})
         print(json.dumps(rows[-1]))
-    with open(Path(args.out) / "sweep.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write(Path(args.out) / "sweep.csv", lambda tmp: Path(tmp).write_text(buf.getvalue()))
     plot_sweep(rows, args.out)
     return 0
 
 
 def _cmd_stats(args) -> int:
     from ..fixing.metrics import network_metrics, summary_line, tensor_metrics
-    from .pipeline import load_saved_model
+    from ..format.container import FORMAT as PACKED, sealed_kind
+    from .pipeline import MODEL_KIND, load_saved_model
 
-    packed = _packed_weights(args.model)
-    model, tensors, meta = (None, {}, {}) if packed is not None else load_saved_model(args.model)
-    if packed is not None:  # a save_packed file: metrics of the decoded conv/linear weights
+    path = Path(args.model)
+    if path.is_dir():
+        raise IsADirectoryError(f"model file {path} is a directory, expected a .safetensors file")
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {path} does not exist")
+    kind = sealed_kind(path)
+    if kind == PACKED:  # a save_packed file: metrics of the decoded conv/linear weights
+        packed = _packed_weights(path)
         m = tensor_metrics(packed)
         print(f"packed WFN model: {len(packed)} layer(s) decoded from their codes", file=sys.stderr)
-    elif model is not None:
-        m = network_metrics(model, meta.get("include_batchnorm", "True") == "True")
+    elif kind not in (None, MODEL_KIND, "damaged"):
+        raise ValueError(f"{path} is a {kind} file, not a model; run wfn stats on a run's model.safetensors")
     else:
-        named = [(k, v) for k, v in tensors.items() if v.is_floating_point() and k.endswith((".weight", ".bias"))]
-        if not named:
-            raise SystemExit(f"wfn stats: {args.model} holds no float .weight/.bias tensors")
-        m = tensor_metrics(named)
+        model, tensors, meta = load_saved_model(path)  # verifies every byte of a wfn file
+        if model is not None:
+            m = network_metrics(model, meta.get("include_batchnorm", "True") == "True")
+        else:
+            named = [(k, v) for k, v in tensors.items() if v.is_floating_point() and k.endswith((".weight", ".bias"))]
+            if not named:
+                raise ValueError(f"{path} holds no float .weight/.bias tensors")
+            m = tensor_metrics(named)
     if args.json:
         print(json.dumps(m, indent=1))
         return 0
@@ -159,42 +236,27 @@ def _cmd_stats(args) -> int:
 
 
 def _packed_weights(path):
-    """[(layer.weight, decoded float weight), (layer.bias, bias)...] of a ``save_packed`` file (checksums
-    verified), or None when ``path`` is not one."""
-    from pathlib import Path
+    """[(layer.weight, decoded float weight), (layer.bias, bias)...] of a ``save_packed`` file, every byte
+    verified."""
+    from ..format.container import decoded_weights, read_packed
 
-    from safetensors import safe_open
-
-    from ..format.packing import unpack_codes
-    from ..format.container import read_packed
-
-    if not Path(path).is_file():
-        return None  # load_saved_model reports the missing file
-    try:
-        with safe_open(str(path), "pt") as f:
-            if "wfn_format" not in (f.metadata() or {}):
-                return None
-    except Exception:  # noqa: BLE001  (not a safetensors file: load_saved_model says what is wrong)
-        return None
     header, tensors = read_packed(path)
+    dense = decoded_weights(header, tensors)
     out = []
     for e in header["layers"]:
-        name, shape = e["name"], e["shape"]
-        k = 1
-        for d in shape[1:]:
-            k *= int(d)
-        codes = unpack_codes(tensors[f"{name}.packed"], int(e["bits"]), k)
-        out.append((f"{name}.weight", tensors[f"{name}.codebook"][codes].reshape(shape)))
+        name = e["name"]
+        out.append((f"{name}.weight", dense[name]))
         if e.get("bias") and f"{name}.bias" in tensors:  # tracked like the float model's (metrics.py)
             out.append((f"{name}.bias", tensors[f"{name}.bias"]))
     return out
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="wfn", description="Weight Fixing Networks: fix, sweep, stats")
-    add_subcommands(parser.add_subparsers(dest="command", required=True))
+    parser = Parser(prog="wfn", description="Weight Fixing Networks: fix, sweep, stats",
+                    formatter_class=DefaultsFormatter)
+    add_subcommands(parser.add_subparsers(dest="command", required=True, parser_class=Parser))
     args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    return run_command(f"wfn {args.command}", args.func, args)
 
 
 if __name__ == "__main__":

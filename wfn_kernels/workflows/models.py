@@ -67,6 +67,18 @@ MODELS = {"small-cnn": SmallCNN, "small-resnet": SmallResNet}
 
 
 def build(name: str, **kwargs) -> nn.Module:
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
-    return MODELS[name](**kwargs)
+    """A fresh model: a bundled name (``small-cnn``, ``small-resnet``; ``kwargs`` go to its constructor)
+    or ``package.module:Name``, a class (or factory function) of the user's that builds an
+    ``nn.Module`` with no arguments. Importing the module is the only code run: nothing is unpickled.
+    The spec string is what ``wfn fix`` stores in its model.safetensors, so ``wfn stats`` and ``wfn-sim``
+    rebuild the same architecture."""
+    if name in MODELS:
+        return MODELS[name](**kwargs)
+    if not isinstance(name, str) or ":" not in name:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)} or give your own class "
+                         "as package.module:ClassName (importable: on PYTHONPATH)")
+    if kwargs:
+        raise ValueError(f"model {name!r}: a user class is built without arguments, got {sorted(kwargs)}")
+    from wfn_sim.extract import build_model  # one importer for both commands (no pickles)
+
+    return build_model(name)

@@ -2,29 +2,45 @@
 
 Used by ``wfn fix`` / ``wfn sweep`` (fixing/cli.py) and meant for ``wfn demo``:
 
-    from wfn_kernels.fixing.pipeline import RunSpec, run
+    from wfn_kernels.workflows.pipeline import RunSpec, run
     result = run(RunSpec(dataset="digits", out="demo_out/wfn", config=WFNConfig(...)))
     result["model"]  # the fixed float model (every tracked weight on the codebook)
+
+Every output is written atomically, and ``run.json`` (sealed: see wfn_kernels.format.container) is
+written last with the SHA-256 of every other output: it marks the run finished, and :func:`verify_run` /
+:func:`read_summary` check the outputs against it. ``model.safetensors`` and the baseline are sealed
+``wfn-model`` files. A new run never replaces a finished or interrupted one in the same ``out`` unless
+``RunSpec.overwrite`` (``wfn fix --overwrite``); ``resume`` continues an interrupted one.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
+from ..fixing import checkpoint
 from ..fixing.config import WFNConfig
+from ..format.container import (CorruptFileError, atomic_write, file_digest, read_safetensors, read_sealed_json,
+                                write_sealed_json, write_sealed_safetensors)
 from ..fixing.metrics import network_metrics
 from ..fixing.trainer import fix_weights
 from . import data, models, train
 from .plots import plot_run
+
+MODEL_KIND = "wfn-model"
+RUN_KIND = "wfn-run"
+MANIFEST = "run.json"
+CHECKPOINTS = "checkpoints"
+BASELINE = "baseline.safetensors"
 
 CSV_FIELDS = ("iteration", "fraction", "tolerance", "epochs", "train_loss", "reg_loss", "n_fixed", "fixed_fraction",
               "n_centres", "moved", "max_order", "unique", "unique_nonzero", "entropy_bits",
@@ -48,22 +64,88 @@ class RunSpec:
     val_fraction: float = 0.1
     resume: bool = False
     progress: bool = True
+    overwrite: bool = False
+
+
+class RunExistsError(ValueError):
+    """``out`` already holds a finished or interrupted run and neither resume nor overwrite was asked."""
+
+
+def run_status(out) -> str:
+    """``"finished"`` (run.json present), ``"interrupted"`` (a checkpoint but no run.json) or ``"new"``."""
+    out = Path(out)
+    if (out / MANIFEST).exists():
+        return "finished"
+    if (out / CHECKPOINTS / checkpoint.INDEX).exists():
+        return "interrupted"
+    return "new"
+
+
+def check_out(spec: RunSpec) -> None:
+    """Refuse, before any work, an ``out`` that cannot take this run: a file, unwritable, a finished or
+    interrupted run without overwrite/resume, ``resume`` with no (or a damaged) checkpoint."""
+    out = Path(spec.out)
+    if spec.resume and spec.overwrite:
+        raise ValueError("resume and overwrite exclude each other: resume continues the run in "
+                         f"{out}, overwrite starts it again")
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"output directory {out} is a file, expected a directory")
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise PermissionError(f"output directory {out} is not writable ({probe} is "
+                              f"{'not a directory' if not probe.is_dir() else 'read-only'})")
+    status = run_status(out)
+    if spec.resume:
+        if status == "new":
+            raise FileNotFoundError(f"nothing to resume in {out}: {out / CHECKPOINTS / checkpoint.INDEX} is "
+                                    "missing; run without resume to start")
+        checkpoint.load(out / CHECKPOINTS)  # verified now, not after the baseline is trained
+        return
+    if status != "new" and not spec.overwrite:
+        what = ("a finished run (run.json)" if status == "finished" else
+                "an interrupted run (a checkpoint, no run.json; resume it with --resume)")
+        raise RunExistsError(f"output directory {out} already holds {what}; pass --overwrite to replace "
+                             "it, or choose another --out")
+
+
+def clear_run(out) -> None:
+    """Remove a previous run's outputs from ``out`` (before an overwrite): run.json first (the run is then
+    no longer finished), the files it lists, the checkpoints and the default baseline."""
+    out = Path(out)
+    listed = []
+    if (out / MANIFEST).is_file():
+        try:
+            listed = list(read_sealed_json(out / MANIFEST, kind=RUN_KIND)["files"])
+        except (CorruptFileError, KeyError, TypeError):
+            listed = []
+        (out / MANIFEST).unlink()
+    for name in listed + ["history.json", "history.csv", "metrics.json", "summary.json", "model.safetensors",
+                          BASELINE]:
+        if Path(name).name == name:
+            (out / name).unlink(missing_ok=True)
+    if (out / CHECKPOINTS).is_dir():
+        shutil.rmtree(out / CHECKPOINTS)
 
 
 def run(spec: RunSpec) -> dict:
     """Run the pipeline; returns {"model", "history", "metrics", "baseline_accuracy", "test_accuracy", ...}."""
     out = Path(spec.out)
+    check_out(spec)
+    model = models.build(spec.model)
     train_split, test_split = data.load(spec.dataset, spec.data_dir)
     train_split, val_split = data.validation_split(train_split, spec.val_fraction, seed=0)
-    model = models.build(spec.model)
+    if spec.overwrite and _rank() == 0:
+        clear_run(out)
     t0 = time.perf_counter()
-    base_path = Path(spec.baseline) if spec.baseline else out / "baseline.safetensors"
+    base_path = Path(spec.baseline) if spec.baseline else out / BASELINE
     _baseline(model, base_path, train_split, spec)
     test_loader = test_split.loader(512)
     base_acc = train.evaluate(model, test_loader)
     t1, cpu1 = time.perf_counter(), time.process_time()
     loader = _train_loader(train_split, spec.batch_size, spec.config.seed)
-    model, history = fix_weights(model, loader, val_split.loader(512), spec.config, run_dir=out / "checkpoints",
+    model, history = fix_weights(model, loader, val_split.loader(512), spec.config, run_dir=out / CHECKPOINTS,
                                  resume=spec.resume, progress=spec.progress)
     result = {"model": model, "history": history, "baseline_accuracy": base_acc,
               "test_accuracy": train.evaluate(model, test_loader), "fix_seconds": time.perf_counter() - t1,
@@ -76,44 +158,93 @@ def run(spec: RunSpec) -> dict:
 
 
 def write_outputs(result: dict, spec: RunSpec, out: Path) -> None:
-    """history.json/.csv, metrics.json, summary.json, model.safetensors and the PNG plots."""
+    """history.json/.csv, metrics.json, summary.json, model.safetensors, the PNG plots, then run.json."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "history.json").write_text(json.dumps(result["history"], indent=1))
-    with open(out / "history.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(result["history"])
-    (out / "metrics.json").write_text(json.dumps(result["metrics"], indent=1))
+    names = ["history.json", "history.csv", "metrics.json", "summary.json", "model.safetensors"]
+    _write_text(out / "history.json", json.dumps(result["history"], indent=1))
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(result["history"])
+    _write_text(out / "history.csv", buf.getvalue())
+    _write_text(out / "metrics.json", json.dumps(result["metrics"], indent=1))
     summary = {k: result[k] for k in ("baseline_accuracy", "test_accuracy", "fix_seconds", "fix_cpu_seconds",
                                          "baseline_seconds")}
     summary.update({k: result["metrics"][k] for k in ("unique", "unique_nonzero", "entropy_bits",
                                                        "entropy_nonzero_bits", "index_bits", "packed_bytes")})
     summary.update(dataset=spec.dataset, model=spec.model, config=spec.config.to_dict())
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    _write_text(out / "summary.json", json.dumps(summary, indent=1))
     save_model(result["model"], out / "model.safetensors", spec.model, spec.config.include_batchnorm)
-    plot_run(result["history"], result["metrics"], out, result["baseline_accuracy"])
+    plots = plot_run(result["history"], result["metrics"], out, result["baseline_accuracy"])
+    names += [Path(p).name for p in plots if Path(p).parent == out]
+    write_sealed_json(out / MANIFEST, {"model": spec.model, "dataset": spec.dataset,
+                                       "files": {n: file_digest(out / n) for n in names}}, kind=RUN_KIND)
 
 
-def save_model(model, path, model_name: str, include_batchnorm: bool) -> None:
+def _write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def verify_run(out) -> dict:
+    """The run.json of a finished run with every file it lists checked; CorruptFileError naming the file
+    that changed, FileNotFoundError when the run is not finished."""
+    out = Path(out)
+    if not (out / MANIFEST).is_file():
+        raise FileNotFoundError(f"{out} holds no finished run: {MANIFEST} is missing")
+    manifest = read_sealed_json(out / MANIFEST, kind=RUN_KIND)
+    for name, digest in manifest["files"].items():
+        path = out / name
+        if not path.is_file():
+            raise CorruptFileError(f"{path}: listed in {out / MANIFEST} but missing")
+        if file_digest(path) != digest:
+            raise CorruptFileError(f"{path}: checksum mismatch against {out / MANIFEST}; the file was modified "
+                                   "or damaged after the run finished")
+    return manifest
+
+
+def read_summary(out) -> dict:
+    """summary.json of a finished run, verified against run.json."""
+    verify_run(out)
+    return json.loads((Path(out) / "summary.json").read_text())
+
+
+def save_model(model, path, model_name: str, include_batchnorm: bool, extra: dict | None = None) -> None:
+    """The float state dict as a sealed ``wfn-model`` safetensors file naming its architecture
+    (``wfn_model``: a bundled name or package.module:Class) so ``wfn stats`` / ``wfn-sim`` rebuild it."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
-    save_file(tensors, str(tmp), metadata={"wfn_model": model_name, "include_batchnorm": str(include_batchnorm)})
-    os.replace(tmp, path)
+    meta = {"wfn_model": model_name, "include_batchnorm": str(include_batchnorm), **(extra or {})}
+    write_sealed_safetensors(path, tensors, meta, kind=MODEL_KIND)
+
+
+def _baseline_meta(spec: RunSpec) -> dict:
+    return {"dataset": spec.dataset, "baseline_epochs": str(spec.baseline_epochs),
+            "baseline_lr": repr(spec.baseline_lr), "batch_size": str(spec.batch_size), "seed": str(spec.config.seed)}
 
 
 def _baseline(model, path: Path, train_split, spec: RunSpec) -> None:
-    if path.is_file():
+    if path.exists():
+        kind, meta, tensors = read_safetensors(path, what="baseline")
+        if kind not in (None, MODEL_KIND):
+            raise ValueError(f"baseline {path} is a {kind} file, not a model state dict")
+        if kind == MODEL_KIND:  # trained by this pipeline: it must be the baseline this run asks for
+            want = {"wfn_model": spec.model, **_baseline_meta(spec)}
+            diff = sorted(k for k, v in want.items() if k in meta and meta[k] != v)
+            if diff:
+                raise ValueError(f"baseline {path} was trained with other settings ("
+                                 + ", ".join(f"{k} {meta[k]} here {want[k]}" for k in diff)
+                                 + "); delete it, pass --overwrite (the baseline in --out), or --baseline FILE")
         try:
-            model.load_state_dict(load_file(str(path)))
+            model.load_state_dict(tensors)
         except RuntimeError as exc:
-            raise ValueError(f"baseline {path} does not fit model {spec.model!r}: {exc}") from exc
+            raise ValueError(f"baseline {path} does not fit model {spec.model!r}: "
+                             f"{' '.join(str(exc).split())[:300]}") from None
         return
     if _world() > 1:
         raise ValueError(f"baseline {path} is missing; train it in a single process before using torchrun")
     train.train_classifier(model, train_split.loader(spec.batch_size, shuffle=True, seed=spec.config.seed),
                            spec.baseline_epochs, lr=spec.baseline_lr, seed=spec.config.seed, progress=spec.progress)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_model(model, path, spec.model, spec.config.include_batchnorm)
+    save_model(model, path, spec.model, spec.config.include_batchnorm, _baseline_meta(spec))
 
 
 def _train_loader(split, batch_size: int, seed: int) -> DataLoader:
@@ -138,18 +269,17 @@ def _world() -> int:
 
 
 def load_saved_model(path):
-    """(model or None, tensors, metadata) of a safetensors file written by save_model or any state dict."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model file {path} does not exist")
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata() or {}
-    tensors = load_file(str(path))
+    """(model or None, tensors, metadata) of a safetensors file written by save_model (every byte verified)
+    or any plain safetensors state dict (model None unless its metadata names an architecture)."""
+    kind, meta, tensors = read_safetensors(path, what="model file")
+    if kind not in (None, MODEL_KIND):
+        raise ValueError(f"{path} is a {kind} file, not a model state dict")
     name = meta.get("wfn_model")
-    if name in models.MODELS:
-        model = models.build(name)
+    if name is None:
+        return None, tensors, meta
+    model = models.build(name)
+    try:
         model.load_state_dict(tensors)
-        return model, tensors, meta
-    return None, tensors, meta
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: does not fit its model {name!r}: {' '.join(str(exc).split())[:300]}") from None
+    return model, tensors, meta
