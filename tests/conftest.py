@@ -8,6 +8,27 @@ torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "requires_extension: needs the C++ extension wfn_kernels._C (skipped, with "
+                                       "the reason, in a pure-Python install or under WFN_DISABLE_EXT=1)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Without the C++ extension (WFN_BUILD_EXT=0 install, or WFN_DISABLE_EXT=1) every test that needs it is
+    skipped with the reason: tests marked ``requires_extension`` and every case parametrised with
+    backend ``extension``. Everything else runs on the reference backend."""
+    from wfn_kernels.ops import extension_loaded, extension_reason
+
+    if extension_loaded():
+        return
+    skip = pytest.mark.skip(reason=f"needs the C++ extension: {extension_reason()}")
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if item.get_closest_marker("requires_extension") or any(isinstance(v, str) and v == "extension"
+                                                                for v in params.values()):
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def rng():
     return torch.Generator().manual_seed(1234)

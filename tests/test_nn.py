@@ -88,6 +88,7 @@ def test_convert_rejects_reflect_padding_with_reason():
     assert rep.skipped and "unsupported padding" in rep.skipped[0][1]
 
 
+@pytest.mark.requires_extension
 def test_direct_kernel_call_matches_the_front_end_and_keeps_errors():
     """Module forwards skip the Python front end for plain CPU tensors without autograd; same results."""
     from wfn_kernels.nn import modules as wnn

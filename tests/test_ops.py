@@ -23,8 +23,8 @@ def make_case(m, n, k, bits, dtype=torch.float32, gen=None, entries=None):
 
 
 def test_extension_is_built():
-    if os.environ.get("WFN_BUILD_EXT") == "0":
-        pytest.skip("pure-Python build requested (WFN_BUILD_EXT=0)")
+    if os.environ.get("WFN_BUILD_EXT") == "0" or os.environ.get("WFN_DISABLE_EXT") == "1":
+        pytest.skip("pure-Python build requested (WFN_BUILD_EXT=0 or WFN_DISABLE_EXT=1)")
     info = wk.available_backends()["extension"]
     assert info["available"], info["reason"]
 
