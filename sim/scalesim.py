@@ -341,8 +341,11 @@ def layer_report(layer: Layer, arch: ArchConfig) -> dict:
     }
 
 
+@lru_cache(maxsize=512)
 def dram_counts(layer: Layer, arch: ArchConfig) -> dict:
-    """DRAM words and cycles of a layer under SCALE-Sim's memory model (all groups, one after another)."""
+    """DRAM words and cycles of a layer under SCALE-Sim's memory model (all groups, one after another).
+
+    Cached: the dense, codebook and shift-add designs of one run share the same buffer behaviour."""
     one = layer if layer.groups == 1 else _one_group(layer)
     rep = layer_report(one, arch)
     g = layer.groups

@@ -115,3 +115,21 @@ def test_topology_with_wrong_columns_fails(tmp_path, capsys):
     bad.write_text("layer,h,w\nc,1,2\n")
     assert main(["--topology", str(bad), "--out", str(tmp_path / "o")]) == 2
     assert "is neither" in capsys.readouterr().err
+
+
+def test_other_dataflows_default_to_the_systolic_designs_and_write_action_counts(tmp_path):
+    small = GOLDEN_TOPOLOGY.replace("golden_layers.csv", "golden_small_layers.csv")
+    rc = main(["--topology", small, "--unique-weights", "17", "--dataflow", "os_systolic",
+               "--dram-model", "scalesim", "--out", str(tmp_path), "--no-plots"])
+    assert rc == 0
+    totals = {r["design"]: r for r in csv.DictReader(open(tmp_path / "totals.csv"))}
+    assert set(totals) == {"dense_ws", "codebook", "shift_add"}
+    assert int(totals["dense_ws"]["cycles_incl_prefetch"]) > int(totals["dense_ws"]["cycles"])
+    assert (tmp_path / "action_counts_codebook.yaml").stat().st_size > 0
+
+
+def test_ucnn_design_on_input_stationary_is_a_one_line_error(tmp_path, capsys):
+    rc = main(["--topology", GOLDEN_TOPOLOGY, "--unique-weights", "17", "--dataflow", "is_systolic",
+               "--designs", "factorised", "--out", str(tmp_path)])
+    assert rc == 2
+    assert "design 'factorised' models UCNN's PE" in capsys.readouterr().err
