@@ -41,8 +41,53 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """One-line errors (exit code 2, no usage block): ``wfn-sim: error: message (see wfn-sim --help)``."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``(default: X)`` on every option whose help does not already state its default."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, argparse.SUPPRESS) or action.required or \
+                isinstance(action, (argparse._StoreTrueAction, argparse._HelpAction)):
+            return text
+        return text + " (default: %(default)s)"
+
+
+def _check_out(out: str) -> None:
+    """--out must be a directory this process can create or write, checked before any work."""
+    import os
+    from pathlib import Path
+
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"--out {path} is a file, expected a directory")
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise NotADirectoryError(f"--out {path}: {probe} is a file, not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise PermissionError(f"--out {path} is not writable ({probe} is read-only)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="wfn-sim", description=__doc__.split("\n\n")[0])
+    p = _Parser(prog="wfn-sim", description=__doc__.split("\n\n")[0], formatter_class=_DefaultsFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--topology", help="topology CSV (ours or SCALE-Sim's)")
     src.add_argument("--model", help="saved model: packed WFN .safetensors, `wfn fix` .safetensors or a "
@@ -56,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "built with no arguments) or small-cnn / small-resnet (default: what the file names)")
     p.add_argument("--input-shape", type=_int_list, default=(1, 3, 224, 224), help="model input, e.g. 1,3,32,32")
     p.add_argument("--unique-weights", type=int, help="synthesise weights with this many values (2..256)")
-    p.add_argument("--zero-fraction", type=float, default=0.0, help="extra fraction of zero weights (synthetic)")
+    p.add_argument("--zero-fraction", type=_fraction, default=0.0,
+                   help="extra fraction of zero weights (synthetic), in [0, 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of synthetic weights")
     p.add_argument("--sweep-unique", type=_int_list, help="run the U sweep over these U values")
     p.add_argument("--no-plots", action="store_true", help="skip PNG plots")
@@ -85,6 +131,7 @@ def _workload(args):
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _check_out(args.out)
         arch = load_arch(args.arch)
         overrides = {f.name: getattr(args, "arch_" + f.name) for f in dataclasses.fields(ArchConfig)
                      if getattr(args, "arch_" + f.name) is not None}
@@ -99,10 +146,10 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         result = simulate(workload, arch, designs, table)
         seconds = time.perf_counter() - start
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"wfn-sim: error: {exc}", file=sys.stderr)
+        paths = write_all(result, args.out, plots=not args.no_plots)
+    except (ValueError, OSError) as exc:  # user errors (CorruptFileError is a ValueError): one line, exit 2
+        print(f"wfn-sim: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
-    paths = write_all(result, args.out, plots=not args.no_plots)
     print(f"{workload.name}: {len(workload.layers)} layers, {len(designs)} designs in {seconds:.2f} s; "
           f"energy table {table.name} ({table.unit})")
     rel = relative_to_dense(result)
