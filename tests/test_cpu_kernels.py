@@ -73,7 +73,7 @@ def make_linear(m, n, k, bits, dtype, gen):
 @pytest.mark.parametrize("k", [1, 15, 33, 130, 1000])
 def test_linear_exact_fp32(level, bits, m, k, rng):
     x, packed, cb, bias = make_linear(m, 7, k, bits, torch.float32, rng)
-    y = wk.codebook_linear(x, packed, cb, bits, bias, backend="extension")
+    y = wk.codebook_linear(x, packed, cb, bits, bias, in_features=k, backend="extension")
     assert y.shape == (m, 7) and y.dtype == torch.float32
     assert torch.equal(y, reference.codebook_linear(x, packed, cb, bits, k, bias))
 
@@ -99,7 +99,7 @@ def test_linear_exact_8bit_full_mantissa(level, m, k, rng):
 @pytest.mark.parametrize("m,k", [(1, 33), (5, 130), (16, 1000)])
 def test_linear_exact_half_dtypes(level, dtype, bits, m, k, rng):
     x, packed, cb, bias = make_linear(m, 9, k, bits, dtype, rng)
-    y = wk.codebook_linear(x, packed, cb, bits, bias, backend="extension")
+    y = wk.codebook_linear(x, packed, cb, bits, bias, in_features=k, backend="extension")
     assert y.dtype == dtype
     assert torch.equal(y, reference.codebook_linear(x, packed, cb, bits, k, bias))
 
@@ -108,7 +108,7 @@ def test_linear_exact_half_dtypes(level, dtype, bits, m, k, rng):
 @pytest.mark.parametrize("m,k", [(1, 15), (3, 130), (16, 1000), (127, 33), (5, 4099)])
 def test_gemm_path_exact(level, gemm_path, bits, m, k, rng):
     x, packed, cb, bias = make_linear(m, 37, k, bits, torch.float32, rng)
-    y = wk.codebook_linear(x, packed, cb, bits, bias, backend="extension")
+    y = wk.codebook_linear(x, packed, cb, bits, bias, in_features=k, backend="extension")
     assert torch.equal(y, reference.codebook_linear(x, packed, cb, bits, k, bias))
 
 
@@ -116,7 +116,7 @@ def test_gemm_path_exact(level, gemm_path, bits, m, k, rng):
 def test_many_rows_and_row_tails(level, bits, rng):
     """N not a multiple of the 4-row tile, several 128 KB row chunks, K with a partial SIMD block."""
     x, packed, cb, bias = make_linear(6, 1023, 517, bits, torch.float32, rng)
-    y = wk.codebook_linear(x, packed, cb, bits, bias, backend="extension")
+    y = wk.codebook_linear(x, packed, cb, bits, bias, in_features=517, backend="extension")
     assert torch.equal(y, reference.codebook_linear(x, packed, cb, bits, 517, bias))
 
 
@@ -137,7 +137,7 @@ def test_decoded_weight_matches_reference_every_width(level, rng):
             codes = torch.randint(0, cb.numel(), (5, k), generator=rng)
             packed = pack_codes(codes, bits)
             eye = torch.eye(k)  # x = I turns the op into a decode: y = W.T exactly
-            y = wk.codebook_linear(eye, packed, cb, bits, backend="extension")
+            y = wk.codebook_linear(eye, packed, cb, bits, in_features=k, backend="extension")
             assert torch.equal(y.t(), cb[codes]), (bits, k)
 
 
@@ -236,7 +236,7 @@ def test_env_var_forces_level(name):
     code = ("import torch, wfn_kernels as wk; from wfn_kernels.format.packing import pack_codes;"
             "cb = torch.tensor([-1., 0., .5, 2.]);"
             "y = wk.codebook_linear(torch.ones(1, 3), pack_codes(torch.tensor([[0, 1, 3]]), 2), cb, 2,"
-            " backend='extension');"
+            " in_features=3, backend='extension');"
             "print(wk.ops._C.cpu_capability(), y.item())")
     env = dict(os.environ, WFN_CPU_DISPATCH=name)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)

@@ -67,7 +67,8 @@ def test_linear_all_backends_match_reference(m, n, k, bits, entries, dtype, with
     level = data.draw(st.sampled_from(cpu_levels()), label="level") if backend == "extension" else None
     previous = torch.ops.wfn_cpu.set_gemm_min_m(gemm_min_m) if cpu_levels() else None
     try:
-        y = run_backend(backend, level, lambda b: wk.codebook_linear(x, packed, cb, bits, bias, backend=b))
+        y = run_backend(backend, level, lambda b: wk.codebook_linear(x, packed, cb, bits, bias, in_features=k,
+                                                                               backend=b))
     finally:
         if previous is not None:
             torch.ops.wfn_cpu.set_gemm_min_m(previous)

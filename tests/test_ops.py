@@ -36,7 +36,7 @@ def test_extension_is_built():
 def test_linear_bit_exact_fp32(backend, bits, m, k, rng):
     x, packed, cb, codes = make_case(m, 7, k, bits, gen=rng)
     bias = torch.randint(-4, 4, (7,), generator=rng).float()
-    y = wk.codebook_linear(x, packed, cb, bits, bias, backend=backend)
+    y = wk.codebook_linear(x, packed, cb, bits, bias, in_features=k, backend=backend)
     expected = x @ cb[codes].t() + bias
     assert y.shape == (m, 7) and y.dtype == torch.float32
     assert torch.equal(y, expected)
@@ -47,7 +47,7 @@ def test_linear_bit_exact_fp32(backend, bits, m, k, rng):
 @pytest.mark.parametrize("bits", [2, 4, 8])
 def test_linear_half_dtypes_match_reference(backend, dtype, bits, rng):
     x, packed, cb, _ = make_case(5, 11, 67, bits, dtype, gen=rng)
-    y = wk.codebook_linear(x, packed, cb, bits, backend=backend)
+    y = wk.codebook_linear(x, packed, cb, bits, in_features=67, backend=backend)
     ref = reference.codebook_linear(x, packed, cb, bits, 67)
     assert y.dtype == dtype and torch.equal(y, ref)
 

@@ -35,7 +35,7 @@ def test_front_end_bit_exact(dev, m, k, bits, dtype):
     """Exactly summable cases: the Triton backend equals the reference bit for bit (both paths)."""
     gen = torch.Generator().manual_seed(1000 * m + 10 * k + bits)
     x, packed, cb, bias, codes = exact_case(m, 7, k, bits, dtype, gen, device=dev)
-    y = wk.codebook_linear(x, packed, cb, bits, bias, backend="triton")
+    y = wk.codebook_linear(x, packed, cb, bits, bias, in_features=k, backend="triton")
     expected = reference.codebook_linear(x, packed, cb, bits, k, bias)
     assert y.shape == (m, 7) and y.dtype == dtype and y.device.type == dev
     assert torch.equal(y, expected)

@@ -16,13 +16,17 @@ def codebook_linear(x, packed, codebook, bits: int, bias=None, *, in_features: i
     codebook: float32 (C,), C <= 2**bits, strictly increasing; bias: (N,) or None. Returns (..., N) in
     x.dtype, accumulated in float32. ``validate=False`` skips the O(C) codebook and O(NK) code-range
     checks (modules validate once at construction); shape/dtype/device checks always run.
+
+    ``in_features``: K of the weight. At 2 and 4 bits the packed row width does not determine K, so
+    without ``in_features`` x's K must fill the packed rows exactly (K = row_bytes * 8 / bits: a
+    multiple of 4 at 2 bits, of 2 at 4 bits); any other K raises unless ``in_features=K`` is passed.
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a tensor, got {type(x).__name__}")
     k = x.shape[-1] if in_features is None else in_features
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1]) if x.dim() != 2 else x
-    ref.check_linear_args(x2, packed, codebook, bits, k, bias, full=validate)
+    ref.check_linear_args(x2, packed, codebook, bits, k, bias, full=validate, k_given=in_features is not None)
     b = resolve_backend(backend, x.device)
     if b is Backend.REFERENCE:
         y = ref.codebook_linear(x2, packed, codebook, bits, k, bias)

@@ -47,12 +47,24 @@ def check_codes_in_range(packed: torch.Tensor, bits: int, in_features: int, num_
         raise ValueError(f"codes out of range: found code {top} but the codebook has {num_entries} entries")
 
 
-def check_linear_args(x, packed, codebook, bits, in_features, bias, *, full: bool = True) -> None:
-    """Validate codebook_linear arguments; raise ValueError/TypeError naming the offending argument."""
+def check_linear_args(x, packed, codebook, bits, in_features, bias, *, full: bool = True,
+                      k_given: bool = True) -> None:
+    """Validate codebook_linear arguments; raise ValueError/TypeError naming the offending argument.
+
+    The K rule: at 2 and 4 bits a packed row of B bytes holds up to B*8/bits codes, so its width does not
+    determine K (K=31 and K=32 both take 16 bytes at 4 bits). When the caller did not state K
+    (``k_given=False``: no ``in_features=``), K is taken from x and must fill the rows exactly
+    (K = row_bytes*8/bits); any other K needs ``in_features=K``. At 8 bits the width is K itself."""
     _check_activation(x, 2, "(M, K)")
     if x.shape[1] != in_features:
         raise ValueError(f"x has K={x.shape[1]} columns but the weight has in_features={in_features}")
     _check_weight_args(x.device, packed, codebook, bits, in_features, bias, full)
+    per_byte = 8 // bits
+    if not k_given and per_byte > 1 and in_features % per_byte:
+        raise ValueError(f"x has K={in_features} columns, which does not fill the packed rows "
+                         f"({packed.shape[1]} bytes hold {packed.shape[1] * per_byte} {bits}-bit codes): the row "
+                         f"width cannot tell K={in_features} from K={packed.shape[1] * per_byte}; pass "
+                         f"in_features={in_features} if the weight really has {in_features} columns")
 
 
 def check_conv2d_args(x, packed, codebook, bits, weight_shape, bias, groups, *, full: bool = True) -> None:
