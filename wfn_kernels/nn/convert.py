@@ -25,14 +25,33 @@ class ConversionReport:
                  f"codebook: {len(self.codebook) if self.codebook is not None else 0} values"]
         lines += [f"  + {c['name']}: {c['kind']} {c['bits']}-bit, {c['codebook_size']} values"
                   + (f", shift-add {c['shift_add']}" if "shift_add" in c else "") for c in self.converted]
+        lines += [f"  = {c['name']} is also registered as {', '.join(c['aliases'])} (one shared module)"
+                  for c in self.converted if c.get("aliases")]
         lines += [f"  - {name}: {why}" for name, why in self.skipped]
         return "\n".join(lines)
 
 
+# Layer types with weights that convert() does not pack: listed in the report's ``skipped`` with the reason.
+_UNHANDLED = (nn.Linear, nn.modules.conv._ConvNd, nn.Bilinear, nn.Embedding, nn.EmbeddingBag,
+              nn.modules.rnn.RNNBase, nn.MultiheadAttention)
+
+
+def _aliases(model: nn.Module) -> dict[int, list[str]]:
+    """{id(module): every name it is registered under}: a module shared by two attributes has two."""
+    names: dict[int, list[str]] = {}
+    for n, m in model.named_modules(remove_duplicate=False):
+        names.setdefault(id(m), []).append(n)
+    return names
+
+
 def _candidates(model: nn.Module, filter_fn) -> tuple[list[tuple[str, nn.Module]], list[tuple[str, str]]]:
     chosen, skipped = [], []
-    for name, mod in model.named_modules():
+    for name, mod in model.named_modules():  # a shared module once, under its first name
         if type(mod) not in (nn.Linear, nn.Conv2d):
+            if isinstance(mod, _UNHANDLED):
+                skipped.append((name, f"{type(mod).__name__} is not converted: convert() packs nn.Linear and "
+                                      "nn.Conv2d exactly (not subclasses or other layer types); its float "
+                                      "weights stay"))
             continue
         if filter_fn is not None and not filter_fn(mod, name):
             skipped.append((name, "excluded by filter_fn"))
@@ -80,6 +99,7 @@ def convert(model: nn.Module, filter_fn=None, codebook: Codebook | None = None, 
     if codebook is None:
         codebook, chosen = _collect_codebook(chosen, max_terms, skipped)
     report = ConversionReport(codebook, skipped=skipped)
+    names = _aliases(model)
     for name, mod in chosen:
         try:
             new, entry = convert_module(mod, codebook, name, backend=backend, shift_add=shift_add)
@@ -88,7 +108,10 @@ def convert(model: nn.Module, filter_fn=None, codebook: Codebook | None = None, 
                 raise
             report.skipped.append((name, str(exc)))
             continue
-        set_submodule(model, name, new)
+        for alias in names[id(mod)]:  # a module registered under several names: one WFN module at each
+            set_submodule(model, alias, new)
+        if len(names[id(mod)]) > 1:
+            entry["aliases"] = [a for a in names[id(mod)] if a != name]
         report.converted.append(entry)
     return report
 
