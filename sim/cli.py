@@ -100,11 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="architecture of --model when the file does not name it: package.module:Class (your own, "
                         "built with no arguments) or small-cnn / small-resnet (default: what the file names)")
     p.add_argument("--input-shape", type=_int_list, default=(1, 3, 224, 224), help="model input, e.g. 1,3,32,32")
-    p.add_argument("--unique-weights", type=int, help="synthesise weights with this many values (2..256)")
+    p.add_argument("--unique-weights", type=int,
+                   help="synthesise weights with this many values (2..256) (default: the workload's own weights)")
     p.add_argument("--zero-fraction", type=_fraction, default=0.0,
                    help="extra fraction of zero weights (synthetic), in [0, 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of synthetic weights")
-    p.add_argument("--sweep-unique", type=_int_list, help="run the U sweep over these U values")
+    p.add_argument("--sweep-unique", type=_int_list,
+                   help="run the U sweep over these U values (default: no sweep, one simulation)")
     p.add_argument("--no-plots", action="store_true", help="skip PNG plots")
     arch = p.add_argument_group("architecture overrides (one flag per ArchConfig field)")
     for field in dataclasses.fields(ArchConfig):
