@@ -6,6 +6,13 @@ import torch
 # The machine has 2 cores; tests that do not measure threading use one.
 torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Without a GPU the Triton tests run in Triton's interpreter, which must be selected before anything imports
+# triton (tests/triton/triton_cases.py sets it at collection, but torchao, imported by test_integrations.py,
+# imports triton earlier, and triton.language's own jit helpers are then compiled-mode: "Cannot call
+# @triton.jit'd outside of the scope of a kernel"). Every test already ran with it set (collection
+# precedes the first test), so this changes only when it is set.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def pytest_configure(config):
