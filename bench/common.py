@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from wfn_kernels.timing import interleaved_medians, median_seconds  # noqa: F401  (re-exported for bench/)
+from wfn_kernels.timing import interleaved_medians, interleaved_times, median_seconds  # noqa: F401  (re-exported)
 
 
 def read_bandwidth_gbs(megabytes: int = 512, repeats: int = 10) -> float:

@@ -48,6 +48,84 @@ def targets(rows: list[dict], backend: str) -> list[tuple[str, str, float | None
     return out
 
 
+LINEAR_PEERS = ("fp32", "bf16", "int8_dynamic", "int8_weight_only", "int4_weight_only_g128")
+MODEL_PEERS = ("fp32_eager", "fp32_channels_last", "fp32_frozen", "bf16_eager", "int8_static")
+
+
+def mode_targets(rows: list[dict]) -> list[tuple[str, str, float | None, str]]:
+    """Compute-mode speed, accuracy and memory targets, from the 1-thread rows."""
+    out = []
+
+    def add(label, need, value, ok):
+        out.append((label, need, value, "not measured" if value is None else ("PASS" if ok(value) else "MISS")))
+
+    def lin(m, key):
+        r = _find(rows, kind="modes-linear", M=m, N=4096, K=14336, threads=1)
+        return r[0].get(key) if r else None
+
+    add("M=1 float mode vs best peer", ">= 1.5x", lin(1, "wfn_float_vs_best"), lambda v: v >= 1.5)
+    add("M=1 int8 mode vs torch int8 dynamic", ">= 2.0x", lin(1, "wfn_int8_vs_int8_dynamic"), lambda v: v >= 2.0)
+    pct = lin(1, "wfn_int8_pct_stream")
+    add("M=1 int8 mode, share of one core's weight-streaming rate", ">= 0.85",
+        None if pct is None else pct / 100, lambda v: v >= 0.85)
+    add("M=256 bf16 mode vs bf16 F.linear", ">= 1.0x", lin(256, "wfn_bf16_vs_bf16"), lambda v: v >= 1.0)
+    add("M=256 int8 mode vs int8 dynamic", ">= 1.0x", lin(256, "wfn_int8_vs_int8_dynamic"), lambda v: v >= 1.0)
+    add("M=256 float mode vs fp32 F.linear", ">= 1.5x", lin(256, "wfn_float_vs_fp32"), lambda v: v >= 1.5)
+    for b in sorted({r["M"] for r in _find(rows, kind="modes-model", threads=1)}):
+        r = _find(rows, kind="modes-model", M=b, threads=1)[0]
+        add(f"ResNet-18-shaped batch {b}: float vs fastest fp32 path", ">= 1.0x", r.get("wfn_float_vs_fastest_fp32"),
+            lambda v: v >= 1.0)
+        add(f"ResNet-18-shaped batch {b}: bf16 vs bf16 eager", ">= 1.0x", r.get("wfn_bf16_vs_bf16_eager"),
+            lambda v: v >= 1.0)
+        add(f"ResNet-18-shaped batch {b}: int8 vs bf16 eager", ">= 1.3x", r.get("wfn_int8_vs_bf16_eager"),
+            lambda v: v >= 1.3)
+        add(f"ResNet-18-shaped batch {b}: int8 vs int8 static", ">= 1.0x", r.get("wfn_int8_vs_int8_static"),
+            lambda v: v >= 1.0)
+        add(f"ResNet-18-shaped batch {b}: bf16 logits vs float (max rel.)", "<= 0.03", r.get("wfn_bf16_err"),
+            lambda v: v <= 0.03)
+        add(f"ResNet-18-shaped batch {b}: int8 logits vs float (max rel.)", "<= 0.10", r.get("wfn_int8_err"),
+            lambda v: v <= 0.10)
+        for mode in ("float", "bf16", "int8"):
+            add(f"ResNet-18-shaped batch {b}: {mode} runtime weight memory vs fp32", "<= 0.25",
+                r.get(f"wfn_{mode}_memory_ratio"), lambda v: v <= 0.25)
+    return out
+
+
+def _modes_linear_table(rows) -> str:
+    head = ("| threads | M | N | K | " + " | ".join(LINEAR_PEERS) + " | WFN float | WFN bf16 | WFN int8 | best peer | "
+            "float vs best | bf16 vs bf16 | int8 vs int8 dyn | int8 vs best | int8 GB/s | 1-core stream GB/s | "
+            "err bf16 | err int8 |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in _find(rows, kind="modes-linear"):
+        cells = [r["threads"], r["M"], r["N"], r["K"]] + [_fmt(r.get(f"{p}_s", 0) * 1e3, 3) if f"{p}_s" in r else "n/a"
+                                          for p in LINEAR_PEERS]
+        cells += [_fmt(r[f"wfn_{m}_s"] * 1e3, 3) for m in ("float", "bf16", "int8")]
+        cells += [r["best_peer"], _fmt(r["wfn_float_vs_best"]) + "x", _fmt(r.get("wfn_bf16_vs_bf16")) + "x",
+                  _fmt(r.get("wfn_int8_vs_int8_dynamic")) + "x", _fmt(r["wfn_int8_vs_best"]) + "x",
+                  _fmt(r["wfn_int8_gbs"], 1), _fmt(r["stream_gbs"], 1), f"{r['wfn_bf16_err']:.1e}",
+                  f"{r['wfn_int8_err']:.1e}"]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def _modes_model_table(rows) -> str:
+    head = ("| model | threads | batch | " + " | ".join(MODEL_PEERS) + " | WFN float | WFN bf16 | WFN int8 | "
+            "float vs fastest fp32 | bf16 vs bf16 eager | int8 vs bf16 eager | int8 vs int8 static | "
+            "err bf16 | err int8 | memory float / bf16 / int8 (of fp32) |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in _find(rows, kind="modes-model"):
+        cells = [r["name"], r["threads"], r["M"]] + [_fmt(r[f"{p}_s"] * 1e3, 2) if f"{p}_s" in r else "n/a"
+                                                     for p in MODEL_PEERS]
+        cells += [_fmt(r[f"wfn_{m}_s"] * 1e3, 2) for m in ("float", "bf16", "int8")]
+        cells += [_fmt(r["wfn_float_vs_fastest_fp32"]) + "x", _fmt(r["wfn_bf16_vs_bf16_eager"]) + "x",
+                  _fmt(r["wfn_int8_vs_bf16_eager"]) + "x",
+                  (_fmt(r["wfn_int8_vs_int8_static"]) + "x") if "wfn_int8_vs_int8_static" in r else "n/a",
+                  f"{r['wfn_bf16_err']:.1e}", f"{r['wfn_int8_err']:.1e}",
+                  " / ".join(_fmt(r[f"wfn_{m}_memory_ratio"], 3) for m in ("float", "bf16", "int8"))]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
 def write_outputs(rows: list[dict], env: dict, out: Path, backends: list[str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     keys = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("kind", "name", "M", "N", "K", "bits"), k))
@@ -61,6 +139,14 @@ def write_outputs(rows: list[dict], env: dict, out: Path, backends: list[str]) -
     lines += ["", f"## Targets (backend `{main}`)", "", "| target | required | measured | status |", "|---|---|---|---|"]
     for label, need, value, status in targets(rows, main):
         lines.append(f"| {label} | {need} | {'' if value is None else f'{value:.2f}'} | {status} |")
+    if _find(rows, kind="modes-linear") or _find(rows, kind="modes-model"):
+        lines += ["", "## Compute-mode targets (1 thread)", "", "| target | required | measured | status |",
+                  "|---|---|---|---|"]
+        for label, need, value, status in mode_targets(rows):
+            lines.append(f"| {label} | {need} | {'' if value is None else f'{value:.3f}'} | {status} |")
+        lines += ["", "## Compute modes: linear layers, 4-bit (ms, medians, interleaved)", "",
+                  _modes_linear_table(rows), "", "## Compute modes: ResNet-18-shaped net (ms)", "",
+                  _modes_model_table(rows)]
     lines += ["", "## Linear layers", "", _linear_table(rows, backends), "", "## Conv layers (ResNet-18, batch 1)", "",
               _conv_table(rows, backends), "", "## Whole models", "", _model_table(rows), ""]
     (out / "results.md").write_text("\n".join(lines))

@@ -37,6 +37,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--models", action=argparse.BooleanOptionalAction, default=True,
                    help="whole-model rows (ResNet-18-shaped network, the demo model)")
     p.add_argument("--demo-model", default="demo_out/model.wfn.safetensors", help="packed demo model, if present")
+    p.add_argument("--modes", action=argparse.BooleanOptionalAction, default=True,
+                   help="compute-mode rows (float/bf16/int8 against torch's CPU peers; bench/modes.py)")
+    p.add_argument("--mode-threads", default="1,2", help="thread counts of the compute-mode rows")
+    p.add_argument("--mode-batches", default="1,4,16,64,256", help="M of the N=4096 K=14336 compute-mode rows")
+    p.add_argument("--model-batches", default="1,8", help="batches of the ResNet-18-shaped compute-mode rows")
+    p.add_argument("--int8-static", action=argparse.BooleanOptionalAction, default=True,
+                   help="build the torchao PT2E int8 static peer (torch.compile; minutes)")
+    p.add_argument("--only-modes", action="store_true", help="run the compute-mode rows only")
+    p.add_argument("--mode-shape", default="4096,14336", help="N,K of the compute-mode linear rows")
+    p.add_argument("--model-resolution", type=int, default=224, help="input size of the ResNet-18-shaped rows")
     return p.parse_args(argv)
 
 
@@ -59,6 +69,17 @@ def validate(args) -> tuple[list[str], list[int], list[str], list[int]]:
                          f"{args.batches!r}") from None
     if any(b not in (2, 4, 8) for b in bits):
         raise SystemExit(f"bench/run.py: --bits must be from 2, 4, 8, got {bits}")
+    try:
+        args.mode_threads_list = [int(t) for t in args.mode_threads.split(",")]
+        args.mode_batches_list = [int(t) for t in args.mode_batches.split(",")]
+        args.model_batches_list = [int(t) for t in args.model_batches.split(",")]
+        args.mode_n, args.mode_k = (int(t) for t in args.mode_shape.split(","))
+    except ValueError:
+        raise SystemExit("bench/run.py: --mode-threads/--mode-batches/--model-batches must be comma-separated "
+                         "integers") from None
+    if min(args.mode_threads_list + args.mode_batches_list + args.model_batches_list
+           + [args.mode_n, args.mode_k, args.model_resolution]) < 1:
+        raise SystemExit("bench/run.py: mode thread counts and batch sizes must be >= 1")
     if args.repeats < 1 or args.threads < 1 or min(batches) < 1:
         raise SystemExit("bench/run.py: --repeats, --threads and batch sizes must be >= 1")
     backends, info = [], wk.available_backends()
@@ -97,8 +118,8 @@ def run(args) -> list[dict]:
         SKIPPED.append("GPU baselines (torch fp16 cuBLAS) and bench/bench_gpu.py: no CUDA device")
     env["skipped"] = "; ".join(SKIPPED) if SKIPPED else "none"
     print(json.dumps(env, indent=1))
-    lin = [c for s in sets for c in linear_cases(s, batches)]
-    conv = [c for s in sets for c in conv_cases(s)]
+    lin = [c for s in sets for c in linear_cases(s, batches)] if not args.only_modes else []
+    conv = [c for s in sets for c in conv_cases(s)] if not args.only_modes else []
     rows, base_cache = [], {}
     for name, m, n, k in tqdm(lin, desc="linear shapes"):
         if (m, n, k) not in base_cache:
@@ -109,8 +130,24 @@ def run(args) -> list[dict]:
                                          device, bw))
     for c in tqdm(conv, desc="conv layers"):
         rows.append(cases.conv_row(*c, 4, backends, args.repeats, device))
-    if args.models:
+    if args.models and not args.only_modes:
         rows += model_rows(args, device)
+    if args.modes and device == "cpu" and "extension" in backends:
+        import modes
+
+        notes = []
+        for threads in args.mode_threads_list:
+            r, n = modes.linear_mode_rows(args.mode_batches_list, args.repeats, threads, args.mode_n, args.mode_k)
+            rows += r
+            notes += n
+            r, n = modes.model_mode_rows(args.model_batches_list, max(3, args.repeats // 2), threads,
+                                         int8_static=args.int8_static, resolution=args.model_resolution)
+            rows += r
+            notes += n
+        torch.set_num_threads(args.threads)
+        env["compute_mode_notes"] = "; ".join(sorted(set(notes))) if notes else "none"
+    elif args.modes:
+        env["compute_mode_notes"] = "compute-mode rows need the C++ extension on the CPU; skipped"
     write_outputs(rows, env, Path(args.out), backends)
     return rows
 

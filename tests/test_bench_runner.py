@@ -18,7 +18,7 @@ def run(*args, cwd=ROOT):
 def test_runner_small_set_writes_every_output(tmp_path):
     out = tmp_path / "res"
     proc = run("--out", str(out), "--shapes", "mlp", "--bits", "4", "--batches", "1,4", "--repeats", "2",
-               "--threads", "1", "--no-models", "--backends", "extension,triton")
+               "--threads", "1", "--no-models", "--no-modes", "--backends", "extension,triton")
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert len(rows) == 6 and {r["name"] for r in rows} == {"mlp.fc1", "mlp.fc2", "mlp.fc3"}

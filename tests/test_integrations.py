@@ -55,7 +55,8 @@ def test_custom_filter_and_shift_add():
     m = fixed_model()
     quantize_(m, WFNQuantizeConfig(shift_add=True), filter_fn=lambda mod, fqn: fqn == "5")
     assert type(m[3]) is nn.Linear and isinstance(m[5], wk.WFNLinear)
-    assert m[5].shift_add is False  # 1.5 = 2^0 + 2^-1 is not order-0: the float path stays, as convert() does
+    # shift_add=True is the int8 compute mode: 1.5 = 3 * 2^-1 is an exact integer weight, so it runs int8
+    assert m[5].shift_add is True and m[5].compute == "int8"
 
 
 def test_off_codebook_layer_is_named_or_left_alone():

@@ -186,25 +186,27 @@ def _order0_linear(n=24, k=37, seed=0, bias=True):
 
 @pytest.mark.parametrize("backend", ["reference", "extension"])
 def test_module_shift_add_exact_on_int8_grid_inputs(backend):
+    """shift_add=True is the int8 compute mode; its integer product is the shift-add spec's."""
     from wfn_kernels.nn import WFNLinear
+    from wfn_kernels.ops import int8 as int8_ops
     lin = _order0_linear()
     book = Codebook.from_values(torch.unique(lin.weight.detach()))
     m = WFNLinear.from_linear(lin, book, backend=backend, shift_add=True)
-    assert m.shift_add and "shift_add=True" in repr(m)
+    assert m.shift_add and m.compute == "int8" and "compute=int8" in repr(m)
     g = torch.Generator().manual_seed(1)
     x = torch.randint(-127, 128, (5, 37), generator=g).float()
-    x[0, 0] = 127.0  # max |x| = 127: activation scale 1, so quantisation is exact
+    x[:, 0] = 127.0  # max |x| = 127 in every row: activation scale 1, so quantisation is exact
     with torch.no_grad():
         expected = lin(x)
         got = m(x)
     # integer accumulation is exact; the only rounding is the final fp32 rescale + bias add
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-4)
-    # the module's int32 accumulator is bit-exact against an int64 matmul on the integer weights
-    from wfn_kernels.ops.shift_add import ShiftAddWeight, shift_add_linear
-    w = ShiftAddWeight(m.shift_add_packed, m.shift_add_e_min, 37)
+    # the module's int32 product is bit-exact against the multiplier-free spec and an int64 matmul
+    w = sa.encode_shift_add(book, pack_weight(lin.weight, book))
+    acc = int8_ops.int_linear(x.to(torch.int8), m.packed, m.int_table, m.bits, 37, backend=backend)
+    assert m.int_step == w.scale
+    assert torch.equal(acc, sa.shift_add_linear(x.to(torch.int8), w, backend=backend))
     w_int = (lin.weight.detach().double() / w.scale).round().long()
-    assert torch.equal((w_int.double() * w.scale).float(), lin.weight.detach())
-    acc = shift_add_linear(x.to(torch.int8), w, backend=backend)
     assert acc.dtype == torch.int32 and torch.equal(acc.long(), x.long() @ w_int.t())
 
 
@@ -217,7 +219,7 @@ def test_module_shift_add_approximates_float_on_real_inputs():
     with torch.no_grad():
         expected, got = lin(x), m(x)
     assert got.shape == (3, 7, 64)
-    # per-activation error <= scale/2, scale = max|x|/127: bound |W| row sums times that
+    # per-activation error <= scale/2, scale = max|x[row]|/127 <= max|x|/127: bound |W| row sums times that
     x_scale = float(x.abs().max()) / 127
     bound = lin.weight.abs().sum(1).max().item() * x_scale / 2
     assert (got - expected).abs().max().item() <= bound + 1e-5
@@ -227,16 +229,20 @@ def test_module_shift_add_approximates_float_on_real_inputs():
         torch.testing.assert_close(m(x), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_module_shift_add_rejects_non_order0_codebook():
+def test_module_shift_add_accepts_few_term_codebooks_and_names_refusals():
+    """The int8 mode holds any codebook whose values are integers in units of its smallest step."""
     from torch import nn
 
     from wfn_kernels.nn import WFNLinear
     lin = nn.Linear(8, 4, bias=False)
     with torch.no_grad():
-        lin.weight.fill_(0.75)  # 2**-1 + 2**-2: a 2-term value
-    book = Codebook.from_values(torch.tensor([0.75]))
-    with pytest.raises(ValueError, match=r"WFNLinear\(8->4\): cannot use the shift-add path.*not order-0"):
-        WFNLinear.from_linear(lin, book, shift_add=True)
+        lin.weight.fill_(0.75)  # 2**-1 + 2**-2: a 2-term value, 3 steps of 2**-2
+    m = WFNLinear.from_linear(lin, Codebook.from_values(torch.tensor([0.75])), shift_add=True)
+    assert m.shift_add and m.int_table.tolist() == [3] and m.int_step == 0.25
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([2.0 ** -20, 1.0]).repeat(4, 4))  # 2**20 steps: beyond int16
+    with pytest.raises(ValueError, match=r"WFNLinear\(8->4\): cannot use compute='int8': .*integers up to 1048576"):
+        WFNLinear.from_linear(lin, Codebook.from_values(torch.tensor([2.0 ** -20, 1.0]), max_terms=1), shift_add=True)
 
 
 def test_convert_shift_add_option_and_save_load(tmp_path):
@@ -251,16 +257,15 @@ def test_convert_shift_add_option_and_save_load(tmp_path):
     x = torch.randint(-127, 128, (4, 37)).float()
     x[0, 0] = 127.0
     rep = convert(model, shift_add=True)
-    assert rep.converted[0]["shift_add"] is True
-    assert rep.converted[1]["shift_add"].startswith("no:") and "not order-0" in rep.converted[1]["shift_add"]
-    assert "shift-add True" in rep.summary()
-    assert model[0].shift_add and not model[2].shift_add
+    assert rep.converted[0]["compute"] == rep.converted[1]["compute"] == "int8"
+    assert "compute int8" in rep.summary()
+    assert model[0].shift_add and model[2].shift_add  # 2-term values are exact integers too
     with torch.no_grad():
         y = model(x)
     path = tmp_path / "m.safetensors"
     save_packed(model, path)
     fresh = nn.Sequential(nn.Linear(37, 16), nn.ReLU(), nn.Linear(16, 5))
     load_packed(path, fresh)
-    assert isinstance(fresh[0], WFNLinear) and fresh[0].shift_add and not fresh[2].shift_add
+    assert isinstance(fresh[0], WFNLinear) and fresh[0].shift_add and fresh[2].shift_add
     with torch.no_grad():
         assert torch.equal(fresh(x), y)

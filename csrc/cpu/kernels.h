@@ -68,6 +68,15 @@ void parallel_chunks(int64_t n, int64_t chunk, std::function<void(int64_t, int64
 void decode_parallel(Isa isa, const at::Tensor& packed, int64_t k, int bits, const float* table, int64_t r0,
                      int64_t r1, float* out);
 
+// Per-thread reusable scratch buffers (64-byte aligned, grown to the largest request, never shrunk), one
+// per slot: 0 fp32 decode (linear.cpp), 1-2 int8 tiles (int_linear.cpp), 3 bf16 decode (bf16_linear.cpp).
+// workspace_bytes() is what all threads hold since the last reset_workspaces() (which drops every
+// buffer: a thread frees its stale one at its next request), so benchmarks can count them.
+enum WorkspaceSlot : int { kWsFloat = 0, kWsInt8Lo = 1, kWsInt8Hi = 2, kWsBf16 = 3, kWsSlots = 4 };
+void* workspace(int slot, int64_t bytes);
+int64_t workspace_bytes();
+void reset_workspaces();
+
 // Block geometry of the GEMV kernels at a level: bytes per block (1 for scalar: natural order).
 int64_t gemv_block_bytes(Isa isa, int bits);
 // Whether the AVX-512 8-bit GEMV uses the byte-plane (vpermt2b) decode, which wants its own x order.

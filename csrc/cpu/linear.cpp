@@ -58,14 +58,14 @@ int64_t gemm_tile_rows(int64_t k) {
 // ResNet-18 conv weights). The buffer only ever feeds at::mm_out / at::conv2d inside one call, never
 // escapes, and grows to the largest weight (or GEMM tile) seen on this thread.
 // (An at::Tensor rather than a std::vector: torch's allocator aligns to 64 bytes, as oneDNN prefers.)
-float* decode_workspace(int64_t floats) {
-  thread_local at::Tensor buf;
-  if (!buf.defined() || buf.numel() < floats) {
-    buf = at::Tensor();
-    buf = at::empty({floats}, at::TensorOptions().dtype(at::kFloat));
-  }
-  return buf.data_ptr<float>();
-}
+float* decode_workspace(int64_t floats) { return static_cast<float*>(workspace(kWsFloat, 4 * floats)); }
+
+std::atomic<int64_t> g_ws_epoch{0}, g_ws_bytes{0};
+
+struct WsSlot {
+  at::Tensor buf;
+  int64_t epoch = -1;
+};
 
 std::vector<float> padded_table(const at::Tensor& codebook) {
   std::vector<float> table(256, 0.f);  // zero padding: a code past the codebook reads 0, never OOB
@@ -103,6 +103,31 @@ struct ChunkState {
 };
 
 }  // namespace
+
+void* workspace(int slot, int64_t bytes) {
+  thread_local WsSlot slots[kWsSlots];
+  WsSlot& s = slots[slot];
+  const int64_t epoch = g_ws_epoch.load();
+  if (s.epoch != epoch) {  // dropped by reset_workspaces (its bytes were taken off the count then)
+    s.buf = at::Tensor();
+    s.epoch = epoch;
+  }
+  bytes = std::max<int64_t>(bytes, 64);
+  if (!s.buf.defined() || s.buf.numel() < bytes) {
+    const int64_t old = s.buf.defined() ? s.buf.numel() : 0;
+    s.buf = at::Tensor();
+    s.buf = at::empty({bytes}, at::TensorOptions().dtype(at::kByte));
+    g_ws_bytes.fetch_add(bytes - old);
+  }
+  return s.buf.data_ptr();
+}
+
+int64_t workspace_bytes() { return g_ws_bytes.load(); }
+
+void reset_workspaces() {
+  g_ws_epoch.fetch_add(1);
+  g_ws_bytes.store(0);
+}
 
 void parallel_chunks(int64_t n, int64_t chunk, std::function<void(int64_t, int64_t)> fn) {
   static const bool launch = [] {
@@ -294,4 +319,7 @@ TORCH_LIBRARY_FRAGMENT(wfn_cpu, m) {
   m.def("set_gemm_min_m(int m) -> int", &wfn::set_gemm_min_m_op);
   // Force the largest B*H'*W' of the im2col + fused conv path (0: never; -1: default); returns previous.
   m.def("set_conv_fused_max_m(int m) -> int", &wfn::set_conv_fused_max_m_op);
+  // Bytes of per-thread decode workspaces held (all threads, every slot) since the last reset.
+  m.def("workspace_bytes() -> int", []() { return wfn::workspace_bytes(); });
+  m.def("reset_workspaces() -> ()", []() { wfn::reset_workspaces(); });
 }

@@ -9,10 +9,10 @@
 May import: ``wfn_kernels.ops``, ``wfn_kernels.format``, ``wfn_kernels.timing``. Never workflows/fixing.
 """
 
-from .convert import ConversionReport, convert, set_backend, weight_bytes, wfn_modules
+from .convert import ConversionReport, convert, set_backend, set_compute, weight_bytes, wfn_modules
 from .inference import optimize_for_inference
 from .io import load_packed, save_packed
 from .modules import WFNConv2d, WFNLinear
 
 __all__ = ["ConversionReport", "WFNConv2d", "WFNLinear", "convert", "load_packed", "optimize_for_inference",
-           "save_packed", "set_backend", "weight_bytes", "wfn_modules"]
+           "save_packed", "set_backend", "set_compute", "weight_bytes", "wfn_modules"]

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..format.codebook import DEFAULT_MAX_TERMS, Codebook
-from .modules import WFNConv2d, WFNLinear, _WFNBase
+from .modules import COMPUTE_MODES, ComputeModeError, WFNConv2d, WFNLinear, _WFNBase
 
 
 @dataclass
@@ -24,7 +24,8 @@ class ConversionReport:
         lines = [f"converted {len(self.converted)} layer(s), skipped {len(self.skipped)}; whole-network "
                  f"codebook: {len(self.codebook) if self.codebook is not None else 0} values"]
         lines += [f"  + {c['name']}: {c['kind']} {c['bits']}-bit, {c['codebook_size']} values"
-                  + (f", shift-add {c['shift_add']}" if "shift_add" in c else "") for c in self.converted]
+                  + (f", compute {c['compute']}" if "compute" in c else "")
+                  + (f" ({c['compute_note']})" if c.get("compute_note") else "") for c in self.converted]
         lines += [f"  = {c['name']} is also registered as {', '.join(c['aliases'])} (one shared module)"
                   for c in self.converted if c.get("aliases")]
         lines += [f"  - {name}: {why}" for name, why in self.skipped]
@@ -83,17 +84,22 @@ def _collect_codebook(chosen, max_terms: int, skipped: list) -> tuple[Codebook |
 
 
 def convert(model: nn.Module, filter_fn=None, codebook: Codebook | None = None, *, strict: bool | None = None,
-            max_terms: int = DEFAULT_MAX_TERMS, backend: str = "auto", shift_add: bool = False) -> ConversionReport:
+            max_terms: int = DEFAULT_MAX_TERMS, backend: str = "auto", shift_add: bool = False,
+            compute: str | None = None) -> ConversionReport:
     """Swap (in place) every ``nn.Linear`` / ``nn.Conv2d`` whose weights lie on a codebook.
 
     ``filter_fn(module, name) -> bool`` selects layers. With ``codebook=None`` the whole-network codebook
     is collected from the model's unique values, and layers that cannot be packed are skipped with the
     reason. With an explicit ``codebook`` (``strict`` defaults to True) a selected layer whose weights are
     off the codebook raises ValueError naming the layer, how many weights are off and by how much; with
-    ``strict=False`` it is skipped instead. With ``shift_add=True`` every converted ``WFNLinear`` whose
-    codebook is order-0 runs the int8 shift-add path (see :class:`WFNLinear`); the others keep the float
-    path and the report says why (``converted[i]["shift_add"]``). Returns a :class:`ConversionReport`.
+    ``strict=False`` it is skipped instead. ``compute`` ("float" default, "bf16", "int8"; see
+    :class:`~wfn_kernels.nn.modules._WFNBase`) sets every converted layer's arithmetic; ``shift_add=True``
+    means ``compute="int8"``. A layer that cannot honour the mode raises ValueError naming it and why,
+    unless ``strict=False``: then it stays "float" and its report entry says why
+    (``converted[i]["compute"]`` / ``["compute_note"]``). Returns a :class:`ConversionReport`.
     """
+    compute = _resolve_compute(compute, shift_add)
+    compute_strict = strict is not False
     strict = codebook is not None if strict is None else strict
     chosen, skipped = _candidates(model, filter_fn)
     if codebook is None:
@@ -102,7 +108,10 @@ def convert(model: nn.Module, filter_fn=None, codebook: Codebook | None = None, 
     names = _aliases(model)
     for name, mod in chosen:
         try:
-            new, entry = convert_module(mod, codebook, name, backend=backend, shift_add=shift_add)
+            new, entry = convert_module(mod, codebook, name, backend=backend, compute=compute,
+                                        strict=compute_strict)
+        except ComputeModeError:
+            raise  # a mode refusal is never a packing skip
         except ValueError as exc:
             if strict:
                 raise
@@ -116,23 +125,41 @@ def convert(model: nn.Module, filter_fn=None, codebook: Codebook | None = None, 
     return report
 
 
+def _resolve_compute(compute: str | None, shift_add: bool) -> str:
+    if compute is None:
+        return "int8" if shift_add else "float"
+    if shift_add and compute != "int8":
+        raise ValueError(f"shift_add=True means compute='int8'; it conflicts with compute={compute!r}")
+    if compute not in COMPUTE_MODES:
+        raise ValueError(f"unknown compute mode {compute!r}; choose one of {list(COMPUTE_MODES)}")
+    return compute
+
+
 def convert_module(mod: nn.Module, codebook: Codebook, name: str = "layer", *, backend: str = "auto",
-                   shift_add: bool = False) -> tuple[nn.Module, dict]:
+                   shift_add: bool = False, compute: str | None = None,
+                   strict: bool = True) -> tuple[nn.Module, dict]:
     """One ``nn.Linear`` / ``nn.Conv2d`` packed onto ``codebook``: (the WFN module on ``mod``'s device, its
-    report entry). Raises ValueError naming ``name`` when the layer cannot be packed."""
+    report entry). Raises ValueError naming ``name`` when the layer cannot be packed, or cannot run
+    ``compute`` (``shift_add=True``: "int8") and ``strict`` is True; with ``strict=False`` it stays "float"
+    and the entry's ``compute_note`` says why."""
+    compute = _resolve_compute(compute, shift_add)
     if isinstance(mod, nn.Linear):
         new = WFNLinear.from_linear(mod, codebook, name, backend)
     elif isinstance(mod, nn.Conv2d):
         new = WFNConv2d.from_conv(mod, codebook, name, backend)
     else:
         raise ValueError(f"{name}: {type(mod).__name__} is not an nn.Linear or nn.Conv2d")
-    entry = {"name": name, "kind": type(mod).__name__, "bits": new.bits, "codebook_size": int(new.codebook.numel())}
-    if shift_add and isinstance(new, WFNLinear):
-        try:
-            new.enable_shift_add()
-            entry["shift_add"] = True
-        except ValueError as exc:
-            entry["shift_add"] = f"no: {exc}"
+    entry = {"name": name, "kind": type(mod).__name__, "bits": new.bits, "codebook_size": int(new.codebook.numel()),
+             "compute": "float"}
+    if compute != "float":
+        why = new.compute_unavailable_reason(compute)
+        if why and strict:
+            raise ComputeModeError(f"{name}: cannot use compute={compute!r}: {why}")
+        if why:
+            entry["compute_note"] = f"stays float: {compute} impossible: {why}"
+        else:
+            new.set_compute(compute)
+            entry["compute"] = compute
     return new.to(mod.weight.device), entry
 
 
@@ -158,6 +185,26 @@ def weight_bytes(model: nn.Module) -> dict[str, int]:
     other = sum(p.numel() * p.element_size() for p in model.parameters())
     other += sum(m.bias.numel() * 4 for _, m in wfn_modules(model) if m.bias is not None)
     return {"packed_bytes": packed, "fp32_bytes": dense, "other_float_bytes": other}
+
+
+def set_compute(model: nn.Module, compute: str, *, strict: bool = True) -> list[tuple[str, str]]:
+    """Set the compute mode ("float", "bf16", "int8") of every WFN module in ``model``.
+
+    Every layer is checked first: with ``strict`` (default) a layer that cannot honour the mode raises
+    ValueError naming it and why, and no layer changes; with ``strict=False`` such layers are set to
+    "float" and returned as ``[(name, reason)]``."""
+    if compute not in COMPUTE_MODES:
+        raise ValueError(f"unknown compute mode {compute!r}; choose one of {list(COMPUTE_MODES)}")
+    mods = wfn_modules(model)
+    refused = [(n, why) for n, m in mods if (why := m.compute_unavailable_reason(compute))]
+    if refused and strict:
+        name, why = refused[0]
+        more = f" (and {len(refused) - 1} more layer(s))" if len(refused) > 1 else ""
+        raise ComputeModeError(f"{name}: cannot use compute={compute!r}: {why}{more}")
+    names = {n for n, _ in refused}
+    for n, m in mods:
+        m.set_compute("float" if n in names else compute)
+    return refused
 
 
 def set_backend(model: nn.Module, backend: str) -> None:

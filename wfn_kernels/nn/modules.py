@@ -14,9 +14,22 @@ from torch import nn
 from .. import ops
 from ..format.codebook import Codebook
 from ..format.packing import PackedWeight, pack_codes, pack_weight, unpack_codes
+from ..ops import bf16 as bf16_ops
+from ..ops import int8 as int8_ops
 from ..ops.reference import ACTIVATION_DTYPES, check_codebook, check_codes_in_range
-from ..ops.shift_add import ShiftAddWeight, encode_shift_add, quantize_activations_int8, shift_add_linear
 from . import torch_internals as ti
+
+COMPUTE_MODES = ("float", "bf16", "int8")
+
+
+class ComputeModeError(ValueError):
+    """A layer cannot honour the requested compute mode (the message names it and says why)."""
+
+
+def parse_compute(mode) -> str:
+    if mode not in COMPUTE_MODES:
+        raise ValueError(f"unknown compute mode {mode!r}; choose one of {list(COMPUTE_MODES)}")
+    return mode
 
 
 def _direct_call_ok(module, packed: torch.Tensor, x) -> bool:
@@ -31,7 +44,22 @@ def _direct_call_ok(module, packed: torch.Tensor, x) -> bool:
 
 class _WFNBase(nn.Module):
     """Shared buffers: ``packed`` uint8 (out, row_bytes), ``codebook`` float32 (C,), ``global_index``
-    int64 (C,) (position of each local value in the whole-network codebook, -1 if unknown), ``bias``."""
+    int64 (C,) (position of each local value in the whole-network codebook, -1 if unknown), ``bias``.
+
+    Compute modes (:meth:`set_compute`; the ``compute`` constructor argument):
+
+    - ``"float"`` (default): exact weights, fp32 activations and accumulation (``wfn::codebook_*``).
+    - ``"bf16"``: activations rounded to bf16 once, weights exact in bf16 (checked), fp32 accumulation,
+      output in x's dtype (``wfn::bf16_*``, wfn_kernels/ops/bf16.py has the error bound).
+    - ``"int8"``: activations quantised to int8 per row of the GEMM view (per token; per output pixel for
+      convs), weights as exact integers (codebook / its smallest power-of-two step, int8 or int16), int32
+      accumulation, one rescale per output (``wfn::int8_*``, wfn_kernels/ops/int8.py).
+
+    bf16 and int8 are inference modes (no autograd). A layer that cannot honour a mode raises ValueError
+    saying why; nothing falls back silently.
+    """
+
+    compute = "float"
 
     def _init_weight(self, pw: PackedWeight, bias: torch.Tensor | None, backend: str) -> None:
         check_codebook(pw.codebook, pw.bits)
@@ -43,6 +71,7 @@ class _WFNBase(nn.Module):
         gi = pw.global_index if pw.global_index is not None else torch.full((pw.codebook.numel(),), -1)
         self.register_buffer("global_index", gi.to(torch.int64))
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
+        self.register_load_state_dict_post_hook(_refresh_compute_hook)
 
     def weight_bytes(self) -> dict[str, int]:
         """Packed weight size (codes + local fp32 codebook) vs the fp32 dense weight, in bytes."""
@@ -58,66 +87,107 @@ class _WFNBase(nn.Module):
     def set_backend(self, backend: str) -> None:
         self.backend = ops.Backend.parse(backend).value
 
+    def compute_unavailable_reason(self, mode: str) -> str:
+        """'' when this layer can run compute ``mode``, else why not."""
+        mode = parse_compute(mode)
+        if mode == "bf16":
+            bad = bf16_ops.bf16_inexact_values(self.codebook)
+            return f"codebook values {bad[:5]} are not exactly representable in bfloat16" if bad else ""
+        if mode == "int8":
+            if isinstance(self, WFNConv2d) and self.groups != 1:
+                return f"the int8 conv kernel supports groups=1 only (this layer has groups={self.groups})"
+            try:
+                int8_ops.integer_weights(self.codebook, self._k())
+            except ValueError as exc:
+                return str(exc)
+        return ""
+
+    def set_compute(self, mode: str) -> None:
+        """Switch the arithmetic of the forward pass (see the class docstring). Raises ValueError naming
+        the layer and the reason when it cannot honour ``mode`` (the layer keeps its current mode)."""
+        mode = parse_compute(mode)
+        why = self.compute_unavailable_reason(mode)
+        if why:
+            raise ComputeModeError(f"{self._describe()}: cannot use compute={mode!r}: {why}")
+        if mode != "float" and isinstance(self, WFNConv2d):
+            self.use_plain_layout()  # the int8/bf16 kernels read canonical codes
+        if mode == "int8":
+            iw = int8_ops.integer_weights(self.codebook, self._k())
+            self.register_buffer("int_table", iw.table.to(self.packed.device), persistent=False)
+            self.int_step = iw.step
+        else:
+            self.register_buffer("int_table", None, persistent=False)
+            self.int_step = 1.0
+        self.compute = mode
+
+    def _check_inference(self, x) -> None:
+        if isinstance(x, torch.Tensor) and x.requires_grad and torch.is_grad_enabled():
+            raise RuntimeError(f"{self._describe()}: compute={self.compute!r} is an inference mode (no autograd); "
+                               "run under torch.no_grad() / inference_mode(), or set_compute('float') to train")
+
 
 class WFNLinear(_WFNBase):
     """Linear layer y = x @ W.T + b with W = codebook[codes] (out_features, in_features).
 
     Input (..., in_features) float32/bfloat16/float16; output (..., out_features), same dtype.
 
-    With ``shift_add=True`` (or :meth:`enable_shift_add`) the forward pass runs the multiplier-free
-    integer path instead: activations are quantised to int8 per call (symmetric, per tensor), multiplied
-    by the order-0 power-of-two weights with shifts and adds into int32 (``wfn::shift_add_linear``), then
-    rescaled. That is exact when the input is already integer-valued with max |x| = 127, and otherwise
-    carries int8 activation rounding (|error| <= scale/2 per activation). It needs every codebook value
-    to be 0 or +-2**e with the exponents spanning at most 7 values, and raises ValueError otherwise.
+    ``compute`` picks the arithmetic (class docstring of the base: "float", "bf16", "int8").
+    ``shift_add=True`` (or :meth:`enable_shift_add`) is ``compute="int8"``: the accelerator's shift-add
+    arithmetic (integer weights times int8 activations into int32; ``wfn::shift_add_linear`` is its
+    multiplier-free spec for order-0 codebooks) on the CPU's integer dot-product units.
     """
 
     def __init__(self, packed: PackedWeight, bias: torch.Tensor | None = None, backend: str = "auto",
-                 shift_add: bool = False):
+                 shift_add: bool = False, compute: str = "float"):
         super().__init__()
         if len(packed.shape) != 2:
             raise ValueError(f"WFNLinear needs a 2-D weight, got shape {packed.shape}")
         self.out_features, self.in_features = packed.shape
         self._init_weight(packed, bias, backend)
-        self.shift_add = False
-        self.shift_add_e_min = 0
-        self.register_buffer("shift_add_packed", None, persistent=False)
-        if shift_add:
-            self.enable_shift_add()
+        parse_compute(compute)
+        if shift_add and compute not in ("float", "int8"):
+            raise ValueError(f"shift_add=True means compute='int8'; it conflicts with compute={compute!r}")
+        mode = "int8" if shift_add else compute
+        if mode != "float":
+            self.set_compute(mode)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, codebook: Codebook, name: str = "linear",
-                    backend: str = "auto", shift_add: bool = False) -> WFNLinear:
+                    backend: str = "auto", shift_add: bool = False, compute: str = "float") -> WFNLinear:
         """Pack ``linear``'s weight onto ``codebook``; raises naming ``name`` if weights are off it."""
-        return cls(pack_weight(linear.weight, codebook, name=name), linear.bias, backend, shift_add)
+        return cls(pack_weight(linear.weight, codebook, name=name), linear.bias, backend, shift_add, compute)
+
+    @property
+    def shift_add(self) -> bool:
+        """Whether the layer runs the int8 (shift-add) mode."""
+        return self.compute == "int8"
 
     def enable_shift_add(self, enabled: bool = True) -> None:
-        """Switch the forward pass to (or back from) the int8 shift-add path; see the class docstring.
+        """``set_compute("int8")`` (or back to ``"float"``)."""
+        self.set_compute("int8" if enabled else "float")
 
-        Raises ValueError (naming the offending values) when the layer's codebook is not order-0."""
-        if not enabled:
-            self.shift_add, self.shift_add_packed = False, None
-            return
-        try:
-            sa = encode_shift_add(self.codebook.cpu(), self.codes())
-        except ValueError as exc:
-            raise ValueError(f"WFNLinear({self.in_features}->{self.out_features}): cannot use the shift-add "
-                             f"path: {exc}") from None
-        self.shift_add_packed = sa.packed.to(self.packed.device)
-        self.shift_add_e_min = sa.e_min
-        self.shift_add = True
+    def _describe(self) -> str:
+        return f"WFNLinear({self.in_features}->{self.out_features})"
 
-    def _forward_shift_add(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.in_features:
-            raise ValueError(f"x has {x.shape[-1]} features but the layer has in_features={self.in_features}")
-        lead = x.shape[:-1]
-        xq, x_scale = quantize_activations_int8(x.reshape(-1, self.in_features).float())
-        w = ShiftAddWeight(self.shift_add_packed, self.shift_add_e_min, self.in_features)
-        backend = "reference" if self.backend == "reference" else "auto"
-        y = shift_add_linear(xq, w, backend=backend).float() * (x_scale * w.scale)
-        if self.bias is not None:
-            y = y + self.bias
-        return y.to(x.dtype).reshape(*lead, self.out_features)
+    def _forward_mode(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_inference(x)
+        bufs = self._buffers
+        k = self.in_features
+        if self.compute == "int8":
+            if x.dim() >= 1 and x.shape[-1] == k and _direct_call_ok(self, bufs["packed"], x):
+                x2 = (x.reshape(-1, k) if x.dim() != 2 else x).contiguous()
+                y = ti.redispatch_cpu(torch.ops.wfn.int8_linear.default, x2, bufs["packed"], bufs["int_table"],
+                                      self.bits, k, self.int_step, bufs["bias"])
+                return y if x.dim() == 2 else y.reshape(*x.shape[:-1], self.out_features)
+            return int8_ops.int8_linear(x, self.packed, self.int_table, self.bits, self.int_step, self.bias,
+                                        in_features=k, backend=self.backend)
+        if x.dim() >= 1 and x.shape[-1] == k and _direct_call_ok(self, bufs["packed"], x):
+            x2 = (x.reshape(-1, k) if x.dim() != 2 else x).contiguous()
+            y = ti.redispatch_cpu(torch.ops.wfn.bf16_linear.default, x2, bufs["packed"], bufs["codebook"],
+                                  self.bits, k, bufs["bias"])
+            return y if x.dim() == 2 else y.reshape(*x.shape[:-1], self.out_features)
+        return bf16_ops.bf16_linear(x, self.packed, self.codebook, self.bits, self.bias, in_features=k,
+                                    backend=self.backend)
 
     def _k(self) -> int:
         return self.in_features
@@ -127,8 +197,8 @@ class WFNLinear(_WFNBase):
         return self.codebook[self.codes()]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.shift_add:
-            return self._forward_shift_add(x)
+        if self.compute != "float":
+            return self._forward_mode(x)
         bufs = self._buffers
         k = self.in_features
         if x.dim() >= 1 and x.shape[-1] == k and _direct_call_ok(self, bufs["packed"], x):
@@ -142,14 +212,14 @@ class WFNLinear(_WFNBase):
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
                 f"bits={self.bits}, codebook_size={self.codebook.numel()}, backend={self.backend}"
-                + (", shift_add=True" if self.shift_add else ""))
+                + (f", compute={self.compute}" if self.compute != "float" else ""))
 
 
 class WFNConv2d(_WFNBase):
     """Conv2d with W = codebook[codes].reshape(out, in/groups, kh, kw); input (B, C, H, W)."""
 
     def __init__(self, packed: PackedWeight, bias: torch.Tensor | None = None, stride=1, padding=0,
-                 dilation=1, groups: int = 1, backend: str = "auto"):
+                 dilation=1, groups: int = 1, backend: str = "auto", compute: str = "float"):
         super().__init__()
         if len(packed.shape) != 4:
             raise ValueError(f"WFNConv2d needs a 4-D weight, got shape {packed.shape}")
@@ -166,15 +236,20 @@ class WFNConv2d(_WFNBase):
         # None, or the oneDNN inference layout (wfn_kernels/nn/onednn_layout.py): {"layout", "row", "shapes", "rejected"}
         self._onednn = None
         self._register_state_dict_hook(_canonical_packed_hook)
+        if parse_compute(compute) != "float":
+            self.set_compute(compute)
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, codebook: Codebook, name: str = "conv",
-                  backend: str = "auto") -> WFNConv2d:
+                  backend: str = "auto", compute: str = "float") -> WFNConv2d:
         """Pack ``conv``'s weight onto ``codebook`` (zeros padding mode only)."""
         if conv.padding_mode != "zeros":
             raise ValueError(f"{name}: padding_mode={conv.padding_mode!r} is not supported (only 'zeros')")
         return cls(pack_weight(conv.weight, codebook, name=name), conv.bias, conv.stride, conv.padding,
-                   conv.dilation, conv.groups, backend)
+                   conv.dilation, conv.groups, backend, compute)
+
+    def _describe(self) -> str:
+        return f"WFNConv2d({self.in_channels}->{self.out_channels}, kernel_size={self.kernel_size})"
 
     def _k(self) -> int:
         return self.weight_shape[1] * self.weight_shape[2] * self.weight_shape[3]
@@ -201,6 +276,9 @@ class WFNConv2d(_WFNBase):
         wfn_kernels/nn/onednn_layout.py); returns '' when done, else the reason nothing changed."""
         from . import onednn_layout
 
+        if self.compute != "float":
+            return f"compute={self.compute!r} runs its own kernels on the canonical codes (the layout is for 'float')"
+
         return onednn_layout.enable(self, input_shape)
 
     def use_plain_layout(self) -> None:
@@ -210,7 +288,28 @@ class WFNConv2d(_WFNBase):
             self._onednn = None
             self.packed = packed
 
+    def _forward_mode(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_inference(x)
+        bufs = self._buffers
+        geo = (list(self.stride), list(self.padding), list(self.dilation), self.groups)
+        direct = x.dim() == 4 and x.shape[1] == self.in_channels and _direct_call_ok(self, bufs["packed"], x)
+        if self.compute == "int8":
+            if direct:
+                return ti.redispatch_cpu(torch.ops.wfn.int8_conv2d.default, x.contiguous(), bufs["packed"],
+                                         bufs["int_table"], self.bits, list(self.weight_shape), bufs["bias"], *geo,
+                                         self.int_step)
+            return int8_ops.int8_conv2d(x, self.packed, self.int_table, self.bits, self.weight_shape, self.int_step,
+                                        self.bias, self.stride, self.padding, self.dilation, self.groups,
+                                        backend=self.backend)
+        if direct:
+            return ti.redispatch_cpu(torch.ops.wfn.bf16_conv2d.default, x.contiguous(), bufs["packed"],
+                                     bufs["codebook"], self.bits, list(self.weight_shape), bufs["bias"], *geo)
+        return bf16_ops.bf16_conv2d(x, self.packed, self.codebook, self.bits, self.weight_shape, self.bias,
+                                    self.stride, self.padding, self.dilation, self.groups, backend=self.backend)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.compute != "float":
+            return self._forward_mode(x)
         if self._onednn is not None:
             from . import onednn_layout
 
@@ -235,8 +334,14 @@ class WFNConv2d(_WFNBase):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
                 f"bias={self.bias is not None}, bits={self.bits}, codebook_size={self.codebook.numel()}, "
-                f"backend={self.backend}"
+                f"backend={self.backend}" + (f", compute={self.compute}" if self.compute != "float" else "")
                 + (f", layout=onednn(block={self._onednn['layout'].block})" if self._onednn is not None else ""))
+
+
+def _refresh_compute_hook(module, incompatible_keys) -> None:
+    """A loaded codebook may differ: rebuild the integer table of a non-float mode (or raise why not)."""
+    if module.compute != "float":
+        module.set_compute(module.compute)
 
 
 def _canonical_packed_hook(module, state_dict, prefix, local_metadata):

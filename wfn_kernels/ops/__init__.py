@@ -7,12 +7,15 @@
 - ``dispatch.py``: the functional front end ``codebook_linear`` / ``codebook_conv2d``.
 - ``reference.py``: the pure-PyTorch specification and the shared argument checks.
 - ``shift_add.py``: ``wfn::shift_add_linear``, the multiplier-free integer spec.
+- ``int8.py`` / ``bf16.py``: the int8 and bf16 compute modes (``wfn::int_linear``, ``wfn::int8_*``,
+  ``wfn::bf16_*``): reference spec, error bounds, front ends.
 - ``triton/``: the Triton kernels (``wfn::codebook_linear_triton``), imported only on demand.
 
 May import: ``wfn_kernels.format``. Never ``wfn_kernels.nn``, fixing or workflows.
 """
 
 from . import schemas  # noqa: F401  (defines the ops)
+from . import bf16, int8  # noqa: F401  (define the compute-mode ops)
 from .backends import (Backend, BackendUnavailableError, _C, _C_REASON, _triton_status, available_backends,
                        extension_has_cuda, extension_loaded, extension_reason, resolve_backend)
 from .dispatch import _pair, codebook_conv2d, codebook_linear

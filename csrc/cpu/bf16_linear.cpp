@@ -1,0 +1,182 @@
+// CPU kernels of the bf16 compute mode (schemas and reference: wfn_kernels/ops/bf16.py):
+//   wfn::bf16_linear(x, packed, codebook, bits, K, bias): y = bf16(x) @ W.T + bias, W bf16-exact
+//   wfn::bf16_conv2d(x, packed, codebook, bits, weight_shape, bias, stride, padding, dilation, groups)
+// Activations are rounded to bf16 once (round to nearest even); products and sums in fp32.
+//
+// Paths: small M on AVX-512 with AVX512_BF16 runs the fused bf16 GEMV (vpermw lookups + vdpbf16ps,
+// int_kernels_avx512.cpp). Without AVX512_BF16 the same arithmetic runs on the fp32 kernel (bf16-rounded
+// x widened; the weights are bf16-exact, so every product is the same). From M >= bf16_gemm_min_m a
+// tile of rows is decoded to bf16 and multiplied with oneDNN's bf16 GEMM (at::mm), which accumulates in
+// fp32 and rounds its output to bf16 once (relative error <= 2^-9; torch has no bf16 x bf16 -> fp32
+// GEMM on CPU). Convs decode the weight to bf16 into a reused per-thread workspace and run oneDNN's bf16
+// convolution (same output rounding).
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+
+#include "int_kernels.h"
+
+namespace wfn {
+namespace {
+
+int64_t env_int(const char* name, int64_t fallback) {
+  const char* v = std::getenv(name);
+  return (v != nullptr && *v != '\0') ? std::atoll(v) : fallback;
+}
+
+std::atomic<int64_t>& bf16_gemm_min_m_override() {
+  static std::atomic<int64_t> v{env_int("WFN_BF16_GEMM_MIN_M", -1)};
+  return v;
+}
+
+int64_t bf16_gemm_min_m() {
+  const int64_t forced = bf16_gemm_min_m_override().load();
+  return forced >= 0 ? forced : 16;
+}
+
+int64_t set_bf16_gemm_min_m_op(int64_t m) { return bf16_gemm_min_m_override().exchange(m); }
+
+struct Bf16Table {
+  uint16_t t[256] = {0};
+  float f[256] = {0};
+};
+
+Bf16Table make_table(const at::Tensor& codebook, int64_t bits) {
+  TORCH_CHECK(bits == 2 || bits == 4 || bits == 8, "bits must be one of (2, 4, 8), got ", bits);
+  TORCH_CHECK(codebook.scalar_type() == at::kFloat && codebook.dim() == 1, "codebook must be a 1-D float32 tensor");
+  TORCH_CHECK(codebook.numel() >= 1 && codebook.numel() <= (int64_t(1) << bits), "codebook has ", codebook.numel(),
+              " entries; ", bits, "-bit codes index 1 to ", int64_t(1) << bits);
+  const at::Tensor c = codebook.contiguous();
+  Bf16Table t;
+  for (int64_t i = 0; i < c.numel(); ++i) {
+    uint32_t u;
+    std::memcpy(&u, c.data_ptr<float>() + i, 4);
+    TORCH_CHECK((u & 0xffffu) == 0, "codebook value ", c.data_ptr<float>()[i],
+                " is not exactly representable in bfloat16 (the bf16 mode keeps weights exact)");
+    t.t[i] = uint16_t(u >> 16);
+    t.f[i] = c.data_ptr<float>()[i];
+  }
+  return t;
+}
+
+void check_packed(const at::Tensor& packed, int64_t bits, int64_t k) {
+  TORCH_CHECK(packed.scalar_type() == at::kByte && packed.dim() == 2,
+              "packed codes must be a 2-D uint8 tensor (N, row_bytes)");
+  TORCH_CHECK(packed.size(1) == (k * bits + 7) / 8, "packed codes have ", packed.size(1), " bytes per row, expected ",
+              (k * bits + 7) / 8, " for K=", k, " at ", bits, " bits");
+}
+
+void u16_decode(const uint8_t* p, int64_t rb, int64_t k, int bits, const uint16_t* t, int64_t r0, int64_t r1,
+                uint16_t* out) {
+  if (active_isa() == Isa::Avx512) u16_decode_rows_avx512(p, rb, k, bits, t, r0, r1, out);
+  else u16_decode_rows_scalar(p, rb, k, bits, t, r0, r1, out);
+}
+
+void decode_parallel_u16(const at::Tensor& packed, int64_t k, int bits, const uint16_t* t, int64_t r0, int64_t r1,
+                         uint16_t* out) {
+  const uint8_t* p = packed.data_ptr<uint8_t>();
+  const int64_t rb = packed.size(1);
+  const int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(k, 1));
+  parallel_chunks(r1 - r0, chunk, [&](int64_t lo, int64_t hi) { u16_decode(p, rb, k, bits, t, r0 + lo, r0 + hi, out + lo * k); });
+}
+
+// Reused per-thread bf16 workspace (see linear.cpp's decode_workspace for why).
+at::Tensor bf16_workspace(int64_t elems) {
+  return at::from_blob(workspace(kWsBf16, 2 * elems), {elems}, at::TensorOptions().dtype(at::kBFloat16));
+}
+
+at::Tensor bf16_gemv(const at::Tensor& xb, const at::Tensor& packed, const Bf16Table& t, int bits, int64_t k) {
+  const int64_t m = xb.size(0), n = packed.size(0), rb = packed.size(1);
+  const int64_t kp = bf16_padded_k(bits, rb);
+  at::Tensor xp = at::zeros({m, kp}, xb.options());
+  const uint16_t* src = reinterpret_cast<const uint16_t*>(xb.data_ptr());
+  uint16_t* dst = reinterpret_cast<uint16_t*>(xp.data_ptr());
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t e = 0; e < k; ++e) dst[i * kp + bf16_x_position(bits, e)] = src[i * k + e];
+  at::Tensor y = at::empty({m, n}, xb.options().dtype(at::kFloat));
+  Bf16GemvArgs a{dst, m, kp, packed.data_ptr<uint8_t>(), rb, k, bits, t.t, y.data_ptr<float>(), n};
+  const int64_t chunk = std::max<int64_t>(4, (int64_t(256) << 10) / std::max<int64_t>(rb * m, 1) / 4 * 4);
+  parallel_chunks(n, chunk, [&](int64_t lo, int64_t hi) { bf16_gemv_rows_avx512(a, lo, hi); });
+  return y;
+}
+
+int64_t bf16_tile_rows(int64_t k, int64_t n) {
+  static const int64_t bytes = env_int("WFN_BF16_GEMM_TILE_BYTES", int64_t(2) << 20);
+  return std::min(n, std::max<int64_t>(16, bytes / (2 * std::max<int64_t>(k, 1)) / 16 * 16));
+}
+
+at::Tensor bf16_gemm(const at::Tensor& xb, const at::Tensor& packed, const Bf16Table& t, int bits, int64_t k) {
+  const int64_t m = xb.size(0), n = packed.size(0);
+  at::Tensor y = at::empty({m, n}, xb.options().dtype(at::kFloat));
+  const int64_t nb = bf16_tile_rows(k, n);
+  at::Tensor w = bf16_workspace(nb * k);
+  for (int64_t n0 = 0; n0 < n; n0 += nb) {
+    const int64_t rows = std::min(nb, n - n0);
+    at::Tensor wt = w.narrow(0, 0, rows * k).view({rows, k});
+    decode_parallel_u16(packed, k, bits, t.t, n0, n0 + rows, reinterpret_cast<uint16_t*>(wt.data_ptr()));
+    y.narrow(1, n0, rows).copy_(at::mm(xb, wt.t()));
+  }
+  return y;
+}
+
+at::Tensor bf16_linear_cpu(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& codebook, int64_t bits,
+                           int64_t k, const std::optional<at::Tensor>& bias) {
+  TORCH_CHECK(x.dim() == 2 && x.size(1) == k, "x must be 2-D (M, K) with K=", k);
+  const Bf16Table t = make_table(codebook, bits);
+  check_packed(packed, bits, k);
+  const at::Tensor pc = packed.contiguous();
+  const int64_t m = x.size(0), n = pc.size(0);
+  at::Tensor y;
+  if (m == 0 || n == 0 || k == 0) {
+    y = at::zeros({m, n}, x.options().dtype(at::kFloat));
+  } else {
+    const at::Tensor xb = x.to(at::kBFloat16).contiguous();
+    if (m >= bf16_gemm_min_m()) {
+      y = bf16_gemm(xb, pc, t, int(bits), k);
+    } else if (active_isa() == Isa::Avx512 && hardware_has_avx512_bf16()) {
+      y = bf16_gemv(xb, pc, t, int(bits), k);
+    } else {
+      y = linear_dispatch(xb.to(at::kFloat), pc, codebook.contiguous(), bits, k);
+    }
+  }
+  if (bias.has_value() && bias->defined()) y.add_(bias->to(at::kFloat));
+  return y.to(x.scalar_type());
+}
+
+at::Tensor bf16_conv2d_cpu(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& codebook, int64_t bits,
+                           at::IntArrayRef weight_shape, const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                           at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  TORCH_CHECK(weight_shape.size() == 4, "weight_shape must have 4 entries");
+  const int64_t k = weight_shape[1] * weight_shape[2] * weight_shape[3], n = weight_shape[0];
+  const Bf16Table t = make_table(codebook, bits);
+  check_packed(packed, bits, k);
+  TORCH_CHECK(packed.size(0) == n, "packed has ", packed.size(0), " rows, expected out_channels=", n);
+  at::Tensor w = bf16_workspace(std::max<int64_t>(n * k, 1)).narrow(0, 0, n * k);
+  decode_parallel_u16(packed.contiguous(), k, int(bits), t.t, 0, n, reinterpret_cast<uint16_t*>(w.data_ptr()));
+  at::Tensor y = at::conv2d(x.to(at::kBFloat16), w.view(weight_shape), {}, stride, padding, dilation, groups)
+                     .to(at::kFloat);
+  if (bias.has_value() && bias->defined()) y.add_(bias->to(at::kFloat).view({1, n, 1, 1}));
+  return y.to(x.scalar_type());
+}
+
+}  // namespace
+}  // namespace wfn
+
+TORCH_LIBRARY_IMPL(wfn, CPU, m) {
+  m.impl("bf16_linear", &wfn::bf16_linear_cpu);
+  m.impl("bf16_conv2d", &wfn::bf16_conv2d_cpu);
+}
+
+TORCH_LIBRARY_FRAGMENT(wfn_cpu, m) {
+  // Force the M threshold of the bf16 decode-tile + at::mm path (-1: default); returns the previous.
+  m.def("set_bf16_gemm_min_m(int m) -> int", &wfn::set_bf16_gemm_min_m_op);
+  m.def("bf16_capability() -> str", []() {
+    return std::string(wfn::active_isa() == wfn::Isa::Avx512 && wfn::hardware_has_avx512_bf16() ? "avx512_bf16"
+                                                                                                   : "fp32 kernel");
+  });
+}

@@ -1,0 +1,88 @@
+// Internal interface of the integer (int8 compute mode) and bf16 kernels: int_linear.cpp / bf16_linear.cpp
+// drive them, int_kernels_{scalar,avx2,avx512}.cpp implement them per SIMD level.
+//
+// int8 mode arithmetic: a layer's codebook values v_c are exact multiples of its smallest power-of-two
+// step s (they are sums of powers of two), so w_c = v_c / s is an integer table; activations are
+// quantised per row to int8 (xq in [-127, 127]); y_int[m, n] = sum_k xq[m, k] * w[codes[n, k]] is exact
+// in int32 (the front end checks K * 127 * max(255, max|w|) < 2^31), and y = y_int * (x_scale[m] * s).
+//
+// Small-M kernels look the codes up in registers (kernels.h block/phase layout, at byte granularity):
+//  * AVX-512 (needs VBMI + VNNI): vpermb reads 6 index bits, so a 16-entry (4-bit) table replicated 4x
+//    (2-bit: 16x) in one zmm decodes 64 codes per instruction with no masking; 8-bit codes take two
+//    vpermt2b (128 entries each) blended on the code's top bit. The table holds w + 128 as uint8 so the
+//    weights are vpdpbusd's unsigned operand and the int8 activations its signed one;
+//    y = dot - 128 * sum_k xq (the per-row sum is computed once per call).
+//  * AVX2: vpshufb (16 entries per 128-bit lane) decodes 32 codes; the product is vpmaddubsw on |w|
+//    (uint8 <= 128) and sign(w) * x (int8), exact because |pair sum| <= 2 * 128 * 127 < 2^15, then
+//    vpmaddwd into int32. 8-bit codes are decoded through a scalar table into a 32-byte buffer.
+//  * int16 weights (a layer whose values span more than 8 bits of steps): decoded to int16 per chunk,
+//    vpmaddwd (AVX-512BW / AVX2) with sign-extended x; natural order.
+// Block of bb code bytes (bb = 64 AVX-512, 32 AVX2; E = 8 / bits codes per byte): activation element
+// b * E + p of the block sits at position p * bb + b; scalar and int16 paths read x in natural order.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <cstdint>
+
+#include "kernels.h"
+
+namespace wfn {
+
+// The level the integer kernels run at: the active level, except that the AVX-512 kernels also need
+// VNNI (else the AVX2 ones run). The bf16 kernels' AVX-512 level needs AVX512_BF16 (else the fp32 path).
+Isa int_isa();
+bool hardware_has_avx512_vnni();
+bool hardware_has_avx512_bf16();
+
+struct IntGemvArgs {
+  const int8_t* x;       // (m, xstride) int8 activations, order per level (above)
+  int64_t m;
+  int64_t xstride;
+  const int32_t* xsum;   // (m,) sum of each activation row (the AVX-512 offset correction)
+  const uint8_t* packed; // (N, row_bytes)
+  int64_t row_bytes;
+  int64_t k;
+  int bits;
+  const int16_t* table;  // 256 integer weights (codes past the codebook read 0)
+  bool narrow;           // every table entry in [-128, 127]
+  int32_t* y;            // (m, ldy)
+  int64_t ldy;
+};
+
+void int_gemv_rows_scalar(const IntGemvArgs& a, int64_t r0, int64_t r1);
+void int_gemv_rows_avx2(const IntGemvArgs& a, int64_t r0, int64_t r1);
+void int_gemv_rows_avx512(const IntGemvArgs& a, int64_t r0, int64_t r1);
+
+// Natural-order decode of rows [r0, r1) into int8 (narrow tables) for the large-M GEMM path:
+// out[(r - r0) * k + i] = table[code]. table8 holds 256 int8 entries.
+void int8_decode_rows_scalar(const uint8_t* packed, int64_t row_bytes, int64_t k, int bits, const int8_t* table8,
+                             int64_t r0, int64_t r1, int8_t* out);
+void int8_decode_rows_avx512(const uint8_t* packed, int64_t row_bytes, int64_t k, int bits, const int8_t* table8,
+                             int64_t r0, int64_t r1, int8_t* out);
+
+// Natural-order decode into 16-bit words (bf16 bit patterns, or int16 weights): out[(r - r0) * k + i].
+void u16_decode_rows_scalar(const uint8_t* packed, int64_t row_bytes, int64_t k, int bits,
+                            const uint16_t* table16, int64_t r0, int64_t r1, uint16_t* out);
+void u16_decode_rows_avx512(const uint8_t* packed, int64_t row_bytes, int64_t k, int bits,
+                            const uint16_t* table16, int64_t r0, int64_t r1, uint16_t* out);
+
+// bf16 GEMV: y[m, r] (fp32) = sum_k bf16(x[m, k]) * w[r, k], w bf16-exact, fp32 accumulation (vdpbf16ps).
+struct Bf16GemvArgs {
+  const uint16_t* x;     // (m, xstride) bf16 activations, pairs ordered per bf16_x_position
+  int64_t m;
+  int64_t xstride;
+  const uint8_t* packed;
+  int64_t row_bytes;
+  int64_t k;
+  int bits;
+  const uint16_t* table; // 256 bf16 bit patterns
+  float* y;
+  int64_t ldy;
+};
+void bf16_gemv_rows_avx512(const Bf16GemvArgs& a, int64_t r0, int64_t r1);
+// Position (within a row padded to whole 64-byte code blocks) of activation element e in the order the
+// AVX-512 bf16 GEMV reads it.
+int64_t bf16_x_position(int bits, int64_t e);
+int64_t bf16_padded_k(int bits, int64_t row_bytes);
+
+}  // namespace wfn

@@ -1,0 +1,390 @@
+// CPU kernels of the int8 compute mode (schemas and the reference spec: wfn_kernels/ops/int8.py):
+//   wfn::int_linear(xq int8 (M, K), packed, int_table, bits, K) -> int32 (M, N)   the exact integer product
+//   wfn::int8_linear(x float (M, K), packed, int_table, bits, K, step, bias) -> (M, N) in x's dtype
+//   wfn::int8_conv2d(x (B, C, H, W), packed, int_table, bits, weight_shape, bias, stride, padding,
+//                    dilation, groups, step)
+// int8_linear quantises each activation row (per token; per output pixel of the conv's GEMM view):
+// scale = max|x| / 127 (1 for an all-zero row), xq = clamp(round_half_even(x / scale), -127, 127), then
+// y = float(int_linear(xq)) * (scale * step) + bias, the same float operations in the same order as the
+// reference, so the result is bit-identical to it. A row with a NaN or Inf gives NaN outputs.
+//
+// Two paths (int_kernels.h): small M runs the fused lookup + dot-product GEMV; from M >= int_gemm_min_m
+// a tile of weight rows (~1 MB) is decoded to int8 and multiplied by at::_int_mm (oneDNN's int8 GEMM),
+// so no whole-weight copy exists. int16 weights take two int8 GEMMs (w = 256 * hi + lo, lo in [-128, 127]).
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+
+#include "int_kernels.h"
+
+namespace wfn {
+
+bool hardware_has_avx512_vnni() {
+  static const bool v = [] {
+    __builtin_cpu_init();
+    return hardware_isa() == Isa::Avx512 && __builtin_cpu_supports("avx512vnni");
+  }();
+  return v;
+}
+
+bool hardware_has_avx512_bf16() {
+  static const bool v = [] {
+    __builtin_cpu_init();
+    return hardware_isa() == Isa::Avx512 && __builtin_cpu_supports("avx512bf16");
+  }();
+  return v;
+}
+
+Isa int_isa() {
+  const Isa a = active_isa();
+  return a == Isa::Avx512 && !hardware_has_avx512_vnni() ? Isa::Avx2 : a;
+}
+
+namespace {
+
+int64_t env_int(const char* name, int64_t fallback) {
+  const char* v = std::getenv(name);
+  return (v != nullptr && *v != '\0') ? std::atoll(v) : fallback;
+}
+
+// Smallest M that takes the decode-tile + at::_int_mm path (WFN_INT_GEMM_MIN_M or
+// torch.ops.wfn_cpu.set_int_gemm_min_m override; bench/bench_modes.py measures both paths).
+std::atomic<int64_t>& int_gemm_min_m_override() {
+  static std::atomic<int64_t> v{env_int("WFN_INT_GEMM_MIN_M", -1)};
+  return v;
+}
+
+int64_t int_gemm_min_m(Isa isa) {
+  const int64_t forced = int_gemm_min_m_override().load();
+  if (forced >= 0) return forced;
+  return isa == Isa::Scalar ? 2 : 16;
+}
+
+int64_t set_int_gemm_min_m_op(int64_t m) { return int_gemm_min_m_override().exchange(m); }
+
+struct IntTable {
+  int16_t t[256] = {0};
+  int8_t lo[256] = {0};  // narrow: the weights; wide: low byte (signed) of each weight
+  int8_t hi[256] = {0};  // wide only: (w - lo) / 256
+  bool narrow = true;
+};
+
+IntTable make_table(const at::Tensor& table, int64_t bits) {
+  TORCH_CHECK(table.scalar_type() == at::kShort && table.dim() == 1, "int_table must be a 1-D int16 tensor, got ",
+              table.scalar_type(), " of shape ", table.sizes());
+  TORCH_CHECK(table.numel() >= 1 && table.numel() <= (int64_t(1) << bits), "int_table has ", table.numel(),
+              " entries; ", bits, "-bit codes index 1 to ", int64_t(1) << bits);
+  IntTable t;
+  const at::Tensor tc = table.contiguous();
+  const int16_t* src = tc.data_ptr<int16_t>();
+  for (int64_t c = 0; c < tc.numel(); ++c) {
+    TORCH_CHECK(src[c] >= -32768 + 0 && src[c] <= 32639, "int_table entry ", src[c],
+                " is outside the supported int16 range [-32768, 32639]");
+    t.t[c] = src[c];
+    if (src[c] < -128 || src[c] > 127) t.narrow = false;
+  }
+  for (int c = 0; c < 256; ++c) {
+    t.lo[c] = t.narrow ? int8_t(t.t[c]) : int8_t(uint8_t(t.t[c] & 0xff));
+    t.hi[c] = t.narrow ? int8_t(0) : int8_t((int32_t(t.t[c]) - int32_t(t.lo[c])) / 256);
+  }
+  return t;
+}
+
+void check_int_args(const at::Tensor& packed, int64_t bits, int64_t k, const IntTable& t) {
+  TORCH_CHECK(bits == 2 || bits == 4 || bits == 8, "bits must be one of (2, 4, 8), got ", bits);
+  TORCH_CHECK(packed.scalar_type() == at::kByte && packed.dim() == 2,
+              "packed codes must be a 2-D uint8 tensor (N, row_bytes)");
+  TORCH_CHECK(packed.size(1) == (k * bits + 7) / 8, "packed codes have ", packed.size(1), " bytes per row, expected ",
+              (k * bits + 7) / 8, " for K=", k, " at ", bits, " bits");
+  int64_t wmax = 0;
+  for (int c = 0; c < 256; ++c) wmax = std::max<int64_t>(wmax, std::abs(int64_t(t.t[c])));
+  TORCH_CHECK(k * 127 * std::max<int64_t>(255, wmax) < (int64_t(1) << 31), "in_features=", k,
+              " with integer weights up to ", wmax, " could overflow the int32 accumulator");
+}
+
+// Where activation element e of a row goes in the level's GEMV order (int_kernels.h).
+struct XLayout {
+  int64_t bb = 1, e = 1, stride = 0;
+  int64_t pos(int64_t el) const {
+    if (bb == 1) return el;
+    const int64_t eb = bb * e, blk = el / eb, w = el % eb;
+    return blk * eb + (w % e) * bb + w / e;
+  }
+};
+
+XLayout x_layout(Isa isa, bool gemv, bool narrow, int bits, int64_t row_bytes, int64_t k) {
+  XLayout l;
+  if (gemv && narrow && isa != Isa::Scalar) {
+    l.bb = isa == Isa::Avx512 ? 64 : 32;
+    l.e = 8 / bits;
+    l.stride = (row_bytes + l.bb - 1) / l.bb * l.bb * l.e;
+  } else {
+    l.stride = gemv ? (k + 63) / 64 * 64 : k;  // the GEMM path hands x to at::_int_mm as a dense (M, K)
+  }
+  return l;
+}
+
+// Quantised rows: xq (M, stride) int8 in the layout, per-row scale, sum and finiteness.
+struct QRows {
+  at::Tensor xq;
+  std::vector<float> scale;
+  std::vector<int32_t> sum;
+  std::vector<uint8_t> bad;
+};
+
+inline float row_scale(float amax) { return amax > 0.f ? amax / 127.f : 1.f; }
+
+inline int8_t quantize(float v, float scale) {
+  const float q = std::nearbyint(v / scale);  // default rounding mode: half to even, as torch.round
+  return int8_t(std::min(127.f, std::max(-127.f, q)));
+}
+
+QRows quantize_rows(const at::Tensor& x, const XLayout& l) {
+  const int64_t m = x.size(0), k = x.size(1);
+  QRows q;
+  q.xq = l.stride == k ? at::empty({m, k}, x.options().dtype(at::kChar))
+                       : at::zeros({m, l.stride}, x.options().dtype(at::kChar));
+  q.scale.assign(size_t(m), 1.f);
+  q.sum.assign(size_t(m), 0);
+  q.bad.assign(size_t(m), 0);
+  const float* src = x.data_ptr<float>();
+  int8_t* dst = q.xq.data_ptr<int8_t>();
+  at::parallel_for(0, m, 64, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      const float* s = src + i * k;
+      float amax = 0.f;
+      bool finite = true;
+      for (int64_t e = 0; e < k; ++e) {
+        const float a = std::fabs(s[e]);
+        finite &= a <= std::numeric_limits<float>::max();  // false for Inf and NaN
+        amax = std::max(amax, a);
+      }
+      int8_t* o = dst + i * l.stride;
+      if (!finite) {
+        q.bad[size_t(i)] = 1;
+        for (int64_t e = 0; e < k; ++e) o[l.pos(e)] = 0;
+        continue;
+      }
+      const float sc = row_scale(amax);
+      q.scale[size_t(i)] = sc;
+      int32_t sum = 0;
+      if (l.bb == 1) {
+        for (int64_t e = 0; e < k; ++e) { o[e] = quantize(s[e], sc); sum += o[e]; }
+      } else {
+        for (int64_t e = 0; e < k; ++e) {
+          const int8_t v = quantize(s[e], sc);
+          o[l.pos(e)] = v;
+          sum += v;
+        }
+      }
+      q.sum[size_t(i)] = sum;
+    }
+  });
+  return q;
+}
+
+// Already-quantised int8 rows (the integer spec op) into the layout.
+QRows layout_rows(const at::Tensor& xq, const XLayout& l) {
+  const int64_t m = xq.size(0), k = xq.size(1);
+  QRows q;
+  q.scale.assign(size_t(m), 1.f);
+  q.bad.assign(size_t(m), 0);
+  q.sum.assign(size_t(m), 0);
+  if (l.stride == k && l.bb == 1) {
+    q.xq = xq;
+  } else {
+    q.xq = at::zeros({m, l.stride}, xq.options());
+  }
+  const int8_t* src = xq.data_ptr<int8_t>();
+  int8_t* dst = q.xq.data_ptr<int8_t>();
+  for (int64_t i = 0; i < m; ++i) {
+    int32_t sum = 0;
+    for (int64_t e = 0; e < k; ++e) {
+      sum += src[i * k + e];
+      if (dst != src) dst[i * l.stride + l.pos(e)] = src[i * k + e];
+    }
+    q.sum[size_t(i)] = sum;
+  }
+  return q;
+}
+
+void int8_decode(Isa isa, const uint8_t* p, int64_t rb, int64_t k, int bits, const int8_t* t8, int64_t r0,
+                 int64_t r1, int8_t* out) {
+  if (isa == Isa::Avx512) int8_decode_rows_avx512(p, rb, k, bits, t8, r0, r1, out);
+  else int8_decode_rows_scalar(p, rb, k, bits, t8, r0, r1, out);
+}
+
+// Per-thread int8 workspace for decoded tiles (kernels.h: reused, so no per-call page faults).
+int8_t* int8_workspace(int64_t bytes, int slot) {
+  return static_cast<int8_t*>(workspace(slot == 0 ? kWsInt8Lo : kWsInt8Hi, bytes));
+}
+
+int64_t int_tile_rows(int64_t k, int64_t n) {
+  static const int64_t bytes = env_int("WFN_INT_GEMM_TILE_BYTES", int64_t(1) << 20);
+  return std::min(n, std::max<int64_t>(16, bytes / std::max<int64_t>(k, 1) / 16 * 16));
+}
+
+// The exact integer product y_int (M, N) for quantised rows; sink(n0, tile) receives int32 (M, rows)
+// column blocks on the GEMM path, or the whole (M, N) result on the GEMV path.
+template <class Sink>
+void int_product(Isa isa, bool gemv, const QRows& q, const XLayout& l, int64_t m, const at::Tensor& packed,
+                 const IntTable& t, int bits, int64_t k, Sink&& sink) {
+  const int64_t n = packed.size(0), rb = packed.size(1);
+  const uint8_t* p = packed.data_ptr<uint8_t>();
+  if (gemv) {
+    at::Tensor y = at::empty({m, n}, at::TensorOptions().dtype(at::kInt));
+    IntGemvArgs a{q.xq.data_ptr<int8_t>(), m, l.stride, q.sum.data(), p, rb, k, bits, t.t, t.narrow,
+                  y.data_ptr<int32_t>(), n};
+    auto fn = isa == Isa::Avx512 ? int_gemv_rows_avx512 : isa == Isa::Avx2 ? int_gemv_rows_avx2 : int_gemv_rows_scalar;
+    const int64_t chunk = std::max<int64_t>(4, (int64_t(256) << 10) / std::max<int64_t>(rb * m, 1) / 4 * 4);
+    parallel_chunks(n, chunk, [&](int64_t lo, int64_t hi) { fn(a, lo, hi); });
+    sink(int64_t(0), y);
+    return;
+  }
+  const int64_t nb = int_tile_rows(k, n);
+  int8_t* wlo = int8_workspace(nb * k, 0);
+  int8_t* whi = t.narrow ? nullptr : int8_workspace(nb * k, 1);
+  const at::TensorOptions i8 = at::TensorOptions().dtype(at::kChar);
+  for (int64_t n0 = 0; n0 < n; n0 += nb) {
+    const int64_t rows = std::min(nb, n - n0);
+    const int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(k, 1));
+    parallel_chunks(rows, chunk, [&](int64_t lo, int64_t hi) {
+      int8_decode(isa, p, rb, k, bits, t.lo, n0 + lo, n0 + hi, wlo + lo * k);
+      if (whi != nullptr) int8_decode(isa, p, rb, k, bits, t.hi, n0 + lo, n0 + hi, whi + lo * k);
+    });
+    at::Tensor out = at::_int_mm(q.xq, at::from_blob(wlo, {rows, k}, i8).t());
+    if (whi != nullptr) out.add_(at::_int_mm(q.xq, at::from_blob(whi, {rows, k}, i8).t()), 256);
+    sink(n0, out);
+  }
+}
+
+// K = 1 stays on the GEMV: at::_int_mm returns wrong values for K = 1 on CPU (torch 2.13, checked by
+// tests/test_compute_modes.py through the forced GEMM path).
+bool use_gemv(Isa isa, int64_t m, int64_t k) { return m < int_gemm_min_m(isa) || k < 2; }
+
+// y (M, N) float = rescaled integer product of quantised rows; bias may be undefined.
+at::Tensor int8_linear_float(const at::Tensor& xf, const at::Tensor& packed, const IntTable& t, int bits, int64_t k,
+                             double step, const at::Tensor& bias) {
+  const int64_t m = xf.size(0), n = packed.size(0);
+  at::Tensor y = at::empty({m, n}, xf.options());
+  if (m == 0 || n == 0) return y;
+  const Isa isa = int_isa();
+  const bool gemv = use_gemv(isa, m, k);
+  const XLayout l = x_layout(isa, gemv, t.narrow, bits, packed.size(1), k);
+  const QRows q = quantize_rows(xf, l);
+  std::vector<float> s(static_cast<size_t>(m), 0.f);
+  const float stepf = float(step);
+  for (int64_t i = 0; i < m; ++i) s[size_t(i)] = q.scale[size_t(i)] * stepf;
+  const float* b = bias.defined() ? bias.data_ptr<float>() : nullptr;
+  float* yd = y.data_ptr<float>();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  int_product(isa, gemv, q, l, m, packed, t, bits, k, [&](int64_t n0, const at::Tensor& tile) {
+    const int64_t cols = tile.size(1);
+    const int32_t* td = tile.data_ptr<int32_t>();
+    at::parallel_for(0, m, 64, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) {
+        float* yr = yd + i * n + n0;
+        const int32_t* tr = td + i * cols;
+        const float si = s[size_t(i)];
+        if (q.bad[size_t(i)]) {
+          for (int64_t j = 0; j < cols; ++j) yr[j] = nan;
+        } else if (b != nullptr) {
+          for (int64_t j = 0; j < cols; ++j) {
+            const float prod = float(tr[j]) * si;  // two roundings, as the reference (no FMA in this file)
+            yr[j] = prod + b[n0 + j];
+          }
+        } else {
+          for (int64_t j = 0; j < cols; ++j) yr[j] = float(tr[j]) * si;
+        }
+      }
+    });
+  });
+  return y;
+}
+
+at::Tensor int_linear_cpu(const at::Tensor& xq, const at::Tensor& packed, const at::Tensor& int_table, int64_t bits,
+                          int64_t k) {
+  TORCH_CHECK(xq.scalar_type() == at::kChar && xq.dim() == 2, "xq must be a 2-D int8 tensor (M, K), got ",
+              xq.scalar_type(), " of shape ", xq.sizes());
+  TORCH_CHECK(xq.size(1) == k, "xq has K=", xq.size(1), " columns but the weight has in_features=", k);
+  const IntTable t = make_table(int_table, bits);
+  check_int_args(packed, bits, k, t);
+  const at::Tensor xc = xq.contiguous(), pc = packed.contiguous();
+  const int64_t m = xc.size(0), n = pc.size(0);
+  at::Tensor y = at::zeros({m, n}, xq.options().dtype(at::kInt));
+  if (m == 0 || n == 0 || k == 0) return y;
+  const Isa isa = int_isa();
+  const bool gemv = use_gemv(isa, m, k);
+  const XLayout l = x_layout(isa, gemv, t.narrow, int(bits), pc.size(1), k);
+  const QRows q = layout_rows(xc, l);
+  int_product(isa, gemv, q, l, m, pc, t, int(bits), k, [&](int64_t n0, const at::Tensor& tile) {
+    y.narrow(1, n0, tile.size(1)).copy_(tile);
+  });
+  return y;
+}
+
+at::Tensor int8_linear_cpu(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& int_table, int64_t bits,
+                           int64_t k, double step, const std::optional<at::Tensor>& bias) {
+  TORCH_CHECK(x.dim() == 2 && x.size(1) == k, "x must be 2-D (M, K) with K=", k);
+  const IntTable t = make_table(int_table, bits);
+  check_int_args(packed, bits, k, t);
+  at::Tensor b;
+  if (bias.has_value() && bias->defined()) b = bias->to(at::kFloat).contiguous();
+  if (k == 0) {
+    at::Tensor y = at::zeros({x.size(0), packed.size(0)}, x.options().dtype(at::kFloat));
+    if (b.defined()) y.add_(b);
+    return y.to(x.scalar_type());
+  }
+  const at::Tensor xf = x.to(at::kFloat).contiguous();
+  return int8_linear_float(xf, packed.contiguous(), t, int(bits), k, step, b).to(x.scalar_type());
+}
+
+at::Tensor int8_conv2d_cpu(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& int_table, int64_t bits,
+                           at::IntArrayRef weight_shape, const std::optional<at::Tensor>& bias,
+                           at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                           double step) {
+  TORCH_CHECK(weight_shape.size() == 4, "weight_shape must have 4 entries");
+  TORCH_CHECK(groups == 1, "the int8 conv kernel supports groups=1 only, got groups=", groups);
+  TORCH_CHECK(x.dim() == 4 && x.size(1) == weight_shape[1], "x must be (B, ", weight_shape[1], ", H, W), got ",
+              x.sizes());
+  const int64_t k = weight_shape[1] * weight_shape[2] * weight_shape[3];
+  const IntTable t = make_table(int_table, bits);
+  check_int_args(packed, bits, k, t);
+  const int64_t batch = x.size(0), n = weight_shape[0];
+  int64_t out_hw[2];
+  for (int i = 0; i < 2; ++i)
+    out_hw[i] = (x.size(2 + i) + 2 * padding[i] - dilation[i] * (weight_shape[2 + i] - 1) - 1) / stride[i] + 1;
+  const int64_t pixels = out_hw[0] * out_hw[1];
+  at::Tensor b;
+  if (bias.has_value() && bias->defined()) b = bias->to(at::kFloat).contiguous();
+  if (batch * pixels == 0) return at::empty({batch, n, out_hw[0], out_hw[1]}, x.options());
+  // GEMM view: one row per output pixel, (c, kh, kw)-major like the flattened weight rows
+  const at::Tensor cols = at::im2col(x.to(at::kFloat).contiguous(), {weight_shape[2], weight_shape[3]}, dilation,
+                                     padding, stride);  // (B, K, L)
+  const at::Tensor xm = cols.transpose(1, 2).reshape({batch * pixels, k}).contiguous();
+  at::Tensor y = int8_linear_float(xm, packed.contiguous(), t, int(bits), k, step, b);
+  return y.view({batch, pixels, n}).transpose(1, 2).reshape({batch, n, out_hw[0], out_hw[1]})
+      .to(x.scalar_type()).contiguous();
+}
+
+}  // namespace
+}  // namespace wfn
+
+TORCH_LIBRARY_IMPL(wfn, CPU, m) {
+  m.impl("int_linear", &wfn::int_linear_cpu);
+  m.impl("int8_linear", &wfn::int8_linear_cpu);
+  m.impl("int8_conv2d", &wfn::int8_conv2d_cpu);
+}
+
+TORCH_LIBRARY_FRAGMENT(wfn_cpu, m) {
+  // Force the M threshold of the int8 decode-tile + at::_int_mm path (-1: default); returns the previous.
+  m.def("set_int_gemm_min_m(int m) -> int", &wfn::set_int_gemm_min_m_op);
+  m.def("int_capability() -> str", []() { return std::string(wfn::isa_name(wfn::int_isa())); });
+}

@@ -1,0 +1,385 @@
+"""Compute modes (float / bf16 / int8): kernels against their reference spec at every dispatch level and on
+both paths (fused GEMV, decode-tile + oneDNN GEMM), error bounds, module / convert / save-load behaviour."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import wfn_kernels as wk
+from wfn_kernels import ops
+from wfn_kernels.format.codebook import Codebook
+from wfn_kernels.format.packing import pack_codes, pack_weight
+from wfn_kernels.ops import bf16 as bf16_ops
+from wfn_kernels.ops import int8 as int8_ops
+from wfn_kernels.ops import shift_add as sa
+
+LEVELS = ["scalar", "avx2", "avx512"]
+ORDER = {name: i for i, name in enumerate(LEVELS)}
+needs_ext = pytest.mark.skipif(ops._C is None, reason="extension not built")
+
+
+@pytest.fixture(params=LEVELS)
+def level(request):
+    if ops._C is None:
+        pytest.skip("extension not built")
+    if ORDER[request.param] > ORDER[torch.ops.wfn_cpu.hardware_capability()]:
+        pytest.skip(f"CPU lacks {request.param}")
+    before = torch.ops.wfn_cpu.capability()
+    assert torch.ops.wfn_cpu.set_dispatch(request.param) == request.param
+    yield request.param
+    torch.ops.wfn_cpu.set_dispatch(before)
+
+
+@pytest.fixture(params=["gemv", "gemm"])
+def int_path(request):
+    """Route every M through the fused GEMV (threshold above any M) or the decode-tile + _int_mm path."""
+    if ops._C is None:
+        pytest.skip("extension not built")
+    previous = torch.ops.wfn_cpu.set_int_gemm_min_m(1 << 30 if request.param == "gemv" else 0)
+    yield request.param
+    torch.ops.wfn_cpu.set_int_gemm_min_m(previous)
+
+
+@pytest.fixture(params=["gemv", "gemm"])
+def bf16_path(request):
+    if ops._C is None:
+        pytest.skip("extension not built")
+    previous = torch.ops.wfn_cpu.set_bf16_gemm_min_m(1 << 30 if request.param == "gemv" else 0)
+    yield request.param
+    torch.ops.wfn_cpu.set_bf16_gemm_min_m(previous)
+
+
+def int_table(bits: int, wide: bool, gen) -> torch.Tensor:
+    """A random integer table using every code: int8 entries (including -128 and 127), or int16 ones."""
+    c = 1 << bits
+    lo, hi = (-1000, 1000) if wide else (-128, 127)
+    t = torch.randint(lo, hi + 1, (c,), generator=gen)
+    t[0], t[-1] = lo, hi
+    return t.to(torch.int16)
+
+
+def codes_for(n, k, bits, gen):
+    codes = torch.randint(0, 1 << bits, (n, k), generator=gen)
+    return codes, pack_codes(codes, bits)
+
+
+# ---------------------------------------------------------------------------------------------- int8
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("wide", [False, True], ids=["int8w", "int16w"])
+@pytest.mark.parametrize("m", [0, 1, 3, 16, 127])
+def test_integer_product_bit_exact(level, int_path, bits, wide, m, rng):
+    k, n = 1000 + bits, 37  # K not a multiple of any code block (64 or 32 bytes), odd N
+    table = int_table(bits, wide, rng)
+    codes, packed = codes_for(n, k, bits, rng)
+    xq = torch.randint(-127, 128, (m, k), generator=rng).to(torch.int8)
+    y = int8_ops.int_linear(xq, packed, table, bits, k, backend="extension")
+    ref = int8_ops.int_linear_reference(xq, packed, table, bits, k)
+    assert y.dtype == torch.int32 and y.shape == (m, n)
+    assert torch.equal(y, ref)
+    assert torch.equal(ref.long(), xq.long() @ table.long()[codes].t())
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("k", [1, 63, 130, 4097])
+def test_integer_product_small_and_extreme(level, int_path, bits, k, rng):
+    """Every x at -127 against every weight at -128: the largest products the accumulator bound allows."""
+    table = torch.full((1 << bits,), -128, dtype=torch.int16)
+    table[1] = 127
+    codes, packed = codes_for(5, k, bits, rng)
+    xq = torch.full((3, k), -127, dtype=torch.int8)
+    y = int8_ops.int_linear(xq, packed, table, bits, k, backend="extension")
+    assert torch.equal(y, int8_ops.int_linear_reference(xq, packed, table, bits, k))
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("wide", [False, True], ids=["int8w", "int16w"])
+@pytest.mark.parametrize("m", [1, 5, 40])
+def test_int8_linear_matches_reference_bit_for_bit(level, int_path, bits, wide, m, rng):
+    k, n = 333, 19
+    table = int_table(bits, wide, rng)
+    _, packed = codes_for(n, k, bits, rng)
+    x = torch.randn(m, k, generator=rng) * 3
+    x[0, :7] = 0.0
+    if m > 2:
+        x[2] = 0.0  # an all-zero row (scale 1)
+    bias = torch.randn(n, generator=rng)
+    for b in (None, bias):
+        y = int8_ops.int8_linear(x, packed, table, bits, 2.0 ** -6, b, backend="extension")
+        ref = int8_ops.int8_linear_reference(x, packed, table, bits, k, 2.0 ** -6, b)
+        assert torch.equal(y, ref)
+    xb = x.bfloat16()
+    assert torch.equal(int8_ops.int8_linear(xb, packed, table, bits, 0.5, bias, backend="extension"),
+                       int8_ops.int8_linear_reference(xb, packed, table, bits, k, 0.5, bias))
+
+
+@needs_ext
+def test_int8_nonfinite_rows_give_nan(rng):
+    table = int_table(4, False, rng)
+    _, packed = codes_for(6, 40, 4, rng)
+    x = torch.randn(3, 40, generator=rng)
+    x[1, 5] = float("nan")
+    x[2, 0] = float("inf")
+    for backend in ("extension", "reference"):
+        y = int8_ops.int8_linear(x, packed, table, 4, 1.0, backend=backend)
+        assert torch.isnan(y[1:]).all() and torch.isfinite(y[0]).all()
+
+
+def order0_codebook() -> Codebook:
+    return Codebook.from_values([0.0] + [s * 2.0 ** e for e in range(-7, 0) for s in (1.0, -1.0)])
+
+
+@pytest.mark.parametrize("m", [1, 3, 16])
+def test_integer_product_is_the_shift_add_spec(level, m, rng):
+    """For an order-0 codebook the int8 mode's integer product equals wfn::shift_add_linear (same step)."""
+    cb = order0_codebook()
+    k = 517
+    codes = torch.randint(0, len(cb), (9, k), generator=rng)
+    sa_w = sa.encode_shift_add(cb, codes)
+    iw = int8_ops.integer_weights(cb.values, k)
+    assert iw.exponent == sa_w.e_min
+    xq = torch.randint(-127, 128, (m, k), generator=rng).to(torch.int8)
+    y = int8_ops.int_linear(xq, pack_codes(codes, 4), iw.table, 4, k, backend="extension")
+    assert torch.equal(y, sa.shift_add_linear(xq, sa_w, backend="reference"))
+
+
+def test_integer_weights_table_and_refusals():
+    iw = int8_ops.integer_weights(torch.tensor([-0.75, 0.0, 0.125, 1.5]))
+    assert iw.exponent == -3 and iw.table.tolist() == [-6, 0, 1, 12] and iw.narrow
+    wide = int8_ops.integer_weights(torch.tensor([-(2.0 ** -9), 1.0]))
+    assert wide.table.tolist() == [-1, 512] and not wide.narrow
+    with pytest.raises(ValueError, match=r"integers up to 65536 .* \[-32768, 32639\]"):
+        int8_ops.integer_weights(torch.tensor([2.0 ** -16, 1.0]))
+    with pytest.raises(ValueError, match="could overflow the int32 accumulator"):
+        int8_ops.integer_weights(torch.tensor([2.0 ** -9, 1.0]), in_features=40000)
+    with pytest.raises(ValueError, match="below float32's normal range"):
+        int8_ops.integer_weights(torch.tensor([2.0 ** -130]))
+    assert int8_ops.integer_weights(torch.zeros(3)).table.tolist() == [0, 0, 0]
+
+
+@pytest.mark.parametrize("backend", ["extension", "reference"])
+def test_int8_error_within_quantisation_bound(backend, rng):
+    cb = order0_codebook()
+    k, n = 700, 50
+    codes = torch.randint(0, len(cb), (n, k), generator=rng)
+    w = cb.values.float()[codes]
+    iw = int8_ops.integer_weights(cb.values, k)
+    x = torch.randn(8, k, generator=rng)
+    y = int8_ops.int8_linear(x, pack_codes(codes, 4), iw.table, 4, iw.step, backend=backend)
+    exact = x.double() @ w.double().t()
+    err = (y.double() - exact).abs()
+    bound = int8_ops.error_bound(x, w)
+    assert bool((err <= bound).all()), float((err - bound).max())
+    assert float(err.max()) > 0  # the mode really quantises
+
+
+# ---------------------------------------------------------------------------------------------- bf16
+
+
+def bf16_codebook(bits: int, gen) -> torch.Tensor:
+    """Distinct bf16-exact values (few-term power-of-two sums), sorted."""
+    pool = torch.tensor(sorted({s * (1 + t / 8) * 2.0 ** e for e in range(-6, 2) for t in range(8)
+                                for s in (1.0, -1.0)} | {0.0}))
+    idx = torch.randperm(pool.numel(), generator=gen)[: 1 << bits]
+    return torch.sort(pool[idx]).values.float()
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("m", [0, 1, 3, 16, 127])
+def test_bf16_linear_matches_reference(level, bf16_path, bits, m, rng):
+    k, n = 517, 23
+    cb = bf16_codebook(bits, rng)
+    codes = torch.randint(0, cb.numel(), (n, k), generator=rng)
+    packed = pack_codes(codes, bits)
+    x = torch.randn(m, k, generator=rng)
+    bias = torch.randn(n, generator=rng)
+    y = bf16_ops.bf16_linear(x, packed, cb, bits, bias, backend="extension")
+    ref = bf16_ops.bf16_linear_reference(x, packed, cb, bits, k, bias)
+    assert y.shape == (m, n) and y.dtype == torch.float32
+    w = cb[codes]
+    # same products (bf16(x) * exact w); only the fp32 summation order and, on the oneDNN GEMM path, one
+    # bf16 rounding of the output differ
+    mag = x.bfloat16().double().abs() @ w.double().abs().t()
+    # (that rounding is relative to x @ W.T, before the bias is added)
+    tol = mag * k * 2.0 ** -22 + ((ref - bias).double().abs() * 2.0 ** -8 if bf16_path == "gemm" else 0) + 1e-6
+    assert bool(((y.double() - ref.double()).abs() <= tol).all())
+
+
+@pytest.mark.parametrize("backend", ["extension", "reference"])
+def test_bf16_error_within_rounding_bound(backend, rng):
+    cb = bf16_codebook(4, rng)
+    k, n = 900, 40
+    codes = torch.randint(0, cb.numel(), (n, k), generator=rng)
+    w = cb[codes]
+    for m in (1, 64):
+        x = torch.randn(m, k, generator=rng)
+        y = bf16_ops.bf16_linear(x, pack_codes(codes, 4), cb, 4, backend=backend)
+        err = (y.double() - x.double() @ w.double().t()).abs()
+        assert bool((err <= bf16_ops.error_bound(x, w)).all())
+
+
+def test_bf16_refuses_inexact_weights():
+    cb = torch.tensor([0.0, 1.0 + 2.0 ** -9])  # 10 significant bits: not bf16
+    assert bf16_ops.bf16_inexact_values(cb) == [1.0 + 2.0 ** -9]
+    with pytest.raises(ValueError, match="not exactly representable in bfloat16"):
+        bf16_ops.bf16_linear(torch.randn(2, 4), pack_codes(torch.zeros(3, 4, dtype=torch.int64), 2), cb, 2)
+
+
+# ---------------------------------------------------------------------------------------------- convs
+
+
+@pytest.mark.parametrize("mode", ["int8", "bf16"])
+@pytest.mark.parametrize("geom", [(1, 3, 9, 9, 5, 3, 1, 1), (2, 4, 8, 7, 6, 3, 2, 0), (1, 8, 5, 5, 3, 1, 1, 0)])
+def test_conv_modes_match_reference(level, mode, geom, rng):
+    b, c, h, w_, o, kk, s, p = geom
+    cb = order0_codebook()
+    wshape = (o, c, kk, kk)
+    codes = torch.randint(0, len(cb), (o, c * kk * kk), generator=rng)
+    packed = pack_codes(codes, 4)
+    x = torch.randn(b, c, h, w_, generator=rng)
+    bias = torch.randn(o, generator=rng)
+    dense = cb.values.float()[codes].reshape(wshape)
+    exact = F.conv2d(x.double(), dense.double(), bias.double(), s, p)
+    if mode == "int8":
+        iw = int8_ops.integer_weights(cb.values, c * kk * kk)
+        y = int8_ops.int8_conv2d(x, packed, iw.table, 4, wshape, iw.step, bias, s, p, backend="extension")
+        ref = int8_ops.int8_conv2d(x, packed, iw.table, 4, wshape, iw.step, bias, s, p, backend="reference")
+        assert torch.equal(y, ref)
+        # per-output-pixel bound: rows of the GEMM view are the receptive fields
+        cols = F.unfold(x, kk, 1, p, s).transpose(1, 2).reshape(-1, c * kk * kk)
+        bound = int8_ops.error_bound(cols, dense.reshape(o, -1))
+        err = (y.double() - exact).permute(0, 2, 3, 1).reshape(-1, o).abs()
+        assert bool((err <= bound).all())
+    else:
+        y = bf16_ops.bf16_conv2d(x, packed, cb.values.float(), 4, wshape, bias, s, p, backend="extension")
+        mag = F.conv2d(x.double().abs(), dense.double().abs(), None, s, p)
+        assert bool(((y.double() - exact).abs() <= mag * 2.0 ** -7 + bias.double().abs().view(1, -1, 1, 1) * 2.0 ** -8
+                     + 1e-6).all())
+
+
+# ---------------------------------------------------------------------------------------------- modules
+
+
+def small_net(values, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, groups=2),
+                        nn.Flatten(), nn.Linear(8 * 3 * 3, 10))
+    with torch.no_grad():
+        for mod in net.modules():
+            if isinstance(mod, (nn.Linear, nn.Conv2d)):
+                mod.weight.copy_(values[torch.randint(0, values.numel(), mod.weight.shape, generator=g)])
+                mod.bias.copy_(torch.randn(mod.bias.shape, generator=g) / 4)
+    return net.eval()
+
+
+@pytest.mark.parametrize("mode", ["bf16", "int8"])
+def test_convert_compute_mode_and_report(mode, rng):
+    cb = order0_codebook()
+    net = small_net(cb.values.float())
+    x = torch.randn(2, 3, 8, 8, generator=rng)
+    with torch.no_grad():
+        expected = net(x)
+    if mode == "int8":  # the grouped conv cannot run int8: strict (default) names it, strict=False reports it
+        with pytest.raises(ValueError, match=r"^2: cannot use compute='int8': .*groups=1 only"):
+            wk.convert(small_net(cb.values.float()), compute=mode)
+        report = wk.convert(net, compute=mode, strict=False)
+        entries = {c["name"]: c for c in report.converted}
+        assert entries["2"]["compute"] == "float" and "groups=1 only" in entries["2"]["compute_note"]
+        assert entries["0"]["compute"] == entries["4"]["compute"] == "int8"
+        assert "2: Conv2d 4-bit, 15 values, compute float (stays float: int8 impossible" in report.summary()
+    else:
+        report = wk.convert(net, compute=mode)
+        assert all(c["compute"] == "bf16" for c in report.converted)
+    assert f"compute={mode}" in repr(net[0])
+    with torch.no_grad():
+        y = net(x)
+    rel = float((y - expected).abs().max() / expected.abs().max())
+    assert 0 < rel < (0.03 if mode == "bf16" else 0.1)
+
+
+def test_set_compute_checks_every_layer_first(rng):
+    cb = order0_codebook()
+    net = small_net(cb.values.float())
+    wk.convert(net)
+    with pytest.raises(ValueError, match=r"^2: cannot use compute='int8'"):
+        wk.set_compute(net, "int8")
+    assert all(m.compute == "float" for _, m in wk.nn.wfn_modules(net))  # nothing changed
+    refused = wk.set_compute(net, "int8", strict=False)
+    assert [n for n, _ in refused] == ["2"] and net[2].compute == "float" and net[0].compute == "int8"
+    with pytest.raises(ValueError, match="unknown compute mode 'fp8'"):
+        wk.set_compute(net, "fp8")
+    wk.set_compute(net, "float")
+    assert net[0].compute == "float" and net[0].int_table is None
+
+
+def test_mode_refusals_name_the_layer():
+    lin = nn.Sequential(nn.Linear(4, 3))
+    with torch.no_grad():
+        lin[0].weight.copy_(torch.tensor([1.0 + 2.0 ** -9, 1.0, 0.5, 0.0]).repeat(3, 1))
+    wk.convert(lin, codebook=Codebook.from_values([0.0, 0.5, 1.0, 1.0 + 2.0 ** -9], max_terms=2))
+    with pytest.raises(ValueError, match=r"0: cannot use compute='bf16': codebook values \[1.001953125\] are not"):
+        wk.set_compute(lin, "bf16")
+    with pytest.raises(ValueError, match=r"WFNLinear\(4->3\): cannot use compute='bf16'"):
+        lin[0].set_compute("bf16")
+    with pytest.raises(ValueError, match="shift_add=True means compute='int8'"):
+        wk.convert(nn.Sequential(nn.Linear(2, 2)), shift_add=True, compute="bf16")
+
+
+def test_shift_add_flag_is_the_int8_mode(rng):
+    cb = Codebook.from_values([-1.5, -0.25, 0.0, 0.125, 0.5, 1.5])  # not order-0: the int8 mode still holds it
+    w = cb.values.float()[torch.randint(0, len(cb), (6, 20), generator=rng)]
+    layer = wk.WFNLinear(pack_weight(w, cb), shift_add=True)
+    assert layer.compute == "int8" and layer.shift_add
+    layer.enable_shift_add(False)
+    assert layer.compute == "float" and not layer.shift_add
+    lin = nn.Sequential(nn.Linear(20, 6, bias=False))
+    with torch.no_grad():
+        lin[0].weight.copy_(w)
+    report = wk.convert(lin, shift_add=True)
+    assert report.converted[0]["compute"] == "int8" and lin[0].shift_add
+
+
+@pytest.mark.parametrize("mode", ["float", "bf16", "int8"])
+def test_modes_survive_save_and_load(mode, tmp_path, rng):
+    cb = order0_codebook()
+    net = small_net(cb.values.float())
+    wk.convert(net, compute=mode, strict=False)
+    path = tmp_path / "m.wfn.safetensors"
+    wk.save_packed(net, path)
+    loaded = wk.load_packed(path, small_net(cb.values.float(), seed=5))
+    for (na, a), (nb, b) in zip(wk.nn.wfn_modules(net), wk.nn.wfn_modules(loaded), strict=True):
+        assert na == nb and a.compute == b.compute
+    x = torch.randn(1, 3, 8, 8, generator=rng)
+    with torch.no_grad():
+        assert torch.equal(net(x), loaded(x))
+
+
+def test_modes_are_inference_only(rng):
+    cb = order0_codebook()
+    lin = nn.Sequential(nn.Linear(8, 4))
+    with torch.no_grad():
+        lin[0].weight.copy_(cb.values.float()[torch.randint(0, len(cb), (4, 8), generator=rng)])
+    wk.convert(lin, compute="int8")
+    with pytest.raises(RuntimeError, match="inference mode"):
+        lin(torch.randn(2, 8, requires_grad=True))
+    with torch.no_grad():
+        assert lin(torch.randn(2, 8, requires_grad=True)).shape == (2, 4)
+
+
+@needs_ext
+@pytest.mark.parametrize("mode", ["bf16", "int8"])
+def test_module_direct_call_equals_front_end(mode, rng):
+    cb = order0_codebook()
+    net = small_net(cb.values.float())
+    wk.convert(net, compute=mode, strict=False)
+    ref_net = small_net(cb.values.float())
+    wk.convert(ref_net, compute=mode, strict=False, backend="reference")
+    x = torch.randn(3, 3, 8, 8, generator=rng)
+    with torch.no_grad():
+        y, r = net(x), ref_net(x)
+    if mode == "int8":
+        assert torch.equal(y, r)
+    else:
+        # oneDNN's bf16 conv rounds each conv output to bf16 (the reference does not): 2**-8 per layer
+        assert float((y - r).abs().max()) <= 2.0 ** -5 * float(r.abs().max())
