@@ -21,12 +21,16 @@ FACTORISED_PRODUCTS = ("multiply", "shift_add")
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 
+class MissingDependencyError(ImportError):
+    """An optional package the simulator needs for this call is not installed (the message says which)."""
+
+
 def load_yaml(stream):
-    """yaml.safe_load, imported on first use: pyyaml is the [cli] extra, and `import wfn_sim` works without it."""
+    """yaml.safe_load, imported on first use: pyyaml is the [cli] extra; `import wfn_sim` works without it."""
     try:
         import yaml
     except ImportError:
-        raise ImportError("reading the simulator's YAML configs needs pyyaml: pip install 'wfn-kernels[cli]' "
+        raise MissingDependencyError("reading the simulator's YAML configs needs pyyaml: pip install 'wfn-kernels[cli]' "
                           "(or pip install pyyaml)") from None
     return yaml.safe_load(stream)
 

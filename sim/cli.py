@@ -14,7 +14,7 @@ import dataclasses
 import sys
 import time
 
-from .arch import DEFAULT_DESIGNS, SYSTOLIC_DESIGNS, ArchConfig, load_arch, parse_designs
+from .arch import DEFAULT_DESIGNS, SYSTOLIC_DESIGNS, ArchConfig, MissingDependencyError, load_arch, parse_designs
 from .energy import load_energy_table
 from .report import relative_to_dense, write_all
 from .simulate import simulate
@@ -149,7 +149,7 @@ def main(argv=None) -> int:
         result = simulate(workload, arch, designs, table)
         seconds = time.perf_counter() - start
         paths = write_all(result, args.out, plots=not args.no_plots)
-    except (ValueError, OSError) as exc:  # user errors (CorruptFileError is a ValueError): one line, exit 2
+    except (ValueError, OSError, MissingDependencyError) as exc:  # user errors: one line, exit 2
         print(f"wfn-sim: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     print(f"{workload.name}: {len(workload.layers)} layers, {len(designs)} designs in {seconds:.2f} s; "

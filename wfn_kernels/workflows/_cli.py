@@ -12,11 +12,12 @@ import argparse
 import os
 import sys
 
+from .._optional import MissingExtraError
 from ..format.container import CorruptFileError
 
 # What a command may raise for bad input (the library names the argument or file in the message).
 USER_ERRORS = (ValueError, CorruptFileError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
-               PermissionError, OSError)
+               PermissionError, OSError, MissingExtraError)
 
 
 def one_line(text: str) -> str:

@@ -1,4 +1,4 @@
-"""The ``wfn`` console script: ``wfn demo`` here; ``fix``, ``sweep`` and ``stats`` from fixing/cli.py."""
+"""The ``wfn`` console script: ``wfn demo`` here; ``fix``, ``sweep`` and ``stats`` from fix_cli.py."""
 
 from __future__ import annotations
 
@@ -49,13 +49,13 @@ def _run_demo(args) -> int:
     return 0 if ok else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> Parser:
     parser = Parser(prog="wfn", description="Weight Fixing Networks toolkit", formatter_class=DefaultsFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_demo(sub)
     try:
         from .fix_cli import add_subcommands
-    except ModuleNotFoundError as exc:  # only a missing fixing/cli.py is tolerated, not its import errors
+    except ModuleNotFoundError as exc:  # only a missing fix_cli.py is tolerated, not its import errors
         if exc.name != "wfn_kernels.workflows.fix_cli":
             raise
     else:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from .._optional import require
 DATASETS = ("digits", "fashion-mnist")
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -35,11 +36,8 @@ class Split:
 
 def digits(test_fraction: float = 0.25, seed: int = 0) -> tuple[Split, Split]:
     """scikit-learn's bundled digits as (train, test), split with a fixed permutation."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as exc:  # scikit-learn ships the data file; nothing else has it
-        raise ImportError("the digits dataset needs scikit-learn (pip install scikit-learn)") from exc
-    bunch = load_digits()
+    # scikit-learn ships the data file; nothing else has it
+    bunch = require("sklearn.datasets", "the digits dataset").load_digits()
     x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
     y = torch.tensor(bunch.target, dtype=torch.int64)
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))

@@ -319,7 +319,7 @@ def markdown(r: dict) -> str:
     lines += ["", f"Factorised (UCNN-style) vs the zero-skipping sparse PE: "
               f"{r['sim']['factorised_gain_vs_sparse_pe']:.2f}x less energy.", "",
               "![vs dense](sim/vs_dense.png)", "",
-              f"Stage times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in r["stage_seconds"].items())
+              "Stage times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in r["stage_seconds"].items())
               + f"; total {r['seconds']:.1f} s.", ""]
     return "\n".join(lines)
 

@@ -1,6 +1,6 @@
 """End-to-end WFN on the bundled data: baseline (train or load), fix, evaluate, write every output.
 
-Used by ``wfn fix`` / ``wfn sweep`` (fixing/cli.py) and meant for ``wfn demo``:
+Used by ``wfn fix`` / ``wfn sweep`` (fix_cli.py) and meant for ``wfn demo``:
 
     from wfn_kernels.workflows.pipeline import RunSpec, run
     result = run(RunSpec(dataset="digits", out="demo_out/wfn", config=WFNConfig(...)))
