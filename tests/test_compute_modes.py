@@ -115,6 +115,19 @@ def test_int8_linear_matches_reference_bit_for_bit(level, int_path, bits, wide, 
 
 
 @needs_ext
+def test_int8_conv_nonfinite_pixels_give_nan(level, rng):
+    cb = order0_codebook()
+    iw = int8_ops.integer_weights(cb.values, 27)
+    packed = pack_codes(torch.randint(0, len(cb), (4, 27), generator=rng), 4)
+    x = torch.randn(1, 3, 6, 6, generator=rng)
+    x[0, 1, 2, 2] = float("nan")
+    y = int8_ops.int8_conv2d(x, packed, iw.table, 4, (4, 3, 3, 3), iw.step, None, 1, 1, backend="extension")
+    ref = int8_ops.int8_conv2d(x, packed, iw.table, 4, (4, 3, 3, 3), iw.step, None, 1, 1, backend="reference")
+    assert torch.equal(torch.isnan(y), torch.isnan(ref)) and int(torch.isnan(y[0, 0]).sum()) == 9
+    assert torch.equal(y.nan_to_num(), ref.nan_to_num())
+
+
+@needs_ext
 def test_int8_nonfinite_rows_give_nan(rng):
     table = int_table(4, False, rng)
     _, packed = codes_for(6, 40, 4, rng)
@@ -230,7 +243,8 @@ def test_bf16_refuses_inexact_weights():
 
 
 @pytest.mark.parametrize("mode", ["int8", "bf16"])
-@pytest.mark.parametrize("geom", [(1, 3, 9, 9, 5, 3, 1, 1), (2, 4, 8, 7, 6, 3, 2, 0), (1, 8, 5, 5, 3, 1, 1, 0)])
+@pytest.mark.parametrize("geom", [(1, 3, 9, 9, 5, 3, 1, 1), (2, 4, 8, 7, 6, 3, 2, 0), (1, 8, 5, 5, 3, 1, 1, 0),
+                                  (2, 3, 21, 19, 7, 3, 1, 1), (2, 1, 6, 6, 4, 1, 1, 0)])
 def test_conv_modes_match_reference(level, mode, geom, rng):
     b, c, h, w_, o, kk, s, p = geom
     cb = order0_codebook()

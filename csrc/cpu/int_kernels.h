@@ -60,6 +60,17 @@ void int8_decode_rows_scalar(const uint8_t* packed, int64_t row_bytes, int64_t k
 void int8_decode_rows_avx512(const uint8_t* packed, int64_t row_bytes, int64_t k, int bits, const int8_t* table8,
                              int64_t r0, int64_t r1, int8_t* out);
 
+// AVX-512 activation quantisation, bit-identical to the scalar definition (int_linear.cpp): scale =
+// amax / 127 (1 when amax == 0), q = clamp(round_half_even(x / scale), -127, 127).
+// amax_avx512: max |x[0..k)| and whether every value is finite. quantize_avx512: q[0..k), returns sum q.
+float amax_avx512(const float* x, int64_t k, bool* finite);
+int32_t quantize_avx512(const float* x, int64_t k, float scale, int8_t* q);
+// Column-wise (a conv's im2col block x (k, w) with row stride ldx, one scale per column): amax[j] =
+// max_i |x[i, j]|, bad[j] = any non-finite; q[i * ldq + j] = quantised x[i, j] with scale[j].
+void col_amax_avx512(const float* x, int64_t k, int64_t w, int64_t ldx, float* amax, uint8_t* bad);
+void quantize_cols_avx512(const float* x, int64_t k, int64_t w, int64_t ldx, const float* scale, int8_t* q,
+                          int64_t ldq);
+
 // Natural-order decode into 16-bit words (bf16 bit patterns, or int16 weights): out[(r - r0) * k + i].
 void u16_decode_rows_scalar(const uint8_t* packed, int64_t row_bytes, int64_t k, int bits,
                             const uint16_t* table16, int64_t r0, int64_t r1, uint16_t* out);

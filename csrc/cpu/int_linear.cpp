@@ -156,9 +156,30 @@ QRows quantize_rows(const at::Tensor& x, const XLayout& l) {
   q.bad.assign(size_t(m), 0);
   const float* src = x.data_ptr<float>();
   int8_t* dst = q.xq.data_ptr<int8_t>();
+  const bool simd = active_isa() == Isa::Avx512;
   at::parallel_for(0, m, 64, [&](int64_t lo, int64_t hi) {
+    std::vector<int8_t> tmp(simd && l.bb != 1 ? size_t(k) : 0);
     for (int64_t i = lo; i < hi; ++i) {
       const float* s = src + i * k;
+      if (simd) {  // same arithmetic, 16 lanes at a time
+        bool finite = true;
+        const float amax = amax_avx512(s, k, &finite);
+        int8_t* o = dst + i * l.stride;
+        if (!finite) {
+          q.bad[size_t(i)] = 1;
+          for (int64_t e = 0; e < k; ++e) o[l.pos(e)] = 0;
+          continue;
+        }
+        const float sc = row_scale(amax);
+        q.scale[size_t(i)] = sc;
+        if (l.bb == 1) {
+          q.sum[size_t(i)] = quantize_avx512(s, k, sc, o);
+        } else {
+          q.sum[size_t(i)] = quantize_avx512(s, k, sc, tmp.data());
+          for (int64_t e = 0; e < k; ++e) o[l.pos(e)] = tmp[size_t(e)];
+        }
+        continue;
+      }
       float amax = 0.f;
       bool finite = true;
       for (int64_t e = 0; e < k; ++e) {
@@ -309,6 +330,131 @@ at::Tensor int8_linear_float(const at::Tensor& xf, const at::Tensor& packed, con
   return y;
 }
 
+// Conv as a transposed GEMM on im2col columns, so nothing is transposed: the columns (K, L) of image b
+// (one per output pixel, rows (c, kh, kw)-major like the weight rows) are gathered block by block (one
+// output row, up to 64 pixels) into a per-thread fp32 slab that stays in cache, quantised per column
+// (output pixel) into q (K, B * L) int8; each decoded weight tile W (rows, K) gives y_int (rows, B * L) =
+// at::_int_mm(W, q), rescaled straight into the NCHW output y[b, n0:, :]. No fp32 im2col matrix exists.
+struct ConvGeom {
+  int64_t c, h, w, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw;
+};
+
+// slab[i * ld + j] = x[c, oh * sh + ikh * dh - ph, (ow0 + j) * sw + ikw * dw - pw] (0 outside), i = (c, ikh, ikw)
+void gather_slab(const float* x, const ConvGeom& g, int64_t oh, int64_t ow0, int64_t width, float* slab, int64_t ld) {
+  int64_t i = 0;
+  for (int64_t c = 0; c < g.c; ++c)
+    for (int64_t a = 0; a < g.kh; ++a) {
+      const int64_t ih = oh * g.sh + a * g.dh - g.ph;
+      for (int64_t b = 0; b < g.kw; ++b, ++i) {
+        float* row = slab + i * ld;
+        if (ih < 0 || ih >= g.h) {
+          std::memset(row, 0, sizeof(float) * size_t(width));
+          continue;
+        }
+        const float* src = x + (c * g.h + ih) * g.w;
+        const int64_t base = ow0 * g.sw + b * g.dw - g.pw;  // input column of pixel j: base + j * sw
+        // valid j: 0 <= base + j * sw < w
+        int64_t jlo = base >= 0 ? 0 : (-base + g.sw - 1) / g.sw;
+        int64_t jhi = base >= g.w ? 0 : std::min<int64_t>(width, (g.w - base + g.sw - 1) / g.sw);
+        jlo = std::min(jlo, width);
+        jhi = std::max(jhi, jlo);
+        for (int64_t j = 0; j < jlo; ++j) row[j] = 0.f;
+        if (g.sw == 1) std::memcpy(row + jlo, src + base + jlo, sizeof(float) * size_t(jhi - jlo));
+        else for (int64_t j = jlo; j < jhi; ++j) row[j] = src[base + j * g.sw];
+        for (int64_t j = jhi; j < width; ++j) row[j] = 0.f;
+      }
+    }
+}
+
+at::Tensor int8_conv_columns(const at::Tensor& x, const ConvGeom& g, const at::Tensor& packed, const IntTable& t,
+                             int bits, int64_t k, double step, const at::Tensor& bias, const int64_t (&out_hw)[2]) {
+  const int64_t batch = x.size(0), l = g.oh * g.ow, n = packed.size(0), ml = batch * l;
+  const Isa isa = int_isa();
+  const bool simd = active_isa() == Isa::Avx512;
+  at::Tensor q = at::empty({k, ml}, x.options().dtype(at::kChar));
+  std::vector<float> scale(size_t(ml), 1.f), amax(size_t(ml), 0.f);
+  std::vector<uint8_t> bad(size_t(ml), 0);
+  const float* src = x.data_ptr<float>();
+  int8_t* qd = q.data_ptr<int8_t>();
+  const int64_t cb = 64;
+  const int64_t per_row = (g.ow + cb - 1) / cb, nblk = g.oh * per_row;
+  at::parallel_for(0, batch * nblk, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<float> slab_buf(size_t(k * cb));
+    float* slab = slab_buf.data();
+    for (int64_t task = lo; task < hi; ++task) {
+      const int64_t bi = task / nblk, rem = task % nblk, oh = rem / per_row, ow0 = (rem % per_row) * cb;
+      const int64_t w = std::min(cb, g.ow - ow0), j0 = oh * g.ow + ow0;
+      gather_slab(src + bi * g.c * g.h * g.w, g, oh, ow0, w, slab, cb);
+      const float* xb = slab;
+      const int64_t ldx = cb;
+      float* am = amax.data() + bi * l + j0;
+      uint8_t* bd = bad.data() + bi * l + j0;
+      float* sc = scale.data() + bi * l + j0;
+      int8_t* qb = qd + bi * l + j0;
+      if (simd) {
+        col_amax_avx512(xb, k, w, ldx, am, bd);
+      } else {
+        for (int64_t j = 0; j < w; ++j) { am[j] = 0.f; bd[j] = 0; }
+        for (int64_t i = 0; i < k; ++i) {
+          const float* r = xb + i * ldx;
+          for (int64_t j = 0; j < w; ++j) {
+            const float a = std::fabs(r[j]);
+            bd[j] |= !(a <= std::numeric_limits<float>::max());
+            am[j] = std::max(am[j], a);
+          }
+        }
+      }
+      for (int64_t j = 0; j < w; ++j) sc[j] = bd[j] ? 1.f : row_scale(am[j]);
+      if (simd) {
+        quantize_cols_avx512(xb, k, w, ldx, sc, qb, ml);  // a bad column's q is unused (its outputs are NaN)
+      } else {
+        for (int64_t i = 0; i < k; ++i)
+          for (int64_t j = 0; j < w; ++j) qb[i * ml + j] = bd[j] ? int8_t(0) : quantize(xb[i * ldx + j], sc[j]);
+      }
+    }
+  });
+  at::Tensor y = at::empty({batch, n, out_hw[0], out_hw[1]}, x.options());
+  float* yd = y.data_ptr<float>();
+  const float* bptr = bias.defined() ? bias.data_ptr<float>() : nullptr;
+  const float stepf = float(step);
+  std::vector<float> s(static_cast<size_t>(ml), 0.f);
+  for (int64_t j = 0; j < ml; ++j) s[size_t(j)] = scale[size_t(j)] * stepf;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const uint8_t* p = packed.data_ptr<uint8_t>();
+  const int64_t rb = packed.size(1);
+  const int64_t nb = int_tile_rows(k, n);
+  int8_t* wlo = int8_workspace(nb * k, 0);
+  int8_t* whi = t.narrow ? nullptr : int8_workspace(nb * k, 1);
+  const at::TensorOptions i8 = at::TensorOptions().dtype(at::kChar);
+  for (int64_t n0 = 0; n0 < n; n0 += nb) {
+    const int64_t rows = std::min(nb, n - n0);
+    const int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(k, 1));
+    parallel_chunks(rows, chunk, [&](int64_t lo, int64_t hi) {
+      int8_decode(isa, p, rb, k, bits, t.lo, n0 + lo, n0 + hi, wlo + lo * k);
+      if (whi != nullptr) int8_decode(isa, p, rb, k, bits, t.hi, n0 + lo, n0 + hi, whi + lo * k);
+    });
+    at::Tensor acc = at::_int_mm(at::from_blob(wlo, {rows, k}, i8), q);  // (rows, B * L)
+    if (whi != nullptr) acc.add_(at::_int_mm(at::from_blob(whi, {rows, k}, i8), q), 256);
+    const int32_t* ad = acc.data_ptr<int32_t>();
+    at::parallel_for(0, rows, 4, [&](int64_t lo, int64_t hi) {
+      for (int64_t r = lo; r < hi; ++r) {
+        const float bv = bptr != nullptr ? bptr[n0 + r] : 0.f;
+        for (int64_t bi = 0; bi < batch; ++bi) {
+          float* yr = yd + (bi * n + n0 + r) * l;
+          const int32_t* ar = ad + r * ml + bi * l;
+          const float* sr = s.data() + bi * l;
+          const uint8_t* br = bad.data() + bi * l;
+          for (int64_t j = 0; j < l; ++j) {
+            const float prod = float(ar[j]) * sr[j];  // as the reference: rescale, then add the bias
+            yr[j] = br[j] ? nan : (bptr != nullptr ? prod + bv : prod);
+          }
+        }
+      }
+    });
+  }
+  return y;
+}
+
 at::Tensor int_linear_cpu(const at::Tensor& xq, const at::Tensor& packed, const at::Tensor& int_table, int64_t bits,
                           int64_t k) {
   TORCH_CHECK(xq.scalar_type() == at::kChar && xq.dim() == 2, "xq must be a 2-D int8 tensor (M, K), got ",
@@ -365,13 +511,20 @@ at::Tensor int8_conv2d_cpu(const at::Tensor& x, const at::Tensor& packed, const 
   at::Tensor b;
   if (bias.has_value() && bias->defined()) b = bias->to(at::kFloat).contiguous();
   if (batch * pixels == 0) return at::empty({batch, n, out_hw[0], out_hw[1]}, x.options());
+  const at::Tensor xf = x.to(at::kFloat).contiguous();
+  if (k >= 2) {
+    const ConvGeom g{x.size(1), x.size(2), x.size(3), weight_shape[2], weight_shape[3], out_hw[0], out_hw[1],
+                     stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1]};
+    return int8_conv_columns(xf, g, packed.contiguous(), t, int(bits), k, step, b, out_hw).to(x.scalar_type());
+  }
   // GEMM view: one row per output pixel, (c, kh, kw)-major like the flattened weight rows
-  const at::Tensor cols = at::im2col(x.to(at::kFloat).contiguous(), {weight_shape[2], weight_shape[3]}, dilation,
-                                     padding, stride);  // (B, K, L)
-  const at::Tensor xm = cols.transpose(1, 2).reshape({batch * pixels, k}).contiguous();
-  at::Tensor y = int8_linear_float(xm, packed.contiguous(), t, int(bits), k, step, b);
-  return y.view({batch, pixels, n}).transpose(1, 2).reshape({batch, n, out_hw[0], out_hw[1]})
-      .to(x.scalar_type()).contiguous();
+  const at::Tensor cols = at::im2col(xf, {weight_shape[2], weight_shape[3]}, dilation, padding, stride);  // (B, K, L)
+  {  // at::_int_mm is wrong for K = 1 (see use_gemv): the row path takes it
+    const at::Tensor xm = cols.transpose(1, 2).reshape({batch * pixels, k}).contiguous();
+    at::Tensor y = int8_linear_float(xm, packed.contiguous(), t, int(bits), k, step, b);
+    return y.view({batch, pixels, n}).transpose(1, 2).reshape({batch, n, out_hw[0], out_hw[1]})
+        .to(x.scalar_type()).contiguous();
+  }
 }
 
 }  // namespace
