@@ -70,7 +70,7 @@ def test_end_to_end_quota_frozen_between_fixings_and_all_on_codebook(monkeypatch
 
 def test_keep_fixed_keeps_every_earlier_fixed_weight():
     model, loader, val = tiny_setup()
-    cfg = fast_config(keep_fixed=True, relative_tolerance=0.3)
+    cfg = fast_config(keep_fixed=True, relative_tolerance=0.3, relax_tolerance=False)
     params = tracked_parameters(model, cfg.include_batchnorm)
     snapshots = []
     model, history = fix_weights(model, loader, None, cfg, progress=False,

@@ -22,9 +22,9 @@ Decisions where the original is buggy or ambiguous (each tested in tests/fixing/
   (bench/results/wfn_fashion_mnist.md, bench/results/wfn_sweep_digits). Termination is unchanged: the
   chosen centre is the nearest candidate of at least one free weight, which therefore has its sign and
   d <= 1, so threshold doubling still reaches it.
-- The whole network is re-clustered every call, as in the original (docs/algorithm.md §9: whether
-  previously fixed weights may move is left open there): a fixed weight sits exactly on its centre (distance 0, excluded from
-  the mean) and is re-taken for free when that centre comes up, but a more popular centre processed
+- The whole network is re-clustered every call, as in the original (whether previously fixed weights
+  may move is left open there; docs/algorithm.md §9): a fixed weight sits exactly on its centre (distance
+  0, excluded from the mean) and is re-taken for free when that centre comes up, but a more popular centre processed
   first may take it as an outlier, and the quota cap may leave it unfixed. The trainer reports how many
   moved. ``keep`` (WFNConfig.keep_fixed) instead takes the earlier fixed weights first, unchanged, and
   places only the free ones. Measured on Fashion-MNIST (3 seeds each): it cost accuracy on small-cnn (drop

@@ -53,6 +53,16 @@ class WFNConfig:
         wfn_kernels/fixing/clustering.py's docstring).
     same_sign: a non-zero centre never takes a weight of the opposite sign (default). False is the
         original, whose running-mean acceptance admits such sign flips as outliers and collapsed runs.
+    max_accuracy_drop: accuracy guard, in points of validation accuracy below the model's accuracy before
+        fixing (None: off). An iteration that drops further gets a ``warning`` in its history entry and a
+        Python warning; with ``stop_on_accuracy_drop`` the run stops (AccuracyDropError) before that
+        iteration's checkpoint is written, so the last checkpoint is the last good one.
+    divergence_loss_factor: the run stops (DivergenceError, last good checkpoint kept) when an iteration's
+        mean training loss exceeds this multiple of the first iteration's; a non-finite loss, parameter or
+        buffer (e.g. a BatchNorm running variance) stops it too.
+
+    Presets: :meth:`paper` (the defaults: the authors' final configuration) and :meth:`small_model` (the
+    settings measured on this project's small CNNs; see bench/results/wfn_fashion_mnist.md).
     """
 
     relative_tolerance: float = PAPER_RELATIVE_TOLERANCE
@@ -76,6 +86,9 @@ class WFNConfig:
     seed: int = 0
     keep_fixed: bool = False
     same_sign: bool = True
+    max_accuracy_drop: float | None = None
+    stop_on_accuracy_drop: bool = False
+    divergence_loss_factor: float = 100.0
 
     def __post_init__(self):
         object.__setattr__(self, "fix_fractions", tuple(float(f) for f in self.fix_fractions))
@@ -107,6 +120,37 @@ class WFNConfig:
             raise ValueError(f"WFNConfig: optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.grad_clip_norm is not None and not self.grad_clip_norm > 0:
             raise ValueError(f"WFNConfig: grad_clip_norm must be None or > 0, got {self.grad_clip_norm!r}")
+        _check_guards(self)
+        if self.relax_tolerance and self.relative_tolerance * self.num_iterations >= 1:
+            raise ValueError(
+                f"WFNConfig: the relaxed schedule starts at δ_0 = δ·N = {self.relative_tolerance} x "
+                f"{self.num_iterations} = {self.relative_tolerance * self.num_iterations:g}, which reaches 1: "
+                "every weight would be within tolerance of the centre 0. Use relative_tolerance < "
+                f"{1 / self.num_iterations:g} or relax_tolerance=False (wfn fix --no-relax)")
+
+    @classmethod
+    def paper(cls, **overrides) -> WFNConfig:
+        """The authors' final configuration (= the defaults), with ``overrides`` applied."""
+        return cls(**overrides)
+
+    @classmethod
+    def small_model(cls, **overrides) -> WFNConfig:
+        """Settings measured on this project's small CNNs (small-cnn / small-resnet, 23k-78k weights, on
+        Fashion-MNIST and digits; bench/results/wfn_fashion_mnist.md): δ = 0.15 without relaxation, conv /
+        linear weights only (BatchNorm stays float), lr 3e-4, 1 epoch per iteration, BatchNorm statistics
+        re-estimated over 20 batches after each fixing. The paper's δ = 0.01 keeps ~15-40 values on these
+        nets; at this δ they keep 8-12."""
+        base = dict(relative_tolerance=0.15, relax_tolerance=False, include_batchnorm=False, lr=3e-4,
+                    epochs_per_iteration=1, bn_recalibration_batches=20)
+        return cls(**{**base, **overrides})
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> WFNConfig:
+        """``WFNConfig.preset("paper" | "small-model", **overrides)``."""
+        makers = {"paper": cls.paper, "small-model": cls.small_model}
+        if name not in makers:
+            raise ValueError(f"WFNConfig: unknown preset {name!r}; choose one of {sorted(makers)}")
+        return makers[name](**overrides)
 
     @property
     def num_iterations(self) -> int:
@@ -132,6 +176,17 @@ class WFNConfig:
         if unknown:
             raise ValueError(f"WFNConfig: unknown fields {sorted(unknown)}")
         return cls(**d)
+
+
+def _check_guards(cfg) -> None:
+    d = cfg.max_accuracy_drop
+    if d is not None and not (isinstance(d, (int, float)) and not isinstance(d, bool) and math.isfinite(d) and d >= 0):
+        raise ValueError(f"WFNConfig: max_accuracy_drop must be None or a number of accuracy points >= 0, got {d!r}")
+    if not isinstance(cfg.stop_on_accuracy_drop, bool):
+        raise ValueError(f"WFNConfig: stop_on_accuracy_drop must be True or False, got {cfg.stop_on_accuracy_drop!r}")
+    f = cfg.divergence_loss_factor
+    if not (isinstance(f, (int, float)) and not isinstance(f, bool) and f > 1):
+        raise ValueError(f"WFNConfig: divergence_loss_factor must be a number > 1, got {f!r}")
 
 
 def _check_open_unit(name: str, v) -> None:

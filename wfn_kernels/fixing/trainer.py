@@ -24,6 +24,7 @@ from torch import nn
 
 from .._optional import progress as _progress
 from . import checkpoint
+from .guards import DivergenceError, accuracy_guard, check_finite_state, check_loss, reference_loss
 from .clustering import cluster
 from .config import WFNConfig
 from .metrics import tensor_metrics
@@ -79,11 +80,16 @@ def fix_weights(model: nn.Module, train_loader, val_loader=None, config: WFNConf
         if run_dir is None:
             raise ValueError("fix_weights: resume=True needs the run_dir of the interrupted run")
         start, history = _resume(model, params, state, cfg, run_dir)
+    reference = _reference_accuracy(model, val_loader, history, start)
+    loss_scale = reference_loss(model, train_loader)
     net = _maybe_ddp(model)
     bar = _progress(range(start, cfg.num_iterations), desc="WFN", unit="iter", disable=not (progress and _rank() == 0),
                initial=start, total=cfg.num_iterations)
     for t in bar:
         entry = _iteration(t, model, net, params, state, cfg, train_loader, val_loader)
+        check_finite_state(model, t)  # guards run before the checkpoint: a stopped run keeps the last good one
+        check_loss(entry, loss_scale, cfg.divergence_loss_factor)
+        accuracy_guard(entry, reference, cfg.max_accuracy_drop, cfg.stop_on_accuracy_drop)
         history.append(entry)
         if _rank() == 0:
             if run_dir is not None:
@@ -138,8 +144,8 @@ def _train(t, net, params, state, cfg, loader, epochs):
         for x, y in loader:
             ce = nn.functional.cross_entropy(net(x), y)
             if not torch.isfinite(ce):
-                raise FloatingPointError(f"WFN iteration {t}, epoch {epoch}, step {steps}: the loss is "
-                                         f"{float(ce.detach())}; stopping (the last good checkpoint is kept)")
+                raise DivergenceError(f"WFN iteration {t}, epoch {epoch}, step {steps}: the loss is "
+                                      f"{float(ce.detach())}; stopping (the last good checkpoint is kept)")
             loss, reg = regularised_loss(ce, state.free_weights(), state.centres, cfg.regularizer_ratio,
                                          cfg.zero_threshold, cfg.temperature)
             opt.zero_grad(set_to_none=True)
@@ -221,6 +227,15 @@ def _resume(model, params, state, cfg, run_dir):
     fixed, centres = checkpoint.restore(model, tensors, [n for n, _ in params])
     state.freeze(fixed, centres)
     return int(index["iteration"]) + 1, list(index["history"])
+
+
+def _reference_accuracy(model, val_loader, history: list[dict], start: int) -> float | None:
+    """Validation accuracy before any fixing (the accuracy guard's reference); a resumed run reuses it."""
+    if val_loader is None:
+        return None
+    if start > 0:
+        return next((h.get("reference_val_accuracy") for h in history if "reference_val_accuracy" in h), None)
+    return evaluate(model, val_loader)
 
 
 def _seed(cfg: WFNConfig, t: int, loader) -> None:

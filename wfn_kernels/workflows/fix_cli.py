@@ -7,6 +7,7 @@ regularizer_ratio, --zero-threshold, --fractions, --epochs-per-iteration, ...). 
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import itertools
@@ -22,14 +23,21 @@ from ..format.container import atomic_write
 from ..fixing.config import PAPER_FIX_FRACTIONS, WFNConfig
 from ._cli import DefaultsFormatter, Parser, nonnegative_int, positive_float, positive_int, run_command
 
+PRESETS = ("paper", "small-model")
+
 
 def add_subcommands(sub) -> None:
     """Register fix, sweep and stats on an argparse subparsers object."""
     kw = {"formatter_class": DefaultsFormatter}
     p = sub.add_parser("fix", help="WFN-fix a (trained) model on a bundled dataset", **kw)
     _add_common(p)
-    p.add_argument("--delta", type=float, default=WFNConfig.relative_tolerance, help="δ, relative_tolerance")
-    p.add_argument("--ratio", type=float, default=WFNConfig.regularizer_ratio, help="regularizer_ratio")
+    p.add_argument("--delta", type=float, default=None,
+                   help=f"δ, relative_tolerance (default: from --preset; paper: {WFNConfig.relative_tolerance})")
+    p.add_argument("--ratio", type=float, default=None,
+                   help=f"regularizer_ratio (default: from --preset; paper: {WFNConfig.regularizer_ratio})")
+    p.add_argument("--bn", dest="fix_bn", action=argparse.BooleanOptionalAction, default=None,
+                   help="fix BatchNorm affine parameters too; --no-bn: leave them float (default: from --preset; "
+                        "paper: fixed)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.set_defaults(func=_cmd_fix)
 
@@ -49,6 +57,15 @@ def add_subcommands(sub) -> None:
 
 
 def _add_common(p) -> None:
+    p.add_argument("--preset", choices=PRESETS, default="paper",
+                   help="WFNConfig preset the other WFN flags override: paper (the authors' configuration) or "
+                        "small-model (measured on this project's small CNNs: δ 0.15 fixed, BN float, lr 3e-4, "
+                        "1 epoch per iteration, BN statistics re-estimated)")
+    p.add_argument("--max-accuracy-drop", type=float, default=None,
+                   help="warn when validation accuracy falls more than this many points below the start "
+                        "(default: off)")
+    p.add_argument("--stop-on-accuracy-drop", action="store_true",
+                   help="stop the run (last good checkpoint kept) instead of warning on --max-accuracy-drop")
     p.add_argument("--dataset", choices=["digits", "fashion-mnist"], default="digits", help="dataset")
     p.add_argument("--data-dir", default=None,
                    help="directory of the Fashion-MNIST idx files (default: /usr/share/datasets/fashion-mnist)")
@@ -66,37 +83,46 @@ def _add_common(p) -> None:
     p.add_argument("--batch-size", type=positive_int, default=128, help="training batch size")
     p.add_argument("--zero-threshold", type=float, default=WFNConfig.zero_threshold, help="γ0")
     p.add_argument("--fractions", type=float, nargs="+", default=list(PAPER_FIX_FRACTIONS), help="fix_fractions")
-    p.add_argument("--no-relax", action="store_true", help="δ_t = δ every iteration (no 10δ → δ relaxation)")
-    p.add_argument("--no-bn", action="store_true", help="do not fix BatchNorm affine parameters")
+    p.add_argument("--relax", action=argparse.BooleanOptionalAction, default=None,
+                   help="relax δ_t from Nδ to δ; --no-relax: δ_t = δ every iteration (default: from --preset; "
+                        "paper: relaxed)")
     p.add_argument("--keep-fixed", action="store_true",
                    help="earlier fixed weights stay on their centre (keep_fixed=True; default: re-cluster all)")
     p.add_argument("--allow-sign-flip", action="store_true",
                    help="let a centre take weights of the opposite sign, as the original (same_sign=False)")
-    p.add_argument("--epochs-per-iteration", type=nonnegative_int, default=WFNConfig.epochs_per_iteration,
-                   help="training epochs per fixing iteration")
+    p.add_argument("--epochs-per-iteration", type=nonnegative_int, default=None,
+                   help=f"training epochs per fixing iteration (default: from --preset; paper: "
+                        f"{WFNConfig.epochs_per_iteration})")
     p.add_argument("--max-steps-per-iteration", type=positive_int, default=None,
                    help="stop each iteration's training after N steps (default: no limit)")
-    p.add_argument("--lr", type=positive_float, default=WFNConfig.lr, help="learning rate of WFN training")
+    p.add_argument("--lr", type=positive_float, default=None,
+                   help=f"learning rate of WFN training (default: from --preset; paper: {WFNConfig.lr})")
     p.add_argument("--optimizer", choices=["adam", "sgd"], default="adam", help="optimizer")
     p.add_argument("--temperature", type=float, default=WFNConfig.temperature, help="regularizer temperature")
-    p.add_argument("--bn-recalibration-batches", type=nonnegative_int, default=0,
-                   help="re-estimate BN statistics over N batches after each fixing (0: off, as the paper)")
+    p.add_argument("--bn-recalibration-batches", type=nonnegative_int, default=None,
+                   help="re-estimate BN statistics over N batches after each fixing, 0: off (default: from "
+                        "--preset; paper: 0)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
-def _config(args, delta: float, ratio: float, bn: bool) -> WFNConfig:
+def _config(args, delta: float | None, ratio: float | None, bn: bool | None) -> WFNConfig:
+    """The --preset's WFNConfig with every flag the user gave on top (None: not given)."""
+    given = {"relative_tolerance": delta, "regularizer_ratio": ratio, "include_batchnorm": bn,
+             "relax_tolerance": args.relax, "epochs_per_iteration": args.epochs_per_iteration, "lr": args.lr,
+             "bn_recalibration_batches": args.bn_recalibration_batches}
+    overrides = {k: v for k, v in given.items() if v is not None}
+    overrides.update(zero_threshold=args.zero_threshold, fix_fractions=tuple(args.fractions),
+                     max_steps_per_iteration=args.max_steps_per_iteration, optimizer=args.optimizer,
+                     temperature=args.temperature, seed=args.seed, keep_fixed=args.keep_fixed,
+                     same_sign=not args.allow_sign_flip, max_accuracy_drop=args.max_accuracy_drop,
+                     stop_on_accuracy_drop=args.stop_on_accuracy_drop)
     try:
-        return WFNConfig(relative_tolerance=delta, regularizer_ratio=ratio, include_batchnorm=bn,
-                         zero_threshold=args.zero_threshold, fix_fractions=tuple(args.fractions),
-                         relax_tolerance=not args.no_relax, epochs_per_iteration=args.epochs_per_iteration,
-                         max_steps_per_iteration=args.max_steps_per_iteration, lr=args.lr,
-                         optimizer=args.optimizer, temperature=args.temperature, seed=args.seed,
-                         bn_recalibration_batches=args.bn_recalibration_batches,
-                         keep_fixed=args.keep_fixed, same_sign=not args.allow_sign_flip)
+        return WFNConfig.preset(args.preset, **overrides)
     except ValueError as exc:
-        raise ValueError(f"{exc} (check --delta/--ratio/--fractions/--zero-threshold/--temperature)") from None
+        raise ValueError(f"{exc} (check --preset/--delta/--relax/--fractions/--max-accuracy-drop and the "
+                         "other WFN flags)") from None
 
 
 def _spec(args, config: WFNConfig, out: str, resume: bool = False):
@@ -146,7 +172,7 @@ def _check_inputs(args) -> None:
 
 def _grid(args):
     if args.command == "fix":
-        return [(args.delta, args.ratio, not args.no_bn, args.out)]
+        return [(args.delta, args.ratio, args.fix_bn, args.out)]
     bns = {"on": [True], "off": [False], "both": [True, False]}[args.bn]
     return [(d, r, bn, str(Path(args.out) / f"delta{d}_ratio{r}_bn{int(bn)}"))
             for d, r, bn in itertools.product(args.deltas, args.ratios, bns)]
@@ -163,7 +189,7 @@ def _cmd_fix(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     init_distributed()
-    r = run(_spec(args, _config(args, args.delta, args.ratio, not args.no_bn), args.out, args.resume))
+    r = run(_spec(args, _config(args, args.delta, args.ratio, args.fix_bn), args.out, args.resume))
     m = r["metrics"]
     print(f"baseline {r['baseline_accuracy']:.2f} % -> WFN {r['test_accuracy']:.2f} % | unique non-zero "
           f"{m['unique_nonzero']} | entropy {m['entropy_bits']:.3f} bits ({m['entropy_nonzero_bits']:.3f} "

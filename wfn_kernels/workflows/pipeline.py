@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
@@ -133,6 +134,7 @@ def run(spec: RunSpec) -> dict:
     """Run the pipeline; returns {"model", "history", "metrics", "baseline_accuracy", "test_accuracy", ...}."""
     out = Path(spec.out)
     check_out(spec)
+    torch.manual_seed(spec.config.seed)  # before the model is built: its initial weights follow --seed
     model = models.build(spec.model)
     train_split, test_split = data.load(spec.dataset, spec.data_dir)
     train_split, val_split = data.validation_split(train_split, spec.val_fraction, seed=0)
