@@ -47,3 +47,33 @@ def test_runner_rejects_bad_arguments_before_work(tmp_path):
     blocker.write_text("")
     proc = run("--out", str(blocker / "sub"))
     assert proc.returncode != 0 and "is not writable" in proc.stderr
+
+
+def test_runner_compute_mode_rows(tmp_path):
+    """The compute-mode section end to end on small shapes: every peer and mode timed in one round robin,
+    errors and memory recorded, the targets table written (its full-shape targets then 'not measured')."""
+    import torch
+
+    from wfn_kernels import ops
+    if ops._C is None or torch.cuda.is_available():
+        import pytest
+        pytest.skip("the compute-mode rows need the C++ extension on a CPU-only run")
+    out = tmp_path / "modes"
+    proc = run("--out", str(out), "--only-modes", "--mode-shape", "64,256", "--mode-batches", "1,32",
+               "--model-batches", "1", "--model-resolution", "32", "--mode-threads", "1", "--no-int8-static",
+               "--repeats", "2", "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    lin = [r for r in rows if r["kind"] == "modes-linear"]
+    assert [int(r["M"]) for r in lin] == [1, 32]
+    for r in lin:
+        for name in ("fp32", "bf16", "int8_dynamic", "int8_weight_only", "wfn_float", "wfn_bf16", "wfn_int8", "stream"):
+            assert float(r[f"{name}_s"]) > 0, name
+        assert float(r["wfn_float_err"]) == 0 and 0 < float(r["wfn_int8_err"]) < 0.1
+    (model,) = [r for r in rows if r["kind"] == "modes-model"]
+    for name in ("fp32_eager", "fp32_channels_last", "fp32_frozen", "bf16_eager", "wfn_float", "wfn_bf16", "wfn_int8"):
+        assert float(model[f"{name}_s"]) > 0, name
+    assert float(model["wfn_int8_memory_ratio"]) < 0.25 and float(model["wfn_bf16_err"]) < 0.03
+    md = (out / "results.md").read_text()
+    assert "## Compute-mode targets (1 thread)" in md and "| M=1 int8 mode vs torch int8 dynamic | >= 2.0x |  | not measured |" in md
+    assert "compute_mode_notes: int8 static peer skipped (--no-int8-static)" in md
