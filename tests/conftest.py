@@ -36,6 +36,28 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+DISPATCH_LEVELS = ("scalar", "avx2", "avx512")
+
+
+@pytest.fixture(params=DISPATCH_LEVELS)
+def level(request):
+    """Run the test at each SIMD dispatch level of the C++ CPU kernels this CPU supports (skipped, with the
+    reason, above the hardware's level or without the extension); the previous level is restored after."""
+    from wfn_kernels.ops import extension_loaded, extension_reason
+
+    if not extension_loaded():
+        pytest.skip(f"needs the C++ extension: {extension_reason()}")
+    if DISPATCH_LEVELS.index(request.param) > DISPATCH_LEVELS.index(torch.ops.wfn_cpu.hardware_capability()):
+        pytest.skip(f"CPU lacks {request.param}")
+    before = torch.ops.wfn_cpu.capability()
+    assert torch.ops.wfn_cpu.set_dispatch(request.param) == request.param
+    from wfn_kernels.ops import backends
+
+    assert backends._C.cpu_capability() == request.param  # what available_backends() reports follows
+    yield request.param
+    torch.ops.wfn_cpu.set_dispatch(before)
+
+
 @pytest.fixture
 def rng():
     return torch.Generator().manual_seed(1234)

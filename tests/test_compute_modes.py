@@ -13,21 +13,7 @@ from wfn_kernels.ops import bf16 as bf16_ops
 from wfn_kernels.ops import int8 as int8_ops
 from wfn_kernels.ops import shift_add as sa
 
-LEVELS = ["scalar", "avx2", "avx512"]
-ORDER = {name: i for i, name in enumerate(LEVELS)}
 needs_ext = pytest.mark.skipif(ops._C is None, reason="extension not built")
-
-
-@pytest.fixture(params=LEVELS)
-def level(request):
-    if ops._C is None:
-        pytest.skip("extension not built")
-    if ORDER[request.param] > ORDER[torch.ops.wfn_cpu.hardware_capability()]:
-        pytest.skip(f"CPU lacks {request.param}")
-    before = torch.ops.wfn_cpu.capability()
-    assert torch.ops.wfn_cpu.set_dispatch(request.param) == request.param
-    yield request.param
-    torch.ops.wfn_cpu.set_dispatch(before)
 
 
 @pytest.fixture(params=["gemv", "gemm"])

@@ -28,17 +28,6 @@ def hardware_level() -> str:
     return torch.ops.wfn_cpu.hardware_capability()
 
 
-@pytest.fixture(params=LEVELS)
-def level(request):
-    if ORDER[request.param] > ORDER[hardware_level()]:
-        pytest.skip(f"CPU lacks {request.param}")
-    before = torch.ops.wfn_cpu.capability()
-    assert torch.ops.wfn_cpu.set_dispatch(request.param) == request.param
-    assert ops._C.cpu_capability() == request.param
-    yield request.param
-    torch.ops.wfn_cpu.set_dispatch(before)
-
-
 @pytest.fixture
 def gemm_path():
     """Route every M >= 1 through the decode + GEMM path."""

@@ -11,21 +11,7 @@ from wfn_kernels.ops import shift_add as sa
 from wfn_kernels.format.codebook import Codebook
 from wfn_kernels.format.packing import pack_weight
 
-LEVELS = ["scalar", "avx2", "avx512"]
-ORDER = {name: i for i, name in enumerate(LEVELS)}
 needs_ext = pytest.mark.skipif(ops._C is None, reason="extension not built")
-
-
-@pytest.fixture(params=LEVELS)
-def level(request):
-    if ops._C is None:
-        pytest.skip("extension not built")
-    if ORDER[request.param] > ORDER[torch.ops.wfn_cpu.hardware_capability()]:
-        pytest.skip(f"CPU lacks {request.param}")
-    before = torch.ops.wfn_cpu.capability()
-    torch.ops.wfn_cpu.set_dispatch(request.param)
-    yield request.param
-    torch.ops.wfn_cpu.set_dispatch(before)
 
 
 def pow2_codebook() -> Codebook:
