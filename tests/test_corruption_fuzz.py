@@ -3,7 +3,6 @@ package writes (packed models, checkpoints and their index, `wfn fix` model file
 be rejected with CorruptFileError naming the file, and nothing may be loaded from it."""
 import json
 import random
-from pathlib import Path
 
 import pytest
 import torch

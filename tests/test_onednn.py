@@ -8,7 +8,6 @@ from torch import nn
 
 import wfn_kernels as wk
 from wfn_kernels.nn import onednn_layout as onednn
-from wfn_kernels.format.codebook import Codebook
 
 pytestmark = pytest.mark.skipif(bool(onednn.unavailable_reason()), reason=onednn.unavailable_reason() or "-")
 

@@ -6,7 +6,6 @@ on the codebook (the decoded weight is bit-identical; accumulation order may dif
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn

@@ -16,9 +16,11 @@ May import: ``wfn_kernels.format``. Never ``wfn_kernels.nn``, fixing or workflow
 
 from . import schemas  # noqa: F401  (defines the ops)
 from . import bf16, int8  # noqa: F401  (define the compute-mode ops)
-from .backends import (Backend, BackendUnavailableError, _C, _C_REASON, _triton_status, available_backends,
-                       extension_has_cuda, extension_loaded, extension_reason, resolve_backend)
-from .dispatch import _pair, codebook_conv2d, codebook_linear
+from .backends import (Backend, BackendUnavailableError, available_backends, extension_has_cuda, extension_loaded,
+                       extension_reason, resolve_backend)
+from .backends import _C, _C_REASON, _triton_status  # noqa: F401  (read by the tests and bench scripts)
+from .dispatch import _pair  # noqa: F401  (shared with nn.modules)
+from .dispatch import codebook_conv2d, codebook_linear
 
 __all__ = ["Backend", "BackendUnavailableError", "available_backends", "codebook_conv2d", "codebook_linear",
            "extension_has_cuda", "extension_loaded", "extension_reason", "resolve_backend"]
