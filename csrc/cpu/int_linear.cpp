@@ -252,6 +252,17 @@ int64_t int_tile_rows(int64_t k, int64_t n) {
   return std::min(n, std::max<int64_t>(16, bytes / std::max<int64_t>(k, 1) / 16 * 16));
 }
 
+// Decode weight rows [n0, n0 + rows) into int8 tiles for at::_int_mm: wlo holds the int8 weights (the low
+// byte of int16 ones) and whi, for int16 tables only (else nullptr), the high byte; parallel over row chunks.
+void decode_int_tile(Isa isa, const uint8_t* p, int64_t rb, int64_t k, int bits, const IntTable& t, int64_t n0,
+                     int64_t rows, int8_t* wlo, int8_t* whi) {
+  const int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(k, 1));
+  parallel_chunks(rows, chunk, [&](int64_t lo, int64_t hi) {
+    int8_decode(isa, p, rb, k, bits, t.lo, n0 + lo, n0 + hi, wlo + lo * k);
+    if (whi != nullptr) int8_decode(isa, p, rb, k, bits, t.hi, n0 + lo, n0 + hi, whi + lo * k);
+  });
+}
+
 // The exact integer product y_int (M, N) for quantised rows; sink(n0, tile) receives int32 (M, rows)
 // column blocks on the GEMM path, or the whole (M, N) result on the GEMV path.
 template <class Sink>
@@ -275,11 +286,7 @@ void int_product(Isa isa, bool gemv, const QRows& q, const XLayout& l, int64_t m
   const at::TensorOptions i8 = at::TensorOptions().dtype(at::kChar);
   for (int64_t n0 = 0; n0 < n; n0 += nb) {
     const int64_t rows = std::min(nb, n - n0);
-    const int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(k, 1));
-    parallel_chunks(rows, chunk, [&](int64_t lo, int64_t hi) {
-      int8_decode(isa, p, rb, k, bits, t.lo, n0 + lo, n0 + hi, wlo + lo * k);
-      if (whi != nullptr) int8_decode(isa, p, rb, k, bits, t.hi, n0 + lo, n0 + hi, whi + lo * k);
-    });
+    decode_int_tile(isa, p, rb, k, bits, t, n0, rows, wlo, whi);
     at::Tensor out = at::_int_mm(q.xq, at::from_blob(wlo, {rows, k}, i8).t());
     if (whi != nullptr) out.add_(at::_int_mm(q.xq, at::from_blob(whi, {rows, k}, i8).t()), 256);
     sink(n0, out);
@@ -428,11 +435,7 @@ at::Tensor int8_conv_columns(const at::Tensor& x, const ConvGeom& g, const at::T
   const at::TensorOptions i8 = at::TensorOptions().dtype(at::kChar);
   for (int64_t n0 = 0; n0 < n; n0 += nb) {
     const int64_t rows = std::min(nb, n - n0);
-    const int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(k, 1));
-    parallel_chunks(rows, chunk, [&](int64_t lo, int64_t hi) {
-      int8_decode(isa, p, rb, k, bits, t.lo, n0 + lo, n0 + hi, wlo + lo * k);
-      if (whi != nullptr) int8_decode(isa, p, rb, k, bits, t.hi, n0 + lo, n0 + hi, whi + lo * k);
-    });
+    decode_int_tile(isa, p, rb, k, bits, t, n0, rows, wlo, whi);
     at::Tensor acc = at::_int_mm(at::from_blob(wlo, {rows, k}, i8), q);  // (rows, B * L)
     if (whi != nullptr) acc.add_(at::_int_mm(at::from_blob(whi, {rows, k}, i8), q), 256);
     const int32_t* ad = acc.data_ptr<int32_t>();
