@@ -13,8 +13,12 @@ def test_levels_are_additive_powers_of_two_before_normalisation():
     assert len(l4) == 8 and len(l3) == 4 and l4[0] == 0 and l4[-1] == 1 and l3.tolist() == [0, 0.25, 0.5, 1]
     for v in (l4 * 0.625).tolist():  # APoT 4-bit: sums of one term from each of two sets
         assert len(power_of_two_terms(round(v, 10))) <= 2
-    with pytest.raises(ValueError, match="3- and 4-bit"):
-        apot_levels(5)
+    l5 = apot_levels(5)  # APoT 5-bit (B = 4): one term from each of two 4-element sets, 16 magnitudes
+    assert len(l5) == 16 and l5[0] == 0 and l5[-1] == 1
+    for v in (l5 * 0.75 * 2 ** 6).tolist():  # max 2^-1 + 2^-2 = 0.75; back on the 2^-6 grid
+        assert v == round(v) and len(power_of_two_terms(round(v))) <= 2
+    with pytest.raises(ValueError, match="3-, 4- and 5-bit"):
+        apot_levels(6)
 
 
 def test_quantize_maps_onto_signed_scaled_levels():

@@ -101,3 +101,28 @@ def summary_line(m: dict) -> str:
     return (f"{m['numel']:,} weights | unique {m['unique']} ({m['unique_nonzero']} non-zero) | entropy "
             f"{m['entropy_bits']:.3f} bits ({m['entropy_nonzero_bits']:.3f} non-zero) | index "
             f"{m['index_bits']} bits | packed {m['packed_bytes']:,} B vs float {m['float32_bytes']:,} B")
+
+
+# The named parameter sets every method is counted on (WFN and the baselines alike), so that a table's
+# unique counts and entropies compare like with like.
+PARAMETER_SETS = {
+    "weights": "the weights of every Linear / Conv layer (no biases, no BatchNorm)",
+    "conv-linear": "every parameter of every Linear / Conv layer (weights and biases)",
+    "all": "every parameter of every Linear / Conv layer plus BatchNorm affine γ and β",
+}
+
+
+def parameter_set(model: nn.Module, name: str) -> list[tuple[str, torch.Tensor]]:
+    """[(qualified name, tensor)] of ``model``'s parameters in the named set (see PARAMETER_SETS)."""
+    if name not in PARAMETER_SETS:
+        raise ValueError(f"unknown parameter set {name!r}; choose one of {sorted(PARAMETER_SETS)}")
+    named = tracked_parameters(model, include_batchnorm=name == "all")
+    if name == "weights":
+        named = [(n, p) for n, p in named if n.rsplit(".", 1)[-1] == "weight"]
+    return named
+
+
+def count_values(model: nn.Module, name: str = "all") -> dict:
+    """Unique values (with and without 0) and entropies of ``model`` over the named parameter set: the one
+    counting function for WFN and every baseline. Adds ``parameter_set`` (the name) to value_stats' keys."""
+    return {"parameter_set": name, **value_stats(flatten(parameter_set(model, name)))}

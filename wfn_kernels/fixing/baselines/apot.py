@@ -2,6 +2,7 @@
 ICLR 2020), measured with the same metrics as WFN on the same model.
 
 Levels: APoT's ``build_power_value(B, additive=True)`` for B = bits - 1 magnitude bits and a sign bit:
+  5-bit (B = 4): {0, 2^-1, 2^-3, 2^-5} + {0, 2^-2, 2^-4, 2^-6}  -> 16 magnitudes;
   4-bit (B = 3): {0, 2^-1, 2^-2, 2^-4} + {0, 2^-3}  -> 8 magnitudes;   3-bit (B = 2): {0, 2^-1, 2^-2, 2^-3}
 normalised by their maximum, signed, and scaled by a per-layer clipping value α. So each layer holds at
 most 2·8 - 1 = 15 (4-bit) or 7 (3-bit) values, but every layer has its own α: whole-network unique
@@ -16,24 +17,27 @@ in APoT. An optional short straight-through fine-tune (α fixed) recovers accura
 from __future__ import annotations
 
 import copy
+from functools import partial
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..params import FIXED_TYPES
+from ._ste import STEQuant, finetune_and_freeze, quantized_layers
 
 ALPHA_GRID = torch.linspace(0.2, 1.0, 81)  # α candidates as fractions of max |w|
 
 
 def apot_levels(bits: int) -> torch.Tensor:
     """Normalised non-negative APoT magnitudes (sorted, max 1) for a ``bits``-bit signed weight."""
-    if bits == 4:
+    if bits == 5:
+        a, b = [0.0, 2 ** -1, 2 ** -3, 2 ** -5], [0.0, 2 ** -2, 2 ** -4, 2 ** -6]
+    elif bits == 4:
         a, b = [0.0, 2 ** -1, 2 ** -2, 2 ** -4], [0.0, 2 ** -3]
     elif bits == 3:
         a, b = [0.0, 2 ** -1, 2 ** -2, 2 ** -3], [0.0]
     else:
-        raise ValueError(f"apot_levels: only 3- and 4-bit APoT levels are defined here, got {bits}")
+        raise ValueError(f"apot_levels: only 3-, 4- and 5-bit APoT levels are defined here, got {bits}")
     vals = torch.unique(torch.tensor([x + y for x in a for y in b], dtype=torch.float64))
     return (vals / vals.max()).float()
 
@@ -54,39 +58,14 @@ def fit_alpha(w: torch.Tensor, levels: torch.Tensor) -> float:
     return top * float(ALPHA_GRID[int(torch.tensor(errs).argmin())])
 
 
-class _STEQuant(nn.Module):
-    def __init__(self, alpha: float, levels: torch.Tensor):
-        super().__init__()
-        self.alpha = alpha
-        self.register_buffer("levels", levels)
-
-    def forward(self, w):
-        return w + (quantize(w, self.alpha, self.levels) - w).detach()
-
-
 def apot_quantize(model: nn.Module, bits: int = 4, train_loader=None, epochs: int = 0, lr: float = 1e-4,
                   seed: int = 0) -> nn.Module:
     """A copy of ``model`` whose Linear/Conv weights are APoT-quantised per layer (optionally fine-tuned
     with a straight-through estimator for ``epochs`` epochs of Adam at ``lr``)."""
     q = copy.deepcopy(model)
     levels = apot_levels(bits)
-    layers = [m for m in q.modules() if isinstance(m, FIXED_TYPES)]
-    if not layers:
-        raise ValueError(f"model {type(model).__name__} has no Linear/Conv layers to quantise")
+    layers = quantized_layers(q)
     for m in layers:
-        parametrize.register_parametrization(m, "weight", _STEQuant(fit_alpha(m.weight, levels), levels))
-    if epochs:
-        if train_loader is None:
-            raise ValueError("apot_quantize: fine-tuning epochs > 0 need a train_loader")
-        torch.manual_seed(seed)
-        opt = torch.optim.Adam(q.parameters(), lr=lr)
-        for _ in range(epochs):
-            q.train()
-            for x, y in train_loader:
-                loss = nn.functional.cross_entropy(q(x), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-    for m in layers:
-        parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
-    return q
+        alpha = fit_alpha(m.weight, levels)
+        parametrize.register_parametrization(m, "weight", STEQuant(partial(quantize, alpha=alpha, levels=levels)))
+    return finetune_and_freeze(q, layers, train_loader, epochs, lr, seed, "apot_quantize")
