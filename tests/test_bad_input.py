@@ -320,10 +320,10 @@ def test_baseline_trained_with_other_settings_is_not_reused_silently(tmp_path):
     pipeline.save_model(m, tmp_path / "baseline.safetensors", "small-cnn", True,
                         {**pipeline._baseline_meta(spec), "baseline_epochs": "1"})
     with pytest.raises(ValueError, match="was trained with other settings .baseline_epochs 1 here 3.*--overwrite"):
-        pipeline._baseline(models.build("small-cnn"), tmp_path / "baseline.safetensors", None, spec)
+        pipeline.ensure_baseline(models.build("small-cnn"), tmp_path / "baseline.safetensors", None, spec)
     pipeline.save_model(m, tmp_path / "baseline.safetensors", "small-resnet", True, pipeline._baseline_meta(spec))
     with pytest.raises(ValueError, match="wfn_model small-resnet here small-cnn"):
-        pipeline._baseline(models.build("small-cnn"), tmp_path / "baseline.safetensors", None, spec)
+        pipeline.ensure_baseline(models.build("small-cnn"), tmp_path / "baseline.safetensors", None, spec)
 
 
 # --- convert(): unusual graphs -----------------------------------------------------------------------------

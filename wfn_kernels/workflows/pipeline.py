@@ -142,7 +142,7 @@ def run(spec: RunSpec) -> dict:
         clear_run(out)
     t0 = time.perf_counter()
     base_path = Path(spec.baseline) if spec.baseline else out / BASELINE
-    _baseline(model, base_path, train_split, spec)
+    ensure_baseline(model, base_path, train_split, spec)
     test_loader = test_split.loader(512)
     base_acc = train.evaluate(model, test_loader)
     t1, cpu1 = time.perf_counter(), time.process_time()
@@ -223,7 +223,9 @@ def _baseline_meta(spec: RunSpec) -> dict:
             "baseline_lr": repr(spec.baseline_lr), "batch_size": str(spec.batch_size), "seed": str(spec.config.seed)}
 
 
-def _baseline(model, path: Path, train_split, spec: RunSpec) -> None:
+def ensure_baseline(model, path: Path, train_split, spec: RunSpec) -> None:
+    """Load the baseline at ``path`` into ``model`` (checked against the run's settings), or train it with
+    the spec's baseline settings and write it there."""
     if path.exists():
         kind, meta, tensors = read_safetensors(path, what="baseline")
         if kind not in (None, MODEL_KIND):

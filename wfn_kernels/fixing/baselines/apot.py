@@ -16,14 +16,12 @@ in APoT. An optional short straight-through fine-tune (α fixed) recovers accura
 
 from __future__ import annotations
 
-import copy
 from functools import partial
 
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
 
-from ._ste import STEQuant, finetune_and_freeze, quantized_layers
+from ._ste import attach, finetune_and_freeze
 
 ALPHA_GRID = torch.linspace(0.2, 1.0, 81)  # α candidates as fractions of max |w|
 
@@ -58,14 +56,16 @@ def fit_alpha(w: torch.Tensor, levels: torch.Tensor) -> float:
     return top * float(ALPHA_GRID[int(torch.tensor(errs).argmin())])
 
 
+def apot_attach(model: nn.Module, bits: int = 4) -> tuple[nn.Module, list[nn.Module]]:
+    """(a copy of ``model`` with an APoT straight-through quantiser on every Linear / Conv weight, α fitted
+    per layer, the layers); see _ste.attach."""
+    levels = apot_levels(bits)
+    return attach(model, lambda w: partial(quantize, alpha=fit_alpha(w, levels), levels=levels))
+
+
 def apot_quantize(model: nn.Module, bits: int = 4, train_loader=None, epochs: int = 0, lr: float = 1e-4,
                   seed: int = 0) -> nn.Module:
     """A copy of ``model`` whose Linear/Conv weights are APoT-quantised per layer (optionally fine-tuned
     with a straight-through estimator for ``epochs`` epochs of Adam at ``lr``)."""
-    q = copy.deepcopy(model)
-    levels = apot_levels(bits)
-    layers = quantized_layers(q)
-    for m in layers:
-        alpha = fit_alpha(m.weight, levels)
-        parametrize.register_parametrization(m, "weight", STEQuant(partial(quantize, alpha=alpha, levels=levels)))
+    q, layers = apot_attach(model, bits)
     return finetune_and_freeze(q, layers, train_loader, epochs, lr, seed, "apot_quantize")

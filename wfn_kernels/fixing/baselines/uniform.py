@@ -11,14 +11,12 @@ whole-network unique count grows with the channel count.
 
 from __future__ import annotations
 
-import copy
 from functools import partial
 
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
 
-from ._ste import STEQuant, finetune_and_freeze, quantized_layers
+from ._ste import attach, finetune_and_freeze
 
 CLIP_GRID = torch.linspace(0.3, 1.0, 71)  # α candidates as fractions of each channel's max |w|
 
@@ -48,14 +46,17 @@ def fit_scales(w: torch.Tensor, bits: int) -> torch.Tensor:
     return best
 
 
+def uniform_attach(model: nn.Module, bits: int = 4) -> tuple[nn.Module, list[nn.Module]]:
+    """(a copy of ``model`` with a uniform per-channel straight-through quantiser on every Linear / Conv
+    weight, scales fitted on the float weights, the layers); see _ste.attach."""
+    if not 2 <= bits <= 8:
+        raise ValueError(f"uniform quantisation needs 2 <= bits <= 8, got {bits}")
+    return attach(model, lambda w: partial(quantize_per_channel, scale=fit_scales(w, bits), bits=bits))
+
+
 def uniform_quantize(model: nn.Module, bits: int = 4, train_loader=None, epochs: int = 0, lr: float = 1e-4,
                      seed: int = 0) -> nn.Module:
     """A copy of ``model`` whose Linear/Conv weights are uniformly quantised per output channel (optionally
     fine-tuned through a straight-through estimator, scales fixed, for ``epochs`` epochs of Adam)."""
-    q = copy.deepcopy(model)
-    layers = quantized_layers(q)
-    for m in layers:
-        scales = fit_scales(m.weight, bits)
-        parametrize.register_parametrization(m, "weight",
-                                             STEQuant(partial(quantize_per_channel, scale=scales, bits=bits)))
+    q, layers = uniform_attach(model, bits)
     return finetune_and_freeze(q, layers, train_loader, epochs, lr, seed, "uniform_quantize")
