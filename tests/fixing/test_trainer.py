@@ -157,3 +157,39 @@ def test_batchnorm_recalibration_changes_only_running_statistics():
     assert changed and all(k.endswith(("running_mean", "running_var", "num_batches_tracked")) for k in changed)
     bn = model.features[1]
     assert bn.momentum == 0.1 and int(bn.num_batches_tracked) == 3
+
+
+class _WithIndex(torch.utils.data.Dataset):
+    """A dataset whose items carry a third element (the sample index), as many real datasets do."""
+
+    def __init__(self, split):
+        self.split = split
+
+    def __len__(self):
+        return len(self.split.labels)
+
+    def __getitem__(self, i):
+        return self.split.images[i], self.split.labels[i], i
+
+
+def test_any_loader_of_tuples_or_lists_with_extra_items_works_and_matches():
+    from wfn_kernels.workflows import data
+
+    train, test = data.digits()
+    cfg = fast_config(max_steps_per_iteration=2)
+    ref, _, _ = tiny_setup()
+    fix_weights(ref, train.loader(64, shuffle=True, seed=0), test.loader(256), cfg, progress=False)
+    model, _, _ = tiny_setup()
+    loader = torch.utils.data.DataLoader(_WithIndex(train), batch_size=64, shuffle=True,
+                                         generator=torch.Generator().manual_seed(0))
+    fix_weights(model, loader, test.loader(256), cfg, progress=False)
+    assert torch.equal(flatten(tracked_parameters(model, True)), flatten(tracked_parameters(ref, True)))
+
+
+def test_a_batch_that_is_not_inputs_and_labels_is_named():
+    model, _, _ = tiny_setup()
+    dict_loader = [{"x": torch.zeros(2, 1, 8, 8), "y": torch.zeros(2, dtype=torch.long)}]
+    with pytest.raises(TypeError, match=r"a batch must be \(inputs, labels, ...\) as a tuple or list, got dict"):
+        trainer.evaluate(model, dict_loader)
+    with pytest.raises(TypeError, match="got tuple of length 1"):
+        fix_weights(model, [(torch.zeros(2, 1, 8, 8),)], None, fast_config(), progress=False)

@@ -8,7 +8,9 @@
   greedy whole-network clustering (one fixing step).
 - ``regularizer.py``: the "cosying up to clusters" loss. ``trainer.py``: ``fix_weights`` (the loop, masked
   updates, checkpoints, DDP). ``checkpoint.py``, ``params.py``: resumable state, tracked parameters.
-- ``metrics.py``: unique values and entropy over a named parameter set. ``baselines/``: APoT.
+  ``loaders.py``: (inputs, labels) batches of any loader on the model's device (CPU or CUDA, no autocast).
+- ``metrics.py``: unique values and entropy over a named parameter set. ``baselines/``: APoT and uniform
+  per-channel quantisation.
 
 May import: ``wfn_kernels.format`` and the leaf helpers (``_optional``). Never nn, ops or workflows:
 fixing works on plain float models.

@@ -13,6 +13,8 @@ import warnings
 import torch
 from torch import nn
 
+from .loaders import iter_batches, model_device
+
 
 class FixingStopped(RuntimeError):
     """A guard stopped the run; the message says which, at which iteration, and what is kept."""
@@ -48,13 +50,12 @@ def check_finite_state(model: nn.Module, t: int) -> None:
 def reference_loss(model: nn.Module, loader) -> float | None:
     """The loss scale an exploding loss is measured against: max(cross-entropy of the model before fixing
     on the first training batch, ln(classes), the loss of chance-level logits)."""
-    for x, y in loader:
+    for x, y in iter_batches(loader, model_device(model)):
         was_training = model.training
         model.eval()
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        logits = model(x.to(device))
+        logits = model(x)
         model.train(was_training)
-        ce = float(nn.functional.cross_entropy(logits, y.to(device)))
+        ce = float(nn.functional.cross_entropy(logits, y))
         return max(ce, math.log(max(int(logits.shape[-1]), 2)))
     return None
 

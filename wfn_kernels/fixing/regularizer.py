@@ -43,7 +43,7 @@ def expected_distance(w: torch.Tensor, centres: torch.Tensor, zero_threshold: fl
         raise ValueError("expected_distance: the codebook of centres is empty")
     if w.numel() == 0:
         return w.new_zeros(())
-    centres = centres.to(w.dtype)
+    centres = centres.to(device=w.device, dtype=w.dtype)
     total = w.new_zeros(())
     for start in range(0, w.numel(), CHUNK):
         d = relative_distances(w[start:start + CHUNK], centres, zero_threshold)

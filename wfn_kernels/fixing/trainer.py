@@ -25,6 +25,7 @@ from torch import nn
 from .._optional import progress as _progress
 from . import checkpoint
 from .guards import DivergenceError, accuracy_guard, check_finite_state, check_loss, reference_loss
+from .loaders import iter_batches, model_device
 from .clustering import cluster
 from .config import WFNConfig
 from .metrics import tensor_metrics
@@ -48,7 +49,7 @@ class _State:
 
     def free_weights(self) -> torch.Tensor:
         parts = [p[~self.fixed[n]] for n, p in self.params if not bool(self.fixed[n].all())]
-        return torch.cat(parts) if parts else torch.zeros(0)
+        return torch.cat(parts) if parts else torch.zeros(0, device=self.params[0][1].device)
 
     @torch.no_grad()
     def mask_grads(self) -> None:
@@ -111,7 +112,7 @@ def _iteration(t, model, net, params, state, cfg, train_loader, val_loader) -> d
     loss, reg = _train(t, net, params, state, cfg, train_loader, epochs) if epochs else (None, None)
     tol = cfg.tolerance_at(t)
     t1 = time.perf_counter()
-    before = flatten(params)
+    before = flatten(params).detach().cpu()  # clustering runs on the CPU whatever the model's device
     was_fixed = torch.cat([state.fixed[n].reshape(-1).cpu() for n, _ in params])
     values, fixed, centres, info = _cluster_on_rank0(before, cfg.fix_fractions[t], tol, cfg,
                                                      was_fixed if cfg.keep_fixed else None)
@@ -136,12 +137,13 @@ def _iteration(t, model, net, params, state, cfg, train_loader, val_loader) -> d
 
 def _train(t, net, params, state, cfg, loader, epochs):
     opt = _optimizer(net.parameters(), cfg)
+    device = model_device(net)
     steps, total, total_reg, count = 0, 0.0, 0.0, 0
     for epoch in range(epochs):
         if hasattr(getattr(loader, "sampler", None), "set_epoch"):
             loader.sampler.set_epoch(cfg.seed * 1000 + t * 100 + epoch)
         net.train()
-        for x, y in loader:
+        for x, y in iter_batches(loader, device):
             ce = nn.functional.cross_entropy(net(x), y)
             if not torch.isfinite(ce):
                 raise DivergenceError(f"WFN iteration {t}, epoch {epoch}, step {steps}: the loss is "
@@ -175,7 +177,7 @@ def recalibrate_batchnorm(model: nn.Module, loader, batches: int) -> None:
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average = the plain mean over the batches seen
     model.train()
-    for i, (x, _) in enumerate(loader):
+    for i, (x, _) in enumerate(iter_batches(loader, model_device(model))):
         if i >= batches:
             break
         model(x)
@@ -278,11 +280,9 @@ def run_dir_has_checkpoint(run_dir) -> bool:
 def evaluate(model: nn.Module, loader) -> float:
     """Top-1 accuracy in percent of ``model`` over ``loader`` (batches of (images, labels))."""
     model.eval()
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     correct = total = 0
     with torch.no_grad():
-        for x, y in loader:
-            x, y = x.to(device), y.to(device)
+        for x, y in iter_batches(loader, model_device(model)):
             correct += int((model(x).argmax(1) == y).sum())
             total += int(y.numel())
     if total == 0:
