@@ -102,8 +102,9 @@ def wfn_point(w: Where, model: str, seed: int, delta: float) -> dict:
     out = w.runs / f"{model}_s{seed}_d{delta:g}"
     if run_status(out) == "finished":
         s = read_summary(out)
-        if s["config"] != cfg.to_dict() or s["model"] != model or s["dataset"] != w.dataset:
-            diff = sorted(k for k, v in cfg.to_dict().items() if s["config"].get(k) != v)
+        theirs = WFNConfig.from_dict(s["config"]).to_dict()  # fields added since take their defaults
+        if theirs != cfg.to_dict() or s["model"] != model or s["dataset"] != w.dataset:
+            diff = sorted(k for k, v in cfg.to_dict().items() if theirs.get(k) != v)
             raise ValueError(f"{out} holds a run with other settings ({', '.join(diff) or 'model'}); move it away")
         fixed, _, _ = load_saved_model(out / "model.safetensors")
         r = {"baseline_accuracy": s["baseline_accuracy"], "test_accuracy": s["test_accuracy"],
