@@ -21,33 +21,14 @@ from torch import nn
 from wfn_kernels.fixing.clustering import cluster
 from wfn_kernels.fixing.config import WFNConfig
 from wfn_kernels.fixing.params import flatten, tracked_parameters
+from wfn_kernels.fixing.rescale import rescale_bn_convs
 from wfn_kernels.workflows import data
 from wfn_kernels.workflows.pipeline import load_saved_model
 
 
-def conv_bn_pairs(model: nn.Module) -> list[tuple[str, nn.Conv2d, nn.BatchNorm2d]]:
-    """(name, conv, bn) for every Conv2d whose next module in definition order is a BatchNorm2d of its width."""
-    mods = list(model.named_modules())
-    out = []
-    for (name, m), (_, nxt) in zip(mods, mods[1:]):
-        if isinstance(m, nn.Conv2d) and isinstance(nxt, nn.BatchNorm2d) and nxt.num_features == m.out_channels:
-            out.append((name, m, nxt))
-    return out
-
-
-@torch.no_grad()
-def rescale_bn_convs(model: nn.Module, rms: float) -> nn.Module:
-    """A copy whose BN-followed convs have weight RMS ``rms``: w, bias and running mean times s, running var and
-    eps times s², so BN's output (train or eval mode) is unchanged."""
+def rescaled(model: nn.Module, rms: float, x: torch.Tensor) -> nn.Module:
     q = copy.deepcopy(model)
-    for _, conv, bn in conv_bn_pairs(q):
-        s = rms / float(conv.weight.pow(2).mean().sqrt())
-        conv.weight.mul_(s)
-        if conv.bias is not None:
-            conv.bias.mul_(s)
-        bn.running_mean.mul_(s)
-        bn.running_var.mul_(s * s)
-        bn.eps *= s * s
+    rescale_bn_convs(q, rms, check_inputs=x)
     return q
 
 
@@ -100,7 +81,7 @@ def main() -> None:
     paper = WFNConfig.paper(relative_tolerance=args.delta)
     variants = [("as trained", model, paper)]
     for rms in args.rms:
-        q = rescale_bn_convs(model, rms)
+        q = rescaled(model, rms, x)
         q.eval()
         diff = float((q(x) - ref).abs().max() / ref.abs().max())
         variants.append((f"BN convs rescaled to RMS {rms:g} (max logit change {diff:.1e})", q, paper))

@@ -60,6 +60,9 @@ class WFNConfig:
     divergence_loss_factor: the run stops (DivergenceError, last good checkpoint kept) when an iteration's
         mean training loss exceeds this multiple of the first iteration's; a non-finite loss, parameter or
         buffer (e.g. a BatchNorm running variance) stops it too.
+    rescale_bn_convs: before the first fixing, scale every Conv2d that feeds a BatchNorm2d to this weight RMS
+        (the network's function is unchanged; fixing/rescale.py). None (default, the paper): no rescale.
+        γ0 is absolute, so this sets how many weights lie below it (bench/results/wfn_zeros.md).
 
     Presets: :meth:`paper` (the defaults: the authors' final configuration) and :meth:`small_model` (the
     settings measured on this project's small CNNs; see bench/results/wfn_fashion_mnist.md).
@@ -89,6 +92,7 @@ class WFNConfig:
     max_accuracy_drop: float | None = None
     stop_on_accuracy_drop: bool = False
     divergence_loss_factor: float = 100.0
+    rescale_bn_convs: float | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "fix_fractions", tuple(float(f) for f in self.fix_fractions))
@@ -184,6 +188,9 @@ def _check_guards(cfg) -> None:
         raise ValueError(f"WFNConfig: max_accuracy_drop must be None or a number of accuracy points >= 0, got {d!r}")
     if not isinstance(cfg.stop_on_accuracy_drop, bool):
         raise ValueError(f"WFNConfig: stop_on_accuracy_drop must be True or False, got {cfg.stop_on_accuracy_drop!r}")
+    r = cfg.rescale_bn_convs
+    if r is not None and not (isinstance(r, (int, float)) and not isinstance(r, bool) and math.isfinite(r) and r > 0):
+        raise ValueError(f"WFNConfig: rescale_bn_convs must be None or a weight RMS > 0, got {r!r}")
     f = cfg.divergence_loss_factor
     if not (isinstance(f, (int, float)) and not isinstance(f, bool) and f > 1):
         raise ValueError(f"WFNConfig: divergence_loss_factor must be a number > 1, got {f!r}")

@@ -31,6 +31,7 @@ from .config import WFNConfig
 from .metrics import tensor_metrics
 from .params import fingerprint, flatten, split_like, tracked_parameters, unflatten_into
 from .regularizer import regularised_loss
+from .rescale import rescale_bn_convs
 
 
 class _State:
@@ -81,6 +82,9 @@ def fix_weights(model: nn.Module, train_loader, val_loader=None, config: WFNConf
         if run_dir is None:
             raise ValueError("fix_weights: resume=True needs the run_dir of the interrupted run")
         start, history = _resume(model, params, state, cfg, run_dir)
+    if cfg.rescale_bn_convs is not None and not resume:  # a resumed run's checkpoint holds the rescaled weights
+        x0 = next(iter_batches(train_loader, model_device(model)), (None,))[0]
+        rescale_bn_convs(model, cfg.rescale_bn_convs, check_inputs=x0)
     reference = _reference_accuracy(model, val_loader, history, start)
     loss_scale = reference_loss(model, train_loader)
     net = _maybe_ddp(model)
@@ -223,8 +227,9 @@ def _resume(model, params, state, cfg, run_dir):
     if index["fingerprint"] != fingerprint(params):
         raise ValueError(f"checkpoint in {run_dir} is from another model: its tracked parameters "
                          f"{index['fingerprint'][:3]}... differ from this model's {fingerprint(params)[:3]}...")
-    if index["config"] != cfg.to_dict():
-        diff = sorted(k for k in cfg.to_dict() if index["config"].get(k) != cfg.to_dict()[k])
+    theirs = WFNConfig.from_dict(index["config"]).to_dict()  # fields added since take their defaults
+    if theirs != cfg.to_dict():
+        diff = sorted(k for k in cfg.to_dict() if theirs.get(k) != cfg.to_dict()[k])
         raise ValueError(f"checkpoint in {run_dir} was made with a different WFNConfig (fields {diff})")
     fixed, centres = checkpoint.restore(model, tensors, [n for n, _ in params])
     state.freeze(fixed, centres)

@@ -102,6 +102,9 @@ def _add_common(p) -> None:
     p.add_argument("--bn-recalibration-batches", type=nonnegative_int, default=None,
                    help="re-estimate BN statistics over N batches after each fixing, 0: off (default: from "
                         "--preset; paper: 0)")
+    p.add_argument("--rescale-bn-convs", type=positive_float, default=None, metavar="RMS",
+                   help="before fixing, scale every conv that feeds a BatchNorm to this weight RMS (the network's "
+                        "function is unchanged); more weights then fall below γ0 and are pruned (default: off, as in the paper)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -117,7 +120,7 @@ def _config(args, delta: float | None, ratio: float | None, bn: bool | None) -> 
                      max_steps_per_iteration=args.max_steps_per_iteration, optimizer=args.optimizer,
                      temperature=args.temperature, seed=args.seed, keep_fixed=args.keep_fixed,
                      same_sign=not args.allow_sign_flip, max_accuracy_drop=args.max_accuracy_drop,
-                     stop_on_accuracy_drop=args.stop_on_accuracy_drop)
+                     stop_on_accuracy_drop=args.stop_on_accuracy_drop, rescale_bn_convs=args.rescale_bn_convs)
     try:
         return WFNConfig.preset(args.preset, **overrides)
     except ValueError as exc:
