@@ -2,7 +2,8 @@
 
 - ``cli.py`` (``wfn``), ``fix_cli.py`` (``wfn fix`` / ``sweep`` / ``stats``), ``demo.py`` (``wfn demo``).
 - ``pipeline.py``: one WFN run on a bundled dataset, with every output file; ``experiments.py``: the
-  multi-seed runs behind bench/results.
+  multi-seed runs behind bench/results; ``curve.py`` / ``curve_report.py``: the accuracy vs unique-weights
+  trade-off curve over δ and seeds with the quantisation baselines (bench/results/curve).
 - ``data.py`` (digits, Fashion-MNIST idx files), ``models.py`` (small-cnn, small-resnet), ``train.py``,
   ``plots.py``.
 
