@@ -23,6 +23,10 @@ def test_demo_end_to_end(tmp_path):
     # packed inference gives the fixed float model's predictions; reloading from disk changes nothing
     assert report["accuracy_packed"] == report["accuracy_fixed"] == report["accuracy_reloaded"]
     assert report["prediction_agreement"]["same_prediction_fraction"] == 1.0
+    modes = report["compute_modes"]  # every compute mode's accuracy, within its quantisation's error
+    assert list(modes) == ["float", "bf16", "int8"] and modes["float"]["accuracy"] == report["accuracy_packed"]
+    assert modes["bf16"]["max_rel_logit_err"] < 0.03 and modes["int8"]["max_rel_logit_err"] < 0.10
+    assert all(abs(v["accuracy"] - report["accuracy_packed"]) < 3.0 for v in modes.values())
     assert report["accuracy_float"] > 50.0  # 3 epochs on digits is well above chance (10 %)
     # WFN really ran: every conv/linear weight is on a small power-of-two codebook
     assert 2 <= report["unique_weights"] <= 64 < report["unique_weights_float"]
@@ -36,6 +40,7 @@ def test_demo_end_to_end(tmp_path):
               "sim/vs_dense.png"]:
         assert (out / f).is_file(), f
     md = (out / "report.md").read_text()
+    assert "| bf16 | " in md and "| int8 | " in md and "accuracy by compute mode" in md
     assert len(report["plots"]) == 7
     for f in report["plots"]:
         assert (out / f).is_file(), f

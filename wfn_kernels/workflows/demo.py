@@ -32,7 +32,7 @@ from torch import nn
 
 from .._optional import progress as _progress
 from ..format.codebook import Codebook, power_of_two_terms
-from ..nn import convert, load_packed, save_packed, weight_bytes
+from ..nn import convert, load_packed, save_packed, set_compute, weight_bytes
 from ..timing import interleaved_medians
 from . import data, models
 from .train import evaluate, train_classifier
@@ -156,8 +156,22 @@ def _convert(r: dict, model, history, test_loader, out: Path):
              prediction_agreement=_agreement(fixed_float, model, test_loader), codebook=centres,
              codebook_max_terms=book.max_terms, converted_layers=conv_report.converted,
              skipped_layers=conv_report.skipped, **mem,
-             compression_vs_fp32=mem["fp32_bytes"] / max(mem["packed_bytes"], 1))
+             compression_vs_fp32=mem["fp32_bytes"] / max(mem["packed_bytes"], 1),
+             compute_modes=_mode_accuracy(model, test_loader))
     return fixed_float, model
+
+
+def _mode_accuracy(model, test_loader) -> dict:
+    """Test accuracy and logit error vs the float mode of the packed model in each compute mode (a copy each;
+    a layer that cannot honour a mode stays float and is listed)."""
+    out = {}
+    for mode in ("float", "bf16", "int8"):
+        m = copy.deepcopy(model)
+        fallback = set_compute(m, mode, strict=False)
+        ag = _agreement(model, m, test_loader)
+        out[mode] = {"accuracy": evaluate(m, test_loader), "same_prediction_fraction": ag["same_prediction_fraction"],
+                     "max_rel_logit_err": ag["max_rel_logit_err"], "float_layers": [n for n, _ in fallback]}
+    return out
 
 
 def _bench_stage(r: dict, fixed_float, model, x_shape, repeats: int, out: Path) -> None:
@@ -175,14 +189,15 @@ def _sim_stage(r: dict, model, x_shape, out: Path) -> None:
 def _agreement(a: nn.Module, b: nn.Module, loader) -> dict:
     """Predictions and logits of two models over a loader: fraction of equal argmax, max |logit diff|."""
     same = total = 0
-    diff = 0.0
+    diff = rel = 0.0
     with torch.no_grad():
         for x, _ in loader:
             ya, yb = a(x), b(x)
             same += int((ya.argmax(1) == yb.argmax(1)).sum())
             total += x.shape[0]
             diff = max(diff, float((ya - yb).abs().max()))
-    return {"same_prediction_fraction": same / max(total, 1), "max_abs_logit_diff": diff}
+            rel = max(rel, float((ya - yb).abs().max() / ya.abs().max().clamp_min(1e-30)))
+    return {"same_prediction_fraction": same / max(total, 1), "max_abs_logit_diff": diff, "max_rel_logit_err": rel}
 
 
 def _bench(float_model: nn.Module, packed_model: nn.Module, x_shape, repeats: int) -> list[dict]:
@@ -268,6 +283,7 @@ def summary_rows(r: dict) -> list[tuple[str, str]]:
         ("accuracy: WFN-fixed (float)", f"{r['accuracy_fixed']:.2f} %"),
         ("accuracy: packed WFN modules", f"{r['accuracy_packed']:.2f} % (reloaded from disk "
                                          f"{r['accuracy_reloaded']:.2f} %)"),
+        ("accuracy by compute mode", " / ".join(f"{m} {v['accuracy']:.2f} %" for m, v in r["compute_modes"].items())),
         ("unique weight values", f"{r['unique_weights']} ({r['unique_nonzero']} non-zero), float had "
                                  f"{r['unique_weights_float']:,}"),
         ("weight-space entropy", f"{r['entropy_bits']:.3f} bits (float {r['entropy_bits_float']:.2f} bits)"),
@@ -303,6 +319,11 @@ def markdown(r: dict) -> str:
               f"predictions, max |logit difference| {ag['max_abs_logit_diff']:.2e} (accumulation order).", "",
               "| layer | kind | bits | local codebook |", "|---|---|---|---|"]
     lines += [f"| {c['name']} | {c['kind']} | {c['bits']} | {c['codebook_size']} |" for c in r["converted_layers"]]
+    lines += ["", "Compute modes (`wk.set_compute`), the packed model on the test set:", "",
+              "| mode | test accuracy (%) | predictions equal to float mode (%) | max logit error vs float "
+              "(relative) | layers left float |", "|---|---|---|---|---|"]
+    lines += [f"| {m} | {v['accuracy']:.2f} | {100 * v['same_prediction_fraction']:.2f} | {v['max_rel_logit_err']:.2e} "
+              f"| {', '.join(v['float_layers']) or 'none'} |" for m, v in r["compute_modes"].items()]
     lines += ["", "## Latency (median of interleaved runs, this machine)", "",
               "| batch | fixed float ms | packed ms | speed-up | packed, oneDNN layout ms | speed-up |",
               "|---|---|---|---|---|---|"]
