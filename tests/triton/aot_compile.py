@@ -15,6 +15,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from wfn_kernels.ops.triton import choose_config
+from wfn_kernels.ops.triton.int_kernels import int_gemm_kernel, int_gemv_kernel
 from wfn_kernels.ops.triton.kernels import codebook_gemm_kernel, codebook_gemv_kernel
 
 ARGS = ["x_ptr", "packed_ptr", "cb_ptr", "bias_ptr", "y_ptr", "M", "N", "K", "RB", "num_entries",
@@ -46,6 +47,29 @@ def compile_variant(kernel, arch, bits, dtype, m, atomic):
             "mma": bool(re.search(r"\b(wgmma|mma)\.", ptx))}
 
 
+INT_ARGS = ["xq_ptr", "packed_ptr", "table_ptr", "y_ptr", "M", "N", "K", "RB", "num_entries", "stride_xm",
+            "stride_xk", "stride_pn", "stride_ym", "stride_yn"]
+INT_DIV16 = {"xq_ptr", "packed_ptr", "table_ptr", "y_ptr", "K", "RB", "stride_xm", "stride_pn", "stride_ym"}
+
+
+def compile_int_variant(kernel, arch, bits, m, narrow):
+    """The int8 mode's integer kernels: ``int_mma`` says whether the PTX has an s8 tensor-core MMA."""
+    cfg = choose_config(m, 8192, 8192, bits, torch.device("cpu"))
+    consts = dict(BITS=bits, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_KB=cfg.block_kb)
+    if kernel is int_gemm_kernel:
+        consts.update(GROUP_M=cfg.group_m, NARROW=narrow)
+    types = ["*i8", "*u8", "*i32", "*i32"] + ["i32"] * 10
+    signature = dict(zip(INT_ARGS, types)) | {name: "constexpr" for name in consts}
+    attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(INT_ARGS) if name in INT_DIV16}
+    src = ASTSource(fn=kernel, signature=signature, constexprs=consts, attrs=attrs)
+    compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32),
+                              options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
+    ptx = compiled.asm["ptx"]
+    return {"kernel": kernel.__name__, "arch": arch, "bits": bits, "dtype": "int8", "narrow": narrow,
+            "cubin_bytes": len(compiled.asm["cubin"]),
+            "int_mma": bool(re.search(r"\b(wgmma|mma)\.[\w.]*\.s8", ptx))}
+
+
 def variants(arch):
     """(kernel, bits, dtype, M, atomic): every width and dtype on the first target, 4-bit fp16 on the others."""
     out = [(codebook_gemv_kernel, 4, torch.float16, 1, False), (codebook_gemm_kernel, 4, torch.float16, 64, False)]
@@ -61,6 +85,8 @@ def main(arches):
     for arch in arches:
         for kernel, bits, dtype, m, atomic in variants(arch):
             print(json.dumps(compile_variant(kernel, arch, bits, dtype, m, atomic) | {"m": m}), flush=True)
+        for kernel, m, narrow in ((int_gemv_kernel, 1, True), (int_gemm_kernel, 64, True), (int_gemm_kernel, 64, False)):
+            print(json.dumps(compile_int_variant(kernel, arch, 4, m, narrow) | {"m": m}), flush=True)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ def compiled(tmp_path_factory):
 
 
 def test_every_variant_compiles(compiled):
-    assert len(compiled) == 11
+    assert len(compiled) == 11 + 6  # + the int8 mode's gemv, narrow and int16 gemm, per arch
     assert {r["arch"] for r in compiled} == {90, 80}
     assert {r["bits"] for r in compiled if r["arch"] == 90} == {2, 4, 8}
     assert all(r["cubin_bytes"] > 0 for r in compiled)
@@ -41,6 +41,11 @@ def test_gemv_uses_128bit_packed_loads(compiled):
 def test_gemm_uses_tensor_cores_only_for_half_inputs(compiled):
     gemm = [r for r in compiled if r["kernel"] == "codebook_gemm_kernel"]
     assert all(r["mma"] == (r["dtype"] != "fp32") for r in gemm), gemm
+
+
+def test_int8_mode_gemm_uses_integer_tensor_cores(compiled):
+    gemm = [r for r in compiled if r["kernel"] == "int_gemm_kernel"]
+    assert len(gemm) == 4 and all(r["int_mma"] for r in gemm), gemm
 
 
 def test_import_without_gpu_or_interpreter_then_clear_error():

@@ -8,7 +8,7 @@ fp32 accumulation, and, on the paths that run oneDNN's bf16 GEMM / convolution (
 bf16 rounding of the output (relative 2**-9): :func:`error_bound`.
 
 Ops (namespace ``wfn``, pure-PyTorch reference as default kernel, C++ CPU kernels in
-csrc/cpu/bf16_linear.cpp):
+csrc/cpu/bf16_linear.cpp; the linear layer also on Triton, ops/triton/mode_ops.py, float32 output there):
 
 - ``bf16_linear(x, packed, codebook, bits, in_features, bias) -> x.dtype``
 - ``bf16_conv2d(x, packed, codebook, bits, weight_shape, bias, stride, padding, dilation, groups)``
@@ -83,8 +83,9 @@ def bf16_linear(x, packed, codebook, bits: int, bias=None, *, in_features: int |
     if b is backends.Backend.REFERENCE:
         y = bf16_linear_reference(x2, packed, codebook, bits, k, bias)
     elif b is backends.Backend.TRITON:
-        raise backends.BackendUnavailableError("backend 'triton' has no bf16-mode kernel; use 'extension' or "
-                                               "'reference'")
+        from . import triton as _wt  # noqa: F401 (registers wfn::bf16_linear_triton)
+
+        y = torch.ops.wfn.bf16_linear_triton(x2, packed, codebook, bits, k, bias)
     else:
         y = torch.ops.wfn.bf16_linear(x2.contiguous(), packed.contiguous(), codebook.contiguous(), bits, k, bias)
     return y.reshape(*x.shape[:-1], y.shape[-1])

@@ -17,7 +17,8 @@ partial sum inside int32 (checked). Error against the float layer: each activati
 rescale), see :func:`error_bound`.
 
 Ops (namespace ``wfn``; the pure-PyTorch reference below is each op's default kernel, the C++ CPU kernels
-in csrc/cpu/int_linear.cpp are bit-identical to it):
+in csrc/cpu/int_linear.cpp and, for the linear layer, the Triton kernels of ops/triton/int_kernels.py are
+bit-identical to it):
 
 - ``int_linear(xq, packed, int_table, bits, in_features) -> int32``: the exact integer product. For an
   order-0 codebook it equals ``wfn::shift_add_linear`` (the multiplier-free spec) times
@@ -131,9 +132,12 @@ def int_linear_reference(xq, packed, int_table, bits: int, in_features: int) -> 
     return y.to(torch.int32)
 
 
-def int8_linear_reference(x, packed, int_table, bits: int, in_features: int, step: float, bias=None):
+def int8_linear_reference(x, packed, int_table, bits: int, in_features: int, step: float, bias=None,
+                          product=None):
+    """The int8 mode around an integer product (``product(xq, packed, int_table, bits, K) -> int32``; default
+    the reference, the Triton backend passes its kernel so that both rescale identically)."""
     xq, scale, bad = quantize_rows(x)
-    y = int_linear_reference(xq, packed, int_table, bits, in_features).float() * (scale * step)[:, None]
+    y = (product or int_linear_reference)(xq, packed, int_table, bits, in_features).float() * (scale * step)[:, None]
     if bias is not None:
         y = y + bias.float()
     y = torch.where(bad[:, None], torch.full_like(y, float("nan")), y)
@@ -196,9 +200,11 @@ def int_linear(xq, packed, int_table, bits: int, in_features: int, *, backend="a
     if xq.shape[1] != in_features:
         raise ValueError(f"xq has K={xq.shape[1]} columns but the weight has in_features={in_features}")
     _check(packed, int_table, bits, in_features)
-    if backends.resolve_backend(backend, xq.device) is backends.Backend.REFERENCE:
+    b = backends.resolve_backend(backend, xq.device)
+    if b is backends.Backend.REFERENCE:
         return int_linear_reference(xq, packed, int_table, bits, in_features)
-    _no_triton(backend, xq.device)
+    if b is backends.Backend.TRITON:
+        return _triton_product()(xq, packed, int_table, bits, in_features)
     return torch.ops.wfn.int_linear(xq.contiguous(), packed.contiguous(), int_table, bits, in_features)
 
 
@@ -212,10 +218,12 @@ def int8_linear(x, packed, int_table, bits: int, step: float, bias=None, *, in_f
         raise ValueError(f"x has {x.shape[-1]} features but the layer has in_features={k}")
     _check(packed, int_table, bits, k)
     x2 = x.reshape(-1, k)
-    if backends.resolve_backend(backend, x.device) is backends.Backend.REFERENCE:
+    b = backends.resolve_backend(backend, x.device)
+    if b is backends.Backend.REFERENCE:
         y = int8_linear_reference(x2, packed, int_table, bits, k, step, bias)
+    elif b is backends.Backend.TRITON:
+        y = int8_linear_reference(x2, packed, int_table, bits, k, step, bias, product=_triton_product())
     else:
-        _no_triton(backend, x.device)
         y = torch.ops.wfn.int8_linear(x2.contiguous(), packed.contiguous(), int_table, bits, k, float(step), bias)
     return y.reshape(*x.shape[:-1], y.shape[-1])
 
@@ -245,8 +253,14 @@ def error_bound(x: torch.Tensor, dense_weight: torch.Tensor) -> torch.Tensor:
 
 def _no_triton(backend, device) -> None:
     if backends.Backend.parse(backend) is backends.Backend.TRITON:
-        raise backends.BackendUnavailableError("backend 'triton' has no int8-mode kernel; use 'extension' or "
-                                               "'reference'")
+        raise backends.BackendUnavailableError("backend 'triton' has no int8-mode conv2d kernel; use 'extension' "
+                                               "or 'reference'")
+
+
+def _triton_product():
+    from . import triton as _wt  # noqa: F401 (registers wfn::int_linear_triton)
+
+    return torch.ops.wfn.int_linear_triton
 
 
 def _pair(v) -> list[int]:

@@ -95,14 +95,17 @@ def choose_config(m: int, n: int, k: int, bits: int, device: torch.device) -> La
 
 def codebook_linear_triton_launch(x: torch.Tensor, packed: torch.Tensor, codebook: torch.Tensor, bits: int,
                                   in_features: int, bias: torch.Tensor | None = None,
-                                  config: LaunchConfig | None = None) -> torch.Tensor:
+                                  config: LaunchConfig | None = None,
+                                  out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """y = x @ codebook[codes].T (+ bias) on the Triton kernels.
 
     x: (M, K) float32/bfloat16/float16, any strides; packed: uint8 (N, ceil(K*bits/8)), row-major bytes;
     codebook: float32 (C,), C <= 2**bits; bias: (N,) float or None. Returns (M, N) in x.dtype, float32
     accumulation. Shape/dtype/device checks run here (the front end's value checks do not: codes past
-    the codebook read 0). ``config`` overrides :func:`choose_config` (tests and benchmarks).
+    the codebook read 0). ``config`` overrides :func:`choose_config` (tests and benchmarks); ``out_dtype``
+    (default x.dtype) is the output's dtype (the bf16 mode runs bf16 x into a float32 output).
     """
+    want = out_dtype or x.dtype
     ref.check_linear_args(x, packed, codebook, bits, in_features, bias, full=False)
     if x.device.type != "cuda" and not interpreting():
         raise RuntimeError(f"codebook_linear_triton: x is on {x.device}; Triton kernels need a CUDA device "
@@ -110,7 +113,7 @@ def codebook_linear_triton_launch(x: torch.Tensor, packed: torch.Tensor, codeboo
     m, n, k = x.shape[0], packed.shape[0], in_features
     if m == 0 or n == 0 or k == 0:
         y = torch.zeros(m, n, dtype=torch.float32, device=x.device)
-        return (y + bias.float() if bias is not None else y).to(x.dtype)
+        return (y + bias.float() if bias is not None else y).to(want)
     cfg = config or choose_config(m, n, k, bits, x.device)
     if cfg.path == "gemv" and cfg.block_m < m:
         raise ValueError(f"config.block_m={cfg.block_m} < M={m}: the gemv path covers all rows in one tile")
@@ -123,7 +126,7 @@ def codebook_linear_triton_launch(x: torch.Tensor, packed: torch.Tensor, codeboo
     atomic = split_k > 1
     # The interpreter narrows float32 to bfloat16 by truncation, not round-to-nearest-even; there a
     # float32 buffer is narrowed by torch instead, so results match the reference.
-    y_dtype = torch.float32 if atomic or (interpreting() and x.dtype == torch.bfloat16) else x.dtype
+    y_dtype = torch.float32 if atomic or (interpreting() and want == torch.bfloat16) else want
     y = (torch.zeros if atomic else torch.empty)(m, n, dtype=y_dtype, device=x.device)
     bias_arg = bias if bias is not None else codebook  # never read when HAS_BIAS is False
     args = (x, packed, codebook, bias_arg, y, m, n, k, rb, codebook.numel(), kb_per_split,
@@ -138,4 +141,4 @@ def codebook_linear_triton_launch(x: torch.Tensor, packed: torch.Tensor, codeboo
             dot_fp32 = x.dtype == torch.float32 or (interpreting() and x.dtype == torch.bfloat16)
             grid = (triton.cdiv(m, cfg.block_m) * triton.cdiv(n, cfg.block_n), split_k)
             codebook_gemm_kernel[grid](*args, GROUP_M=cfg.group_m, DOT_FP32=dot_fp32, **common)
-    return y.to(x.dtype)
+    return y.to(want)
