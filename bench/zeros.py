@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -64,11 +66,31 @@ def he_fraction_below(fan_in: int, g0: float) -> float:
     return math.erf(g0 / math.sqrt(2 / fan_in) / math.sqrt(2))
 
 
+def run_rows(run_dirs) -> list[str]:
+    """One row per finished `wfn fix` / curve run directory: settings, accuracy, zeros, when 0 entered."""
+    from wfn_kernels.workflows.pipeline import read_summary
+
+    lines = ["| run | δ, relaxed | rescale RMS | baseline / WFN top-1 (%) | unique non-zero | entropy (bits) | "
+             "zeros (%) | first iteration with centre 0 |", "|---|---|---|---|---|---|---|---|"]
+    for d in run_dirs:
+        s = read_summary(d)  # verified against the run's manifest
+        c = s["config"]
+        hist = json.loads(Path(d, "history.json").read_text())
+        first = next((h["iteration"] for h in hist if 0.0 in h["centres"]), None)
+        metrics = json.loads(Path(d, "metrics.json").read_text())
+        lines.append(f"| {Path(d).name} | {c['relative_tolerance']:g}, {c['relax_tolerance']} | "
+                     f"{c.get('rescale_bn_convs') or '-'} | {s['baseline_accuracy']:.2f} / {s['test_accuracy']:.2f} | "
+                     f"{s['unique_nonzero']} | {s['entropy_bits']:.3f} | {100 * metrics['zero_fraction']:.2f} | "
+                     f"{'never' if first is None else first} |")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--baseline", required=True, help="a baseline model.safetensors written by wfn fix / curve run")
     ap.add_argument("--delta", type=float, default=0.01)
     ap.add_argument("--rms", type=float, nargs="+", default=[0.05, 0.02], help="target RMS of the BN convs")
+    ap.add_argument("--runs", nargs="*", default=[], help="finished run directories to tabulate (zeros, accuracy)")
     ap.add_argument("--out", default=None, help="markdown file to write (default: print only)")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -105,6 +127,8 @@ def main() -> None:
                         for p in (0.3, 1.0))
         md.append(f"| {label} | {n} | {rows[0]['below_g0']} ({100 * rows[0]['below_g0'] / n:.2f} %) | {zs} | {rk} |")
         print(md[-1], flush=True)
+    if args.runs:
+        md += ["", "Full WFN runs (training between fixings), from their run directories:", "", *run_rows(args.runs)]
     text = "\n".join(md) + "\n"
     print(text)
     if args.out:
