@@ -75,7 +75,7 @@ def _label(g: dict) -> str:
 
 def _table(groups: list[dict]) -> list[str]:
     lines = ["| model | method | seeds | top-1 (%) | drop (points) | unique non-zero: all / conv-linear / "
-             "weights | entropy (bits): all / weights | zeros (%) | fine-tune epochs | CPU-run s |",
+             "weights | entropy (bits): all / weights | zeros (%) | training epochs | wall s per run |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for g in groups:
         uniq = " / ".join(_pm(g, f"unique_nonzero:{s}", "{:.1f}") for s in ("all", "conv-linear", "weights"))
