@@ -34,7 +34,7 @@ from ..fixing.config import WFNConfig
 from ..fixing.metrics import PARAMETER_SETS, count_values
 from ..format.container import read_safetensors, read_sealed_json, write_sealed_json, write_sealed_safetensors
 from . import data, models, train
-from .curve_report import POINT_KIND, report
+from .curve_report import BASELINES, DELTAS, POINT_KIND, report
 from .pipeline import RunSpec, ensure_baseline, load_saved_model, read_summary, run, run_status
 
 CKPT_KIND = "wfn-baseline-finetune"
@@ -42,9 +42,9 @@ BASELINE_EPOCHS = 8
 BASELINE_LR = 1e-2
 BATCH = 128
 QUANT_LR = 1e-4
-DELTAS = (0.0075, 0.01, 0.015, 0.03, 0.05, 0.1, 0.15)
 METHODS = {"apot3": lambda m: apot_attach(m, 3), "apot4": lambda m: apot_attach(m, 4),
            "apot5": lambda m: apot_attach(m, 5), "uniform4": lambda m: uniform_attach(m, 4)}
+assert tuple(METHODS) == BASELINES
 COUNTED = ("unique_nonzero", "unique", "entropy_bits", "entropy_nonzero_bits", "zero_fraction")
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 from ..fixing.metrics import PARAMETER_SETS
 from ..format.container import read_sealed_json
 POINT_KIND = "wfn-curve-point"  # the sealed JSON kind of one point (written by curve.py)
+DELTAS = (0.0075, 0.01, 0.015, 0.03, 0.05, 0.1, 0.15)  # the WFN points of the full grid
+BASELINES = ("apot3", "apot4", "apot5", "uniform4")  # the quantisation baselines (curve.METHODS)
 PLOT_SET = "all"
 STATS = ("accuracy", "drop", "baseline_accuracy", "seconds",
          *(f"{k}:{s}" for s in PARAMETER_SETS for k in ("unique_nonzero", "entropy_bits")), "zero_fraction:all")
@@ -126,6 +128,20 @@ def targets(groups: list[dict], model: str = "small-resnet") -> list[str]:
     return rows
 
 
+def coverage(rows: list[dict], grid_models=("small-resnet", "small-cnn"), seeds=(0, 1, 2)) -> list[str]:
+    """What of the full grid (DELTAS x seeds x models for WFN, every baseline x seeds x models) is present."""
+    have = {(r["model"], r["method"], r["delta"], r["seed"]) for r in rows}
+    lines = []
+    for model in grid_models:
+        want = [(model, "wfn", d) for d in DELTAS] + [(model, m, None) for m in BASELINES]
+        done = sum((k + (s,)) in have for k in want for s in seeds)
+        missing = [f"{m}{'' if d is None else f' δ={d:g}'}" for (_, m, d) in want
+                   if not any((model, m, d, s) in have for s in seeds)]
+        lines.append(f"- `{model}`: {done} of {len(want) * len(seeds)} points of the full grid"
+                     + (f"; not started: {', '.join(missing)}" if missing else ""))
+    return lines
+
+
 def plot(groups: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -183,6 +199,12 @@ def report(dirs, out: Path) -> int:
           "at δ >= 0.1 without relaxation. Baselines: the same float baseline per seed, quantised and "
           "fine-tuned for the epochs listed (straight-through, Adam).", "",
           "Parameter sets: " + "; ".join(f"`{k}`: {v}" for k, v in PARAMETER_SETS.items()) + ".", "",
+          "Coverage (the full grid is 7 δ x 3 seeds per model for WFN and 4 baselines x 3 seeds; `curve run` "
+          "resumes it, skipping the points already there):", "", *coverage(rows), "",
+          "Reproduce: `python -m wfn_kernels.workflows.curve run --runs RUNS --models small-resnet --seeds 0 "
+          "--methods wfn apot4 --deltas 0.01` (any subset of the grid; the default is all of it), then `python -m "
+          "wfn_kernels.workflows.curve report --runs RUNS --out bench/results/curve`. Each point is a sealed JSON "
+          "file in `points/`; a WFN point's run directory also holds its model, history and plots.", "",
           "![curve](curve.png)", "", *_table(groups), "", "## Targets", "", *targets(groups), ""]
     (out / "curve.md").write_text("\n".join(md))
     print("\n".join(md))
