@@ -21,7 +21,8 @@ BASELINES = ("apot3", "apot4", "apot5", "uniform4")  # the quantisation baseline
 PLOT_SET = "all"
 STATS = ("accuracy", "drop", "baseline_accuracy", "seconds",
          *(f"{k}:{s}" for s in PARAMETER_SETS for k in ("unique_nonzero", "entropy_bits")), "zero_fraction:all")
-MARKERS = {"apot3": "v", "apot4": "s", "apot5": "D", "uniform4": "^"}
+MARKERS = {"apot3": ("v", "tab:orange"), "apot4": ("s", "tab:red"), "apot5": ("D", "tab:purple"),
+           "uniform4": ("^", "tab:green")}
 
 
 def load_points(dirs) -> list[dict]:
@@ -147,6 +148,7 @@ def plot(groups: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     ms = sorted({g["model"] for g in groups})
     fig, axes = plt.subplots(len(ms), 2, figsize=(10, 3.8 * len(ms)), squeeze=False)
@@ -162,12 +164,16 @@ def plot(groups: list[dict], path: Path) -> None:
                             textcoords="offset points")
             for g in gs:
                 if g["method"] != "wfn":
-                    ax.errorbar(g[key], g["accuracy"], xerr=g[key + "_std"], yerr=g["accuracy_std"],
-                                fmt=MARKERS.get(g["method"], "x"), capsize=2, label=g["method"])
+                    marker, color = MARKERS.get(g["method"], ("x", "black"))
+                    ax.errorbar(g[key], g["accuracy"], xerr=g[key + "_std"], yerr=g["accuracy_std"], fmt=marker,
+                                color=color, capsize=2, label=g["method"])
             base = statistics.fmean(g["baseline_accuracy"] for g in gs)
             ax.axhline(base, color="gray", ls=":", label="float baseline")
             if key.startswith("unique"):
                 ax.set_xscale("log")
+                plain = ticker.FuncFormatter(lambda v, _: f"{v:g}")
+                ax.xaxis.set_major_formatter(plain)
+                ax.xaxis.set_minor_formatter(ticker.LogFormatter(labelOnlyBase=False, minor_thresholds=(1.5, 0.6)))
             ax.set_xlabel(xlabel + f", set '{PLOT_SET}'"), ax.set_ylabel("top-1 (%)")
             ax.set_title(model, fontsize=9)
         row[0].legend(fontsize=7)
