@@ -250,7 +250,9 @@ struct NarrowDec {
 template <int BITS, int R, int MT>
 void narrow_tile(const NarrowDec<BITS>& dec, const IntGemvArgs& a, int64_t r, int64_t m0) {
   constexpr int P = NarrowDec<BITS>::kPhases;
-  constexpr int NA = P >= 2 ? 2 : 1;  // two chains per (row, x row) so vpdpbusd latency is hidden
+  // Two chains per (row, x row) hide vpdpbusd's latency when there is one x row; with MT >= 2 the MT * R
+  // chains already do, and MT * R * 2 accumulators would not fit the 32 zmm registers (MT = 4: spills).
+  constexpr int NA = P >= 2 && MT == 1 ? 2 : 1;
   constexpr int64_t kElems = 64 * P;  // activation bytes per 64-byte code block
   __m512i acc[MT][R][NA];
   for (int i = 0; i < MT; ++i)

@@ -73,12 +73,13 @@ bool hardware_has_amx_int8() {
 }
 
 // Crossovers (N=4096, K=14336, 4-bit, 1 thread): 16 was chosen on an Intel Xeon with AMX; measured on
-// an AMD EPYC Zen 5 (VNNI, no AMX): GEMV ahead up to M=16 (9.7 vs 14.6 ms), GEMM from M=32 (16.9 vs 18.7).
+// an AMD EPYC Zen 5 (VNNI, no AMX; bench/results/int8_paths_zen5.md): GEMV ahead up to M=64 (20.6 vs 22.8
+// ms), GEMM from M=128 (37.5 vs 42.2).
 int64_t int_gemm_min_m(Isa isa) {
   const int64_t forced = int_gemm_min_m_override().load();
   if (forced >= 0) return forced;
   if (isa == Isa::Scalar) return 2;
-  return hardware_has_amx_int8() ? 16 : 32;
+  return hardware_has_amx_int8() ? 16 : 128;
 }
 
 int64_t set_int_gemm_min_m_op(int64_t m) { return int_gemm_min_m_override().exchange(m); }
