@@ -1,0 +1,45 @@
+"""M=1, N=4096, K=14336, 4-bit: the int8 and float modes against torch int8 dynamic and one core's streaming
+rate (torch.sum over an fp32 buffer the size of the packed codes), 1 thread, interleaved medians of 41.
+
+    python bench/int8_m1.py
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from common import interleaved_medians
+from modes import LLM_K, LLM_N, int8_friendly_pow2
+
+import wfn_kernels as wk
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    w = int8_friendly_pow2()[torch.randint(0, 16, (LLM_N, LLM_K))]
+    models = {}
+    for mode in ("int8", "float"):
+        lin = torch.nn.Linear(LLM_K, LLM_N, bias=False)
+        with torch.no_grad():
+            lin.weight.copy_(w)
+        models[mode] = torch.nn.Sequential(lin)
+        wk.convert(models[mode], compute=mode)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dyn = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(torch.nn.Linear(LLM_K, LLM_N, bias=False)),
+                                                     {torch.nn.Linear}, dtype=torch.qint8)
+    buf = torch.ones(LLM_N * LLM_K // 8)  # fp32, the byte size of the 4-bit codes
+    x = torch.randn(1, LLM_K)
+    with torch.no_grad():
+        t = interleaved_medians([lambda: models["int8"](x), lambda: models["float"](x), lambda: dyn(x), buf.sum],
+                                repeats=41, warmup=5)
+    gb = LLM_N * LLM_K / 2 / 1e9
+    print(f"int8 {t[0] * 1e3:.3f} ms ({gb / t[0]:.1f} GB/s)  float {t[1] * 1e3:.3f} ms  int8 dynamic {t[2] * 1e3:.3f} ms  "
+          f"stream {t[3] * 1e3:.3f} ms ({gb / t[3]:.1f} GB/s)  int8 vs dynamic {t[2] / t[0]:.2f}x  "
+          f"int8 share of stream {100 * t[3] / t[0]:.0f} %")
+
+
+if __name__ == "__main__":
+    main()
