@@ -106,7 +106,8 @@ def test_interrupted_fine_tune_resumes_to_the_same_model(tmp_path, monkeypatch):
 
 def _g(method, acc, uniq, ent, delta=None, model="m"):
     g = {"model": model, "method": method, "delta": delta, "relax": True, "accuracy": acc, "drop": 90 - acc,
-         "unique_nonzero:all": uniq, "entropy_bits:all": ent, "seeds": [0], "n": 1}
+         "unique_nonzero:all": uniq, "entropy_bits:all": ent, "unique_nonzero:weights": uniq / 2,
+         "entropy_bits:weights": ent - 0.5, "seeds": [0], "n": 1}
     return {**g, **{k + "_std": 0.0 for k in list(g) if k not in ("model", "method", "delta", "relax", "seeds")}}
 
 
