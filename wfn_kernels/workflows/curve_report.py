@@ -214,7 +214,9 @@ def report(dirs, out: Path) -> int:
           "Reproduce: `python -m wfn_kernels.workflows.curve run --runs RUNS --models small-resnet --seeds 0 "
           "--methods wfn apot4 --deltas 0.01` (any subset of the grid; the default is all of it), then `python -m "
           "wfn_kernels.workflows.curve report --runs RUNS --out bench/results/curve`. Each point is a sealed JSON "
-          "file in `points/`; a WFN point's run directory also holds its model, history and plots.", "",
+          "file in `points/`; a WFN point's run directory also holds its model, history and plots. To continue the "
+          "grid from the committed points, copy this directory's `points/` and `baseline_*.safetensors` into "
+          "RUNS first (`curve run` then skips what is there and reuses the same float baselines).", "",
           "![curve](curve.png)", "", *_table(groups), "", "## Targets", "", *targets(groups), ""]
     (out / "curve.md").write_text("\n".join(md))
     print("\n".join(md))
