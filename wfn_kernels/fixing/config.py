@@ -142,8 +142,9 @@ class WFNConfig:
         """Settings measured on this project's small CNNs (small-cnn / small-resnet, 23k-78k weights, on
         Fashion-MNIST and digits; bench/results/wfn_fashion_mnist.md): δ = 0.15 without relaxation, conv /
         linear weights only (BatchNorm stays float), lr 3e-4, 1 epoch per iteration, BatchNorm statistics
-        re-estimated over 20 batches after each fixing. The paper's δ = 0.01 keeps ~15-40 values on these
-        nets; at this δ they keep 8-12."""
+        re-estimated over 20 batches after each fixing. The paper configuration at δ = 0.01 keeps 61-65
+        unique non-zero values on small-resnet, BatchNorm included (bench/results/curve/curve.md); this
+        preset keeps 8-12."""
         base = dict(relative_tolerance=0.15, relax_tolerance=False, include_batchnorm=False, lr=3e-4,
                     epochs_per_iteration=1, bn_recalibration_batches=20)
         return cls(**{**base, **overrides})
