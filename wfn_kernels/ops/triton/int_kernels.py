@@ -19,6 +19,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from .kernels import grouped_tile
+
 
 @triton.jit
 def int_gemv_kernel(
@@ -63,15 +65,7 @@ def int_gemm_kernel(
     PER_BYTE: tl.constexpr = 8 // BITS
     CODE_MASK: tl.constexpr = (1 << BITS) - 1
     pid = tl.program_id(0)
-    num_pid_m = tl.cdiv(M, BLOCK_M)
-    num_pid_n = tl.cdiv(N, BLOCK_N)
-    group_size = GROUP_M * num_pid_n
-    first_m = (pid // group_size) * GROUP_M
-    rows_in_group = tl.minimum(num_pid_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % group_size) % rows_in_group
-    pid_n = (pid % group_size) // rows_in_group
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m, offs_n = grouped_tile(pid, M, N, BLOCK_M, BLOCK_N, GROUP_M)
     m_mask = offs_m < M
     n_mask = offs_n < N
     p_cols = packed_ptr + offs_n[None, :].to(tl.int64) * stride_pn

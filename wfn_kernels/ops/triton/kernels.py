@@ -97,15 +97,7 @@ def codebook_gemm_kernel(
     CODE_MASK: tl.constexpr = (1 << BITS) - 1
     pid = tl.program_id(0)
     pid_k = tl.program_id(1)
-    num_pid_m = tl.cdiv(M, BLOCK_M)
-    num_pid_n = tl.cdiv(N, BLOCK_N)
-    group_size = GROUP_M * num_pid_n
-    first_m = (pid // group_size) * GROUP_M
-    rows_in_group = tl.minimum(num_pid_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % group_size) % rows_in_group
-    pid_n = (pid % group_size) // rows_in_group
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m, offs_n = grouped_tile(pid, M, N, BLOCK_M, BLOCK_N, GROUP_M)
     m_mask = offs_m < M
     n_mask = offs_n < N
     kb_start = pid_k * KB_PER_SPLIT
@@ -133,6 +125,20 @@ def codebook_gemm_kernel(
                 acc = tl.dot(xk, w.to(xk.dtype), acc)
     _epilogue(acc, bias_ptr, y_ptr, offs_m, offs_n, m_mask, n_mask, stride_ym, stride_yn, pid_k,
               HAS_BIAS, ATOMIC)
+
+
+@triton.jit
+def grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """(row offsets, column offsets) of program ``pid``'s output tile, tiles visited in GROUP_M-row groups
+    so that a column of weight tiles is reused from L2."""
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    group_size = GROUP_M * num_pid_n
+    first_m = (pid // group_size) * GROUP_M
+    rows_in_group = tl.minimum(num_pid_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % group_size) % rows_in_group
+    pid_n = (pid % group_size) // rows_in_group
+    return pid_m * BLOCK_M + tl.arange(0, BLOCK_M), pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
 
 
 @triton.jit
