@@ -10,11 +10,12 @@ BatchNorm γ/β) unless a column names another.
 from __future__ import annotations
 
 import csv
+import io
 import statistics
 from pathlib import Path
 
 from ..fixing.metrics import PARAMETER_SETS
-from ..format.container import read_sealed_json
+from ..format.container import atomic_write, read_sealed_json
 POINT_KIND = "wfn-curve-point"  # the sealed JSON kind of one point (written by curve.py)
 DELTAS = (0.0075, 0.01, 0.015, 0.03, 0.05, 0.1, 0.15)  # the WFN points of the full grid
 BASELINES = ("apot3", "apot4", "apot5", "uniform4")  # the quantisation baselines (curve.METHODS)
@@ -182,16 +183,16 @@ def plot(groups: list[dict], path: Path) -> None:
             ax.set_title(model, fontsize=9)
         row[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
 
 
 def _csv(path: Path, rows: list[dict]) -> None:
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
 
 
 def report(dirs, out: Path) -> int:
@@ -218,6 +219,6 @@ def report(dirs, out: Path) -> int:
           "grid from the committed points, copy this directory's `points/` and `baseline_*.safetensors` into "
           "RUNS first (`curve run` then skips what is there and reuses the same float baselines).", "",
           "![curve](curve.png)", "", *_table(groups), "", "## Targets", "", *targets(groups), ""]
-    (out / "curve.md").write_text("\n".join(md))
+    atomic_write(out / "curve.md", lambda tmp: Path(tmp).write_text("\n".join(md)))
     print("\n".join(md))
     return 0
