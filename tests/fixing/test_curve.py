@@ -133,3 +133,23 @@ def test_bad_input_names_the_flag(tmp_path):
     assert r.returncode == 2 and "invalid choice: 'apot7'" in r.stderr
     with pytest.raises(ValueError, match="unknown baseline method 'apot7'"):
         curve.quant_point(curve.Where(tmp_path), "small-cnn", 0, "apot7", epochs=0)
+
+
+def _row(method, seed, acc, uniq, ent, delta=None):
+    r = {"model": "m", "method": method, "delta": delta, "relax": True, "epochs": 27, "seed": seed,
+         "accuracy": acc, "baseline_accuracy": 90.0, "drop": 90.0 - acc, "seconds": 1.0, "zero_fraction:all": 0.0}
+    for s in ("weights", "conv-linear", "all"):
+        r.update({f"unique_nonzero:{s}": uniq, f"entropy_bits:{s}": ent})
+    return r
+
+
+def test_methods_are_compared_on_the_seeds_both_have():
+    # WFN has a lucky third seed; on the two seeds APoT has, APoT is more accurate
+    rows = [_row("wfn", 0, 89.0, 10, 3.0, 0.01), _row("wfn", 1, 89.0, 10, 3.0, 0.01), _row("wfn", 2, 95.0, 10, 3.0, 0.01),
+            _row("apot4", 0, 89.5, 300, 5.0), _row("apot4", 1, 89.5, 300, 5.0)]
+    groups = curve_report.group(rows)
+    wfn = next(g for g in groups if g["method"] == "wfn")
+    assert wfn["accuracy"] == pytest.approx(91.0)  # all seeds: above APoT's 89.5
+    (d,) = curve_report.dominance(groups)
+    assert d["dominated_by"] == [] and d["seeds"] == [0, 1]
+    assert curve_report.paired(wfn, groups[1])[0]["accuracy"] == pytest.approx(89.0)

@@ -48,7 +48,7 @@ def group(rows: list[dict]) -> list[dict]:
     for (model, method, delta), rs in sorted(keyed.items(), key=lambda kv: (kv[0][0], kv[0][1] != "wfn",
                                                                             kv[0][1], kv[0][2] or 0)):
         g = {"model": model, "method": method, "delta": delta, "relax": rs[0]["relax"], "epochs": rs[0]["epochs"],
-             "seeds": sorted(r["seed"] for r in rs), "n": len(rs)}
+             "seeds": sorted(r["seed"] for r in rs), "n": len(rs), "_rows": rs}
         for k in STATS:
             vals = [float(r[k]) for r in rs]
             g[k] = statistics.fmean(vals)
@@ -57,15 +57,35 @@ def group(rows: list[dict]) -> list[dict]:
     return out
 
 
+def paired(a: dict, b: dict) -> tuple[dict, dict] | None:
+    """Groups ``a`` and ``b`` restricted to the seeds both have (None when they share none), so that two
+    methods are compared on the same float baselines."""
+    common = set(a["seeds"]) & set(b["seeds"])
+    if not common:
+        return None
+    if common == set(a["seeds"]) == set(b["seeds"]):
+        return a, b
+    return tuple(group([r for r in g["_rows"] if r["seed"] in common])[0] for g in (a, b))
+
+
 def dominance(groups: list[dict], pset: str = PLOT_SET) -> list[dict]:
     """For each baseline group, the WFN groups of its model with >= its accuracy and <= its unique count and
-    entropy (means over seeds, parameter set ``pset``)."""
+    entropy (means over the seeds both have, parameter set ``pset``)."""
     res = []
     for b in (g for g in groups if g["method"] != "wfn"):
-        wins = [g["delta"] for g in groups if g["model"] == b["model"] and g["method"] == "wfn"
-                and g["accuracy"] >= b["accuracy"] and g[f"unique_nonzero:{pset}"] <= b[f"unique_nonzero:{pset}"]
-                and g[f"entropy_bits:{pset}"] <= b[f"entropy_bits:{pset}"]]
-        res.append({"model": b["model"], "method": b["method"], "dominated_by": wins})
+        wins, seeds, pairs = [], set(), []
+        for g in (g for g in groups if g["model"] == b["model"] and g["method"] == "wfn"):
+            p = paired(g, b)
+            if p is None:
+                continue
+            gp, bp = p
+            seeds |= set(gp["seeds"])
+            pairs.append((g["delta"], gp["accuracy"], bp["accuracy"]))
+            if (gp["accuracy"] >= bp["accuracy"] and gp[f"unique_nonzero:{pset}"] <= bp[f"unique_nonzero:{pset}"]
+                    and gp[f"entropy_bits:{pset}"] <= bp[f"entropy_bits:{pset}"]):
+                wins.append(g["delta"])
+        res.append({"model": b["model"], "method": b["method"], "dominated_by": wins, "seeds": sorted(seeds),
+                    "accuracy_pairs": pairs})
     return res
 
 
@@ -110,21 +130,26 @@ def targets(groups: list[dict], model: str = "small-resnet") -> list[str]:
         add("entropy at δ = 0.01 <= 3.0 bits at <= 0.3 points drop",
             f"{_pm(w, 'entropy_bits:all', '{:.3f}')} bits, drop {w['drop']:.2f}",
             w["entropy_bits:all"] <= 3.0 and w["drop"] <= 0.3)
-    if w is not None and a is not None:
+    pair = paired(w, a) if w is not None and a is not None else None
+    if pair is not None:
+        w, a = pair  # on the seeds both have
         ru = a["unique_nonzero:all"] / max(w["unique_nonzero:all"], 1)
         re_ = a["entropy_bits:all"] / max(w["entropy_bits:all"], 1e-9)
         ru_w = a["unique_nonzero:weights"] / max(w["unique_nonzero:weights"], 1)
         re_w = a["entropy_bits:weights"] / max(w["entropy_bits:weights"], 1e-9)
         add("unique non-zero <= 1/5 of APoT 4-bit's (same set)", f"APoT-4 / WFN = {ru:.1f}x "
-            f"({a['unique_nonzero:all']:.1f} / {w['unique_nonzero:all']:.1f}; APoT seeds {a['seeds']}); on "
+            f"({a['unique_nonzero:all']:.1f} / {w['unique_nonzero:all']:.1f}; seeds {a['seeds']}); on "
             f"`weights` only {ru_w:.1f}x", ru >= 5)
         add("entropy <= 1/1.5 of APoT 4-bit's (same set)", f"APoT-4 / WFN = {re_:.2f}x "
             f"({a['entropy_bits:all']:.3f} / {w['entropy_bits:all']:.3f} bits); on `weights` only {re_w:.2f}x",
             re_ >= 1.5)
     for d in dominance(groups):
         if d["model"] == model:
-            add(f"the WFN curve dominates {d['method']}", "dominated by δ = " + ", ".join(f"{x:g}" for x in
-                d["dominated_by"]) if d["dominated_by"] else "no WFN point dominates it", bool(d["dominated_by"]))
+            add(f"the WFN curve dominates {d['method']}", ("dominated by δ = " + ", ".join(f"{x:g}" for x in
+                d["dominated_by"]) if d["dominated_by"] else "no WFN point dominates it")
+                + f" (seeds {d['seeds']}; top-1 WFN vs {d['method']}: "
+                + ", ".join(f"δ={x:g} {wa:.2f} vs {ba:.2f} %" for x, wa, ba in d["accuracy_pairs"]) + ")",
+                bool(d["dominated_by"]))
     small = [g for g in groups if g["method"] == "wfn" and g["drop"] <= 0.5]
     best = min(small, key=lambda g: g["unique_nonzero:all"], default=None)
     add("moonshot: <= 16 unique values within 0.5 points (any model)",
@@ -200,7 +225,8 @@ def report(dirs, out: Path) -> int:
     groups = group(rows)
     out.mkdir(parents=True, exist_ok=True)
     _csv(out / "curve_points.csv", sorted(rows, key=lambda r: (r["model"], r["method"], r["delta"] or 0, r["seed"])))
-    _csv(out / "curve.csv", [{**g, "seeds": " ".join(map(str, g["seeds"]))} for g in groups])
+    _csv(out / "curve.csv", [{**{k: v for k, v in g.items() if not k.startswith("_")},
+                              "seeds": " ".join(map(str, g["seeds"]))} for g in groups])
     plot(groups, out / "curve.png")
     sets = ", ".join(sorted({r.get("dataset", "fashion-mnist") for r in rows}))
     md = [f"# Accuracy vs unique weights on {sets}: WFN over δ and the baselines", "",
