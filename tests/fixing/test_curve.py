@@ -129,6 +129,8 @@ def test_targets_report_met_and_missed_from_the_numbers():
 def test_bad_input_names_the_flag(tmp_path):
     r = _cli("run", "--runs", str(tmp_path), "--deltas", "1.5")
     assert r.returncode != 0 and "--deltas must lie in (0, 1), got [1.5]" in r.stderr
+    r = _cli("run", "--runs", str(tmp_path), "--baseline-epochs", "0")
+    assert r.returncode != 0 and "--epochs must be >= 0 and --baseline-epochs >= 1, got None, 0" in r.stderr
     r = _cli("run", "--runs", str(tmp_path), "--methods", "apot7")
     assert r.returncode == 2 and "invalid choice: 'apot7'" in r.stderr
     with pytest.raises(ValueError, match="unknown baseline method 'apot7'"):
