@@ -27,6 +27,15 @@ DIV16 = {"x_ptr", "packed_ptr", "cb_ptr", "bias_ptr", "y_ptr", "K", "RB", "KB_PE
 TRITON_TYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
+def _compile(kernel, arch, cfg, arg_names, types, div16, consts):
+    """triton.compile of ``kernel`` for sm_``arch`` with the launcher's specialisation (16-divisible args)."""
+    signature = dict(zip(arg_names, types)) | {name: "constexpr" for name in consts}
+    attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(arg_names) if name in div16}
+    src = ASTSource(fn=kernel, signature=signature, constexprs=consts, attrs=attrs)
+    return triton.compile(src, target=GPUTarget("cuda", arch, 32),
+                          options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
+
+
 def compile_variant(kernel, arch, bits, dtype, m, atomic):
     cfg = choose_config(m, 8192, 8192, bits, torch.device("cpu"))
     t = TRITON_TYPES[dtype]
@@ -35,11 +44,7 @@ def compile_variant(kernel, arch, bits, dtype, m, atomic):
                   ATOMIC=atomic, EVEN_KB=True)
     if kernel is codebook_gemm_kernel:
         consts.update(GROUP_M=cfg.group_m, DOT_FP32=dtype == torch.float32)
-    signature = dict(zip(ARGS, types)) | {name: "constexpr" for name in consts}
-    attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(ARGS) if name in DIV16}
-    src = ASTSource(fn=kernel, signature=signature, constexprs=consts, attrs=attrs)
-    compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32),
-                              options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
+    compiled = _compile(kernel, arch, cfg, ARGS, types, DIV16, consts)
     ptx = compiled.asm["ptx"]
     return {"kernel": kernel.__name__, "arch": arch, "bits": bits, "dtype": t, "atomic": atomic,
             "cubin_bytes": len(compiled.asm["cubin"]),
@@ -59,11 +64,7 @@ def compile_int_variant(kernel, arch, bits, m, narrow):
     if kernel is int_gemm_kernel:
         consts.update(GROUP_M=cfg.group_m, NARROW=narrow)
     types = ["*i8", "*u8", "*i32", "*i32"] + ["i32"] * 10
-    signature = dict(zip(INT_ARGS, types)) | {name: "constexpr" for name in consts}
-    attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(INT_ARGS) if name in INT_DIV16}
-    src = ASTSource(fn=kernel, signature=signature, constexprs=consts, attrs=attrs)
-    compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32),
-                              options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
+    compiled = _compile(kernel, arch, cfg, INT_ARGS, types, INT_DIV16, consts)
     ptx = compiled.asm["ptx"]
     return {"kernel": kernel.__name__, "arch": arch, "bits": bits, "dtype": "int8", "narrow": narrow,
             "cubin_bytes": len(compiled.asm["cubin"]),
