@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "amx_gemm.h"
 #include "int_kernels.h"
 
 namespace wfn {
@@ -136,7 +137,9 @@ at::Tensor bf16_linear_cpu(const at::Tensor& x, const at::Tensor& packed, const 
     y = at::zeros({m, n}, x.options().dtype(at::kFloat));
   } else {
     const at::Tensor xb = x.to(at::kBFloat16).contiguous();
-    if (m >= bf16_gemm_min_m()) {
+    if (m >= amx_min_m(1) && amx_bf16_available()) {
+      y = amx_bf16_linear(xb, 1, pc, t.t, int(bits), k);
+    } else if (m >= bf16_gemm_min_m()) {
       y = bf16_gemm(xb, pc, t, int(bits), k);
     } else if (active_isa() == Isa::Avx512 && hardware_has_avx512_bf16()) {
       y = bf16_gemv(xb, pc, t, int(bits), k);
@@ -156,6 +159,15 @@ at::Tensor bf16_conv2d_cpu(const at::Tensor& x, const at::Tensor& packed, const 
   const Bf16Table t = make_table(codebook, bits);
   check_packed(packed, bits, k);
   TORCH_CHECK(packed.size(0) == n, "packed has ", packed.size(0), " rows, expected out_channels=", n);
+  int64_t pixels = x.size(0);
+  for (int i = 0; i < 2; ++i)
+    pixels *= (x.size(2 + i) + 2 * padding[i] - dilation[i] * (weight_shape[2 + i] - 1) - 1) / stride[i] + 1;
+  if (groups == 1 && amx_conv_ok(pixels, k)) {  // im2col + AMX tiles, fp32 output (no bf16 output rounding)
+    at::Tensor y = amx_bf16_conv2d(x.to(at::kBFloat16), 1, packed.contiguous(), t.t, int(bits), weight_shape, stride,
+                                   padding, dilation);
+    if (bias.has_value() && bias->defined()) y.add_(bias->to(at::kFloat).view({1, n, 1, 1}));
+    return y.to(x.scalar_type());
+  }
   at::Tensor w = bf16_workspace(std::max<int64_t>(n * k, 1)).narrow(0, 0, n * k);
   decode_parallel_u16(packed.contiguous(), k, int(bits), t.t, 0, n, reinterpret_cast<uint16_t*>(w.data_ptr()));
   at::Tensor y = at::conv2d(x.to(at::kBFloat16), w.view(weight_shape), {}, stride, padding, dilation, groups)

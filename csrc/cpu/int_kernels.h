@@ -71,11 +71,12 @@ void col_amax_avx512(const float* x, int64_t k, int64_t w, int64_t ldx, float* a
 void quantize_cols_avx512(const float* x, int64_t k, int64_t w, int64_t ldx, const float* scale, int8_t* q,
                           int64_t ldq);
 
-// Natural-order decode into 16-bit words (bf16 bit patterns, or int16 weights): out[(r - r0) * k + i].
+// Natural-order decode into 16-bit words (bf16 bit patterns, or int16 weights): out[(r - r0) * ld + i]
+// for i < k (ld = -1: k).
 void u16_decode_rows_scalar(const uint8_t* packed, int64_t row_bytes, int64_t k, int bits,
-                            const uint16_t* table16, int64_t r0, int64_t r1, uint16_t* out);
+                            const uint16_t* table16, int64_t r0, int64_t r1, uint16_t* out, int64_t ld = -1);
 void u16_decode_rows_avx512(const uint8_t* packed, int64_t row_bytes, int64_t k, int bits,
-                            const uint16_t* table16, int64_t r0, int64_t r1, uint16_t* out);
+                            const uint16_t* table16, int64_t r0, int64_t r1, uint16_t* out, int64_t ld = -1);
 
 // bf16 GEMV: y[m, r] (fp32) = sum_k bf16(x[m, k]) * w[r, k], w bf16-exact, fp32 accumulation (vdpbf16ps).
 struct Bf16GemvArgs {

@@ -105,13 +105,13 @@ struct WordLut {
 
 template <int BITS>
 void u16_decode_impl(const uint8_t* packed, int64_t row_bytes, int64_t k, const uint16_t* table16, int64_t r0,
-                     int64_t r1, uint16_t* out) {
+                     int64_t r1, uint16_t* out, int64_t ld) {
   const WordLut<BITS> lut(table16);
   const Spread<BITS == 8 ? 4 : BITS> sp;
   const int64_t full = k / 64 * 64;
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* row = packed + r * row_bytes;
-    uint16_t* o = out + (r - r0) * k;
+    uint16_t* o = out + (r - r0) * ld;
     for (int64_t i = 0; i < full; i += 64) {
       __m512i c;
       if constexpr (BITS == 8) c = _mm512_loadu_si512(row + i);
@@ -205,10 +205,11 @@ void int8_decode_rows_avx512(const uint8_t* packed, int64_t row_bytes, int64_t k
 }
 
 void u16_decode_rows_avx512(const uint8_t* packed, int64_t row_bytes, int64_t k, int bits,
-                            const uint16_t* table16, int64_t r0, int64_t r1, uint16_t* out) {
-  if (bits == 2) u16_decode_impl<2>(packed, row_bytes, k, table16, r0, r1, out);
-  else if (bits == 4) u16_decode_impl<4>(packed, row_bytes, k, table16, r0, r1, out);
-  else u16_decode_impl<8>(packed, row_bytes, k, table16, r0, r1, out);
+                            const uint16_t* table16, int64_t r0, int64_t r1, uint16_t* out, int64_t ld) {
+  if (ld < 0) ld = k;
+  if (bits == 2) u16_decode_impl<2>(packed, row_bytes, k, table16, r0, r1, out, ld);
+  else if (bits == 4) u16_decode_impl<4>(packed, row_bytes, k, table16, r0, r1, out, ld);
+  else u16_decode_impl<8>(packed, row_bytes, k, table16, r0, r1, out, ld);
 }
 
 }  // namespace wfn

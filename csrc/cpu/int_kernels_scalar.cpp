@@ -44,10 +44,11 @@ void int8_decode_rows_scalar(const uint8_t* packed, int64_t row_bytes, int64_t k
 }
 
 void u16_decode_rows_scalar(const uint8_t* packed, int64_t row_bytes, int64_t k, int bits,
-                            const uint16_t* table16, int64_t r0, int64_t r1, uint16_t* out) {
+                            const uint16_t* table16, int64_t r0, int64_t r1, uint16_t* out, int64_t ld) {
+  if (ld < 0) ld = k;
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* row = packed + r * row_bytes;
-    uint16_t* o = out + (r - r0) * k;
+    uint16_t* o = out + (r - r0) * ld;
     for (int64_t i = 0; i < k; ++i) o[i] = table16[code_at(row, bits, i)];
   }
 }

@@ -20,6 +20,7 @@
 
 #include <torch/library.h>
 
+#include "amx_gemm.h"
 #include "kernels.h"
 
 namespace wfn {
@@ -251,6 +252,10 @@ at::Tensor linear_dispatch(const at::Tensor& x, const at::Tensor& packed, const 
   if (m == 0 || n == 0 || k == 0) return at::zeros({m, n}, x.options());
   const Isa isa = active_isa();
   const std::vector<float> table = padded_table(codebook);
+  // AMX tiles, exact: x as three bf16 parts against bf16-exact weights (amx_gemm.cpp).
+  uint16_t t16[256];
+  if (m >= amx_min_m(3) && amx_bf16_available() && bf16_table(table.data(), t16))
+    return amx_bf16_linear(x, 3, packed, t16, int(bits), k);
   if (m >= gemm_min_m(isa)) return gemm(isa, x, packed, table.data(), int(bits), k);
   return gemv(isa, x, packed, table.data(), int(bits), k);
 }
@@ -295,6 +300,13 @@ at::Tensor conv2d_dispatch(const at::Tensor& x, const at::Tensor& packed, const 
   const int64_t pixels = out_hw[0] * out_hw[1];
   std::optional<at::Tensor> b;
   if (bias.has_value() && bias->defined()) b = bias->to(at::kFloat);
+  uint16_t t16[256];
+  if (groups == 1 && pixels > 0 && amx_conv_ok(batch * pixels, k) && bf16_table(padded_table(codebook).data(), t16)) {
+    // AMX tiles, exact (x as three bf16 parts): im2col + the tile product, no whole-weight copy
+    at::Tensor y = amx_bf16_conv2d(x, 3, packed, t16, int(bits), weight_shape, stride, padding, dilation);
+    if (b.has_value()) y.add_(b->view({1, n, 1, 1}));
+    return y.to(x.scalar_type());
+  }
   if (groups == 1 && active_isa() != Isa::Scalar && pixels > 0 && conv_use_fused(batch * pixels, k)) {
     // im2col rows are (c, kh, kw)-major like the flattened weight rows: y (B*L, N) = cols (B*L, K) @ W.T
     const at::Tensor cols = at::im2col(x.to(at::kFloat).contiguous(), {weight_shape[2], weight_shape[3]},
