@@ -162,3 +162,26 @@ def test_codebook_needing_more_than_bf16_takes_the_gemv(amx_everywhere, rng):
     y = ops.codebook_linear(x, pack_codes(codes, 2), cb, 2, in_features=50, backend="extension")
     w = cb[codes]
     assert ((y.double() - x.double() @ w.double().t()).abs() <= fp32_bound(x, w)).all()
+
+
+@pytest.mark.skipif(ops._C is not None and not torch.ops.wfn_cpu.amx_capability(), reason="no AMX")
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize("cin,ks,stride,padding", [(3, 7, 2, 3), (5, 3, 1, 1), (16, 1, 1, 0)])
+def test_int8_conv_on_tiles_is_bit_exact(blocking, batch, cin, ks, stride, padding, rng):
+    """The int8 conv's product on AMX-INT8 tiles gives the reference's bits (same quantisation, same rescale)."""
+    from wfn_kernels.ops import int8 as int8_ops
+
+    cout = 21
+    table = torch.randint(-128, 128, (16,), generator=rng).to(torch.int16)
+    table[0], table[-1] = -128, 127
+    codes = torch.randint(0, 16, (cout, cin * ks * ks), generator=rng)
+    packed = pack_codes(codes, 4)
+    bias = torch.randn(cout, generator=rng)
+    x = torch.randn(batch, cin, 13, 10, generator=rng)
+    x[0, 0, 3, 4] = float("nan")  # the pixels whose receptive field holds it give NaN
+    shape = [cout, cin, ks, ks]
+    args = (shape, bias, [stride] * 2, [padding] * 2, [1, 1], 1, 2.0 ** -7)
+    y = torch.ops.wfn.int8_conv2d(x, packed, table, 4, *args)
+    ref = int8_ops.int8_conv2d_reference(x, packed, table, 4, *args)
+    assert torch.equal(torch.isnan(y), torch.isnan(ref))
+    assert torch.equal(torch.nan_to_num(y), torch.nan_to_num(ref))

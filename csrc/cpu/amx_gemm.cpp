@@ -29,6 +29,7 @@
 #include <cstring>
 #include <vector>
 
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include "amx_gemm.h"
@@ -265,6 +266,31 @@ void pack_cols_vnni(const float* cols, int64_t batch, int64_t k, int64_t l, int 
   });
 }
 
+// int8 columns q (K, ML) (one column per output pixel) in the cb-blocked VNNI layout of quads: dword (p, c)
+// = q[4p .. 4p + 3, c] (zero past K).
+void pack_q_vnni4(const int8_t* q, int64_t k, int64_t ml, int64_t kp, int64_t cb, uint32_t* dst) {
+  const int64_t np = kp / 4, cblocks16 = (ml + 15) / 16;
+  at::parallel_for(0, np, 4, [&](int64_t lo, int64_t hi) {
+    for (int64_t p = lo; p < hi; ++p) {
+      for (int64_t c16 = 0; c16 < cblocks16; ++c16) {
+        const int64_t c0 = c16 * 16, count = std::min<int64_t>(16, ml - c0);
+        __m128i a[4];
+        for (int i = 0; i < 4; ++i) {
+          const int64_t row = 4 * p + i;
+          a[i] = row < k ? _mm_maskz_loadu_epi8(lanes(count), q + row * ml + c0) : _mm_setzero_si128();
+        }
+        const __m128i t0 = _mm_unpacklo_epi8(a[0], a[1]), t1 = _mm_unpackhi_epi8(a[0], a[1]);
+        const __m128i t2 = _mm_unpacklo_epi8(a[2], a[3]), t3 = _mm_unpackhi_epi8(a[2], a[3]);
+        __m512i v = _mm512_castsi128_si512(_mm_unpacklo_epi16(t0, t2));
+        v = _mm512_inserti32x4(v, _mm_unpackhi_epi16(t0, t2), 1);
+        v = _mm512_inserti32x4(v, _mm_unpacklo_epi16(t1, t3), 2);
+        v = _mm512_inserti32x4(v, _mm_unpackhi_epi16(t1, t3), 3);
+        store_cols(dst, np, cb, p, c0, count, v);
+      }
+    }
+  });
+}
+
 #pragma GCC pop_options
 
 }  // namespace
@@ -276,6 +302,14 @@ bool amx_bf16_available() {
 }
 
 int64_t set_amx_op(int64_t mode) { return amx_override().exchange(int(mode)); }
+
+bool amx_int8_available() {
+  static const bool hw = [] {  // AMX-INT8: CPUID.(EAX=7, ECX=0):EDX bit 25
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    return __get_cpuid_count(7, 0, &a, &b, &c, &d) != 0 && ((d >> 25) & 1u) != 0;
+  }();
+  return hw && amx_bf16_available();
+}
 
 namespace {
 std::atomic<int64_t>& min_m_override(int splits) {
@@ -323,54 +357,90 @@ bool bf16_table(const float* table, uint16_t* out) {
 
 namespace {
 
+// Element types of the tile product: bf16 x bf16 -> fp32 (pairs of K per VNNI dword), int8 x int8 -> int32
+// (quads of K per dword).
+template <typename T>
+struct Elem;
+template <>
+struct Elem<at::BFloat16> {
+  using Acc = float;
+  static constexpr int64_t kVnni = 2, kKAlign = 32;
+};
+template <>
+struct Elem<int8_t> {
+  using Acc = int32_t;
+  static constexpr int64_t kVnni = 4, kKAlign = 64;
+};
+
+void brgemm_call(int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb, int64_t ldc, bool add,
+                 const at::BFloat16* a, const at::BFloat16* b, float* c) {
+  at::native::cpublas::brgemm(m, n, k, lda, ldb, ldc, add, a, b, c, true);
+}
+
+void brgemm_call(int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb, int64_t ldc, bool add, const int8_t* a,
+                 const int8_t* b, int32_t* c) {
+  at::native::cpublas::brgemm(m, n, k, lda, ldb, ldc, add, reinterpret_cast<const signed char*>(a),
+                              reinterpret_cast<const signed char*>(b), c, true);
+}
+
 // The product on packed activations: for each tile of weight rows and each chunk of `chunk` pixels
 // (activation rows), yt[r, s * chunk + j] = sum_k W[n0 + r, k] * split s of pixel p0 + j, then
-// store(yt, rows, ldc, n0, p0, count). Pixel p of split s is column s * mp + p of xv (mp a multiple of cb).
+// store(yt, rows, ldc, chunk, n0, p0, count). Pixel p of split s is column s * mp + p of xv (dwords of
+// kVnni consecutive K elements; mp a multiple of cb). decode(n0, rows, k0, kvalid, kcur, ld, out) writes the
+// weight tile's elements [k0, k0 + kvalid) of each row with stride ld, zero up to kcur.
 struct AmxProblem {
   const uint32_t* xv;
-  int64_t pixels, mp, cb, np, kp, k;
+  int64_t pixels, mp, cb, np, kp, k, n;
   int splits;
 };
 
-template <typename Store>
-void amx_run(const AmxProblem& pr, const at::Tensor& packed, const uint16_t* table, int bits, Store store) {
-  const int64_t n = packed.size(0), rb = packed.size(1), cb = pr.cb, np = pr.np, kp = pr.kp, k = pr.k;
-  const int64_t kb_cfg = std::min(k_block(), kp);
+template <typename T, typename Decode, typename Store>
+void amx_run(const AmxProblem& pr, Decode decode, Store store) {
+  using Acc = typename Elem<T>::Acc;
+  constexpr int64_t vnni = Elem<T>::kVnni;
+  const int64_t cb = pr.cb, np = pr.np, kp = pr.kp, n = pr.n;
   int64_t nr = std::min(tile_rows(), round_up(n, 16));
+  const int64_t pad = 64 / int64_t(sizeof(T));  // a row stride off 4 KiB multiples: tile rows do not alias in L1
   // Whole-K tiles (decoded once, reused by every pixel chunk) when they fit in ~1 MiB; else K blocks.
-  const bool whole_k = nr * (kp + 32) * 2 <= (int64_t(1) << 20) || pr.pixels <= cb;
-  const int64_t kb = whole_k ? kp : kb_cfg, lda = kb + 32;  // stride off 4 KiB multiples: no L1 aliasing
+  const bool whole_k = nr * (kp + pad) * int64_t(sizeof(T)) <= (int64_t(1) << 20) || pr.pixels <= cb;
+  const int64_t kb = whole_k ? kp : std::min(round_up(k_block(), Elem<T>::kKAlign), kp), lda = kb + pad;
   const int64_t chunk = std::min(round_up(pr.pixels, cb), std::max(cb, (chunk_bytes() / (nr * 4 * pr.splits)) / cb * cb));
   const int64_t rs = std::min(sub_rows(), nr), ldc = chunk * pr.splits;
-  const at::BFloat16* xvp = reinterpret_cast<const at::BFloat16*>(pr.xv);
-  const uint8_t* pk = packed.data_ptr<uint8_t>();
+  const T* xvp = reinterpret_cast<const T*>(pr.xv);
   parallel_chunks(n, nr, [&](int64_t lo, int64_t hi) {
-    at::BFloat16* wt = static_cast<at::BFloat16*>(workspace(kWsAmxA, nr * lda * 2));
-    float* yt = static_cast<float*>(workspace(kWsAmxC, nr * ldc * 4));
+    T* wt = static_cast<T*>(workspace(kWsAmxA, nr * lda * int64_t(sizeof(T))));
+    Acc* yt = static_cast<Acc*>(workspace(kWsAmxC, nr * ldc * 4));
     for (int64_t n0 = lo; n0 < hi; n0 += nr) {
       const int64_t rows = std::min(nr, hi - n0);
-      if (whole_k) decode_tile_u16(pk, rb, bits, table, n0, rows, 0, k, kp, lda, reinterpret_cast<uint16_t*>(wt));
+      if (whole_k) decode(n0, rows, int64_t(0), pr.k, kp, lda, wt);
       for (int64_t p0 = 0; p0 < pr.pixels; p0 += chunk) {
         const int64_t count = std::min(chunk, pr.pixels - p0);
         for (int64_t k0 = 0; k0 < kp; k0 += kb) {
           const int64_t kcur = std::min(kb, kp - k0);
-          if (!whole_k)
-            decode_tile_u16(pk, rb, bits, table, n0, rows, k0, std::min(kcur, k - k0), kcur, lda,
-                            reinterpret_cast<uint16_t*>(wt));
+          if (!whole_k) decode(n0, rows, k0, std::min(kcur, pr.k - k0), kcur, lda, wt);
           for (int s = 0; s < pr.splits; ++s)
             for (int64_t j0 = 0; j0 < count; j0 += cb) {
               const int64_t cc = std::min(cb, count - j0), col = s * pr.mp + p0 + j0;
-              const at::BFloat16* b = xvp + ((col / cb) * np + k0 / 2) * cb * 2;
+              const T* b = xvp + ((col / cb) * np + k0 / vnni) * cb * vnni;
               for (int64_t r0 = 0; r0 < rows; r0 += rs)
-                at::native::cpublas::brgemm(std::min(rs, rows - r0), cc, kcur, lda, cb, ldc, k0 > 0,
-                                            wt + r0 * lda, b, yt + r0 * ldc + s * chunk + j0, true);
+                brgemm_call(std::min(rs, rows - r0), cc, kcur, lda, cb, ldc, k0 > 0, wt + r0 * lda, b,
+                            yt + r0 * ldc + s * chunk + j0);
             }
         }
-        store(yt, rows, ldc, chunk, n0, p0, count);
+        store(static_cast<const Acc*>(yt), rows, ldc, chunk, n0, p0, count);
       }
     }
     at::native::cpublas::brgemm_release(true);
   });
+}
+
+// The bf16 weight decoder of amx_run.
+auto u16_decoder(const at::Tensor& packed, const uint16_t* table, int bits) {
+  const uint8_t* pk = packed.data_ptr<uint8_t>();
+  const int64_t rb = packed.size(1);
+  return [=](int64_t n0, int64_t rows, int64_t k0, int64_t kvalid, int64_t kcur, int64_t ld, at::BFloat16* out) {
+    decode_tile_u16(pk, rb, bits, table, n0, rows, k0, kvalid, kcur, ld, reinterpret_cast<uint16_t*>(out));
+  };
 }
 
 }  // namespace
@@ -385,7 +455,7 @@ at::Tensor amx_bf16_linear(const at::Tensor& x, int splits, const at::Tensor& pa
   pack_x_vnni(x, splits, kp, mp, cb, xv);
   at::Tensor y = at::empty({m, n}, at::TensorOptions().dtype(at::kFloat));
   float* yp = y.data_ptr<float>();
-  amx_run(AmxProblem{xv, m, mp, cb, np, kp, k, splits}, packed, table, bits,
+  amx_run<at::BFloat16>(AmxProblem{xv, m, mp, cb, np, kp, k, n, splits}, u16_decoder(packed, table, bits),
           [&](const float* yt, int64_t rows, int64_t ldc, int64_t chunk, int64_t n0, int64_t p0, int64_t count) {
             store_transposed(yt, rows, ldc, count, chunk, splits, yp + p0 * n, n, n0);
           });
@@ -409,7 +479,7 @@ at::Tensor amx_bf16_conv2d(const at::Tensor& x, int splits, const at::Tensor& pa
   uint32_t* xv = static_cast<uint32_t*>(workspace(kWsAmxB, mp * splits * np * 4));
   pack_cols_vnni(cols.data_ptr<float>(), batch, k, l, splits, kp, mp, cb, xv);
   float* op = out.data_ptr<float>();
-  amx_run(AmxProblem{xv, pixels, mp, cb, np, kp, k, splits}, packed, table, bits,
+  amx_run<at::BFloat16>(AmxProblem{xv, pixels, mp, cb, np, kp, k, n, splits}, u16_decoder(packed, table, bits),
           [&](const float* yt, int64_t rows, int64_t ldc, int64_t chunk, int64_t n0, int64_t p0, int64_t count) {
             for (int64_t r = 0; r < rows; ++r) {
               const float* src = yt + r * ldc;
@@ -426,6 +496,29 @@ at::Tensor amx_bf16_conv2d(const at::Tensor& x, int splits, const at::Tensor& pa
             }
           });
   return out;
+}
+
+void amx_int8_columns(const int8_t* q, int64_t k, int64_t ml, const at::Tensor& packed, const int8_t* table8, int bits,
+                      const Int32TileSink& sink) {
+  const int64_t n = packed.size(0);
+  if (ml == 0 || n == 0) return;
+  const int64_t cb = round_up(col_block(), 16), kp = round_up(k, 64), mp = round_up(ml, cb), np = kp / 4;
+  uint32_t* xv = static_cast<uint32_t*>(workspace(kWsAmxB, mp * np * 4));
+  pack_q_vnni4(q, k, ml, kp, cb, xv);
+  const uint8_t* pk = packed.data_ptr<uint8_t>();
+  const int64_t rb = packed.size(1);
+  const bool simd = active_isa() == Isa::Avx512;
+  auto decode = [&](int64_t n0, int64_t rows, int64_t k0, int64_t kvalid, int64_t kcur, int64_t ld, int8_t* out) {
+    const uint8_t* base = pk + k0 * bits / 8;
+    if (simd) int8_decode_rows_avx512(base, rb, kvalid, bits, table8, n0, n0 + rows, out, ld);
+    else int8_decode_rows_scalar(base, rb, kvalid, bits, table8, n0, n0 + rows, out, ld);
+    if (kcur > kvalid)
+      for (int64_t i = 0; i < rows; ++i) std::memset(out + i * ld + kvalid, 0, size_t(kcur - kvalid));
+  };
+  amx_run<int8_t>(AmxProblem{xv, ml, mp, cb, np, kp, k, n, 1}, decode,
+                  [&](const int32_t* yt, int64_t rows, int64_t ldc, int64_t, int64_t n0, int64_t p0, int64_t count) {
+                    sink(n0, rows, yt, ldc, p0, count);
+                  });
 }
 
 }  // namespace wfn

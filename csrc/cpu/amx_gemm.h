@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <functional>
 
 namespace wfn {
 
@@ -28,6 +29,16 @@ at::Tensor amx_bf16_conv2d(const at::Tensor& x, int splits, const at::Tensor& pa
 // more than its whole AMX conv on ResNet-18's early layers). WFN_AMX_CONV_MAX_M or
 // torch.ops.wfn_cpu.set_amx_conv_max_m override the pixel limit (default 64; K >= 1024 as well).
 bool amx_conv_ok(int64_t pixels, int64_t k);
+
+// AMX-INT8 tiles usable (the hardware has them and amx_bf16_available()).
+bool amx_int8_available();
+
+// The exact int32 product acc (N, ML) = W_int8 @ q for int8 columns q (K, ML) row-major (one column per
+// output pixel) and a narrow integer table (table8: 256 int8 entries), delivered tile by tile:
+// sink(n0, rows, acc, ldc, p0, count) gets acc[r * ldc + j] = y_int[n0 + r, p0 + j], r < rows, j < count.
+using Int32TileSink = std::function<void(int64_t, int64_t, const int32_t*, int64_t, int64_t, int64_t)>;
+void amx_int8_columns(const int8_t* q, int64_t k, int64_t ml, const at::Tensor& packed, const int8_t* table8, int bits,
+                      const Int32TileSink& sink);
 
 // Smallest M that takes the AMX path: splits = 1 (bf16 mode) or 3 (float mode). WFN_AMX_MIN_M_BF16 /
 // WFN_AMX_MIN_M_FLOAT or torch.ops.wfn_cpu.set_amx_min_m override.

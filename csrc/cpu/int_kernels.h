@@ -54,11 +54,11 @@ void int_gemv_rows_avx2(const IntGemvArgs& a, int64_t r0, int64_t r1);
 void int_gemv_rows_avx512(const IntGemvArgs& a, int64_t r0, int64_t r1);
 
 // Natural-order decode of rows [r0, r1) into int8 (narrow tables) for the large-M GEMM path:
-// out[(r - r0) * k + i] = table[code]. table8 holds 256 int8 entries.
+// out[(r - r0) * ld + i] = table[code] for i < k (ld = -1: k). table8 holds 256 int8 entries.
 void int8_decode_rows_scalar(const uint8_t* packed, int64_t row_bytes, int64_t k, int bits, const int8_t* table8,
-                             int64_t r0, int64_t r1, int8_t* out);
+                             int64_t r0, int64_t r1, int8_t* out, int64_t ld = -1);
 void int8_decode_rows_avx512(const uint8_t* packed, int64_t row_bytes, int64_t k, int bits, const int8_t* table8,
-                             int64_t r0, int64_t r1, int8_t* out);
+                             int64_t r0, int64_t r1, int8_t* out, int64_t ld = -1);
 
 // AVX-512 activation quantisation, bit-identical to the scalar definition (int_linear.cpp): scale =
 // amax / 127 (1 when amax == 0), q = clamp(round_half_even(x / scale), -127, 127).

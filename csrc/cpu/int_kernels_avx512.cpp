@@ -48,7 +48,7 @@ inline unsigned code_at(const uint8_t* row, int bits, int64_t i) {
 
 template <int BITS>
 void int8_decode_impl(const uint8_t* packed, int64_t row_bytes, int64_t k, const int8_t* table8, int64_t r0,
-                      int64_t r1, int8_t* out) {
+                      int64_t r1, int8_t* out, int64_t ld) {
   alignas(64) int8_t rep[64];
   for (int j = 0; j < 64; ++j) rep[j] = table8[j & ((1 << BITS) - 1)];
   const __m512i lut = _mm512_load_si512(rep);
@@ -56,7 +56,7 @@ void int8_decode_impl(const uint8_t* packed, int64_t row_bytes, int64_t k, const
   const int64_t full = k / 64 * 64;
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* row = packed + r * row_bytes;
-    int8_t* o = out + (r - r0) * k;
+    int8_t* o = out + (r - r0) * ld;
     for (int64_t i = 0; i < full; i += 64)
       _mm512_storeu_si512(o + i, _mm512_permutexvar_epi8(sp.codes(row, i), lut));
     for (int64_t i = full; i < k; ++i) o[i] = table8[code_at(row, BITS, i)];
@@ -64,13 +64,13 @@ void int8_decode_impl(const uint8_t* packed, int64_t row_bytes, int64_t k, const
 }
 
 void int8_decode_u8(const uint8_t* packed, int64_t row_bytes, int64_t k, const int8_t* table8, int64_t r0,
-                    int64_t r1, int8_t* out) {
+                    int64_t r1, int8_t* out, int64_t ld) {
   __m512i t[4];
   for (int q = 0; q < 4; ++q) t[q] = _mm512_loadu_si512(table8 + 64 * q);
   const int64_t full = k / 64 * 64;
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* row = packed + r * row_bytes;
-    int8_t* o = out + (r - r0) * k;
+    int8_t* o = out + (r - r0) * ld;
     for (int64_t i = 0; i < full; i += 64) {
       const __m512i c = _mm512_loadu_si512(row + i);
       const __m512i lo = _mm512_permutex2var_epi8(t[0], c, t[1]), hi = _mm512_permutex2var_epi8(t[2], c, t[3]);
@@ -198,10 +198,11 @@ void quantize_cols_avx512(const float* x, int64_t k, int64_t l, int64_t ldx, con
 }
 
 void int8_decode_rows_avx512(const uint8_t* packed, int64_t row_bytes, int64_t k, int bits, const int8_t* table8,
-                             int64_t r0, int64_t r1, int8_t* out) {
-  if (bits == 2) int8_decode_impl<2>(packed, row_bytes, k, table8, r0, r1, out);
-  else if (bits == 4) int8_decode_impl<4>(packed, row_bytes, k, table8, r0, r1, out);
-  else int8_decode_u8(packed, row_bytes, k, table8, r0, r1, out);
+                             int64_t r0, int64_t r1, int8_t* out, int64_t ld) {
+  if (ld < 0) ld = k;
+  if (bits == 2) int8_decode_impl<2>(packed, row_bytes, k, table8, r0, r1, out, ld);
+  else if (bits == 4) int8_decode_impl<4>(packed, row_bytes, k, table8, r0, r1, out, ld);
+  else int8_decode_u8(packed, row_bytes, k, table8, r0, r1, out, ld);
 }
 
 void u16_decode_rows_avx512(const uint8_t* packed, int64_t row_bytes, int64_t k, int bits,

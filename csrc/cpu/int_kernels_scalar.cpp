@@ -35,10 +35,11 @@ void int_gemv_rows_scalar(const IntGemvArgs& a, int64_t r0, int64_t r1) {
 }
 
 void int8_decode_rows_scalar(const uint8_t* packed, int64_t row_bytes, int64_t k, int bits, const int8_t* table8,
-                             int64_t r0, int64_t r1, int8_t* out) {
+                             int64_t r0, int64_t r1, int8_t* out, int64_t ld) {
+  if (ld < 0) ld = k;
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* row = packed + r * row_bytes;
-    int8_t* o = out + (r - r0) * k;
+    int8_t* o = out + (r - r0) * ld;
     for (int64_t i = 0; i < k; ++i) o[i] = table8[code_at(row, bits, i)];
   }
 }

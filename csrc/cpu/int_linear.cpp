@@ -24,6 +24,7 @@
 #include <cstring>
 #include <limits>
 
+#include "amx_gemm.h"
 #include "int_kernels.h"
 
 namespace wfn {
@@ -442,6 +443,24 @@ at::Tensor int8_conv_columns(const at::Tensor& x, const ConvGeom& g, const at::T
   std::vector<float> s(static_cast<size_t>(ml), 0.f);
   for (int64_t j = 0; j < ml; ++j) s[size_t(j)] = scale[size_t(j)] * stepf;
   const float nan = std::numeric_limits<float>::quiet_NaN();
+  if (t.narrow && amx_int8_available()) {  // AMX-INT8 tiles on the same columns (amx_gemm.cpp), same rescale
+    amx_int8_columns(qd, k, ml, packed, t.lo, bits,
+                     [&](int64_t n0, int64_t rows, const int32_t* acc, int64_t ldc, int64_t p0, int64_t count) {
+                       for (int64_t r = 0; r < rows; ++r) {
+                         const float bv = bptr != nullptr ? bptr[n0 + r] : 0.f;
+                         for (int64_t j = 0; j < count;) {  // runs of pixels within one image
+                           const int64_t px = p0 + j, bi = px / l, l0 = px % l, run = std::min(count - j, l - l0);
+                           float* yr = yd + (bi * n + n0 + r) * l + l0;
+                           for (int64_t e = 0; e < run; ++e) {
+                             const float prod = float(acc[r * ldc + j + e]) * s[size_t(px + e)];
+                             yr[e] = bad[size_t(px + e)] ? nan : (bptr != nullptr ? prod + bv : prod);
+                           }
+                           j += run;
+                         }
+                       }
+                     });
+    return y;
+  }
   const uint8_t* p = packed.data_ptr<uint8_t>();
   const int64_t rb = packed.size(1);
   const int64_t nb = int_tile_rows(k, n);
