@@ -12,7 +12,9 @@ fp32 channels_last, TorchScript frozen + torch.jit.optimize_for_inference, bf16 
 model (torchao PT2E + X86InductorQuantizer, torch.compile) where it runs (else the reason is recorded).
 WFN: float with optimize_for_inference, bf16, int8. Logit error of each mode against the WFN float model.
 Runtime weight memory counts packed codes, biases and every decode workspace the kernels hold
-(torch.ops.wfn_cpu.workspace_bytes) plus the oneDNN-layout workspaces of optimize_for_inference.
+(torch.ops.wfn_cpu.workspace_bytes, weight tiles included) plus the oneDNN-layout workspaces of
+optimize_for_inference; the AMX path's packed-activation buffer (activation_workspace_bytes) holds
+activations, not weights, and is reported beside it.
 """
 
 from __future__ import annotations
@@ -251,9 +253,11 @@ def model_mode_rows(batches, repeats: int, threads: int, int8_static: bool = Tru
                 m(x)
             onednn_ws = onednn.workspace_bytes() if name == "wfn_float" else 0
             mem = wk.weight_bytes(m)
-            ws = int(torch.ops.wfn_cpu.workspace_bytes()) + onednn_ws
+            act = int(torch.ops.wfn_cpu.activation_workspace_bytes())
+            ws = int(torch.ops.wfn_cpu.workspace_bytes()) - act + onednn_ws
             row[f"{name}_weight_bytes"] = mem["packed_bytes"] + ws
             row[f"{name}_workspace_bytes"] = ws
+            row[f"{name}_activation_workspace_bytes"] = act
             row[f"{name}_memory_ratio"] = (mem["packed_bytes"] + ws) / fp32_bytes
         rows.append(row)
     return rows, notes

@@ -111,7 +111,7 @@ def _modes_linear_table(rows) -> str:
 def _modes_model_table(rows) -> str:
     head = ("| model | threads | batch | " + " | ".join(MODEL_PEERS) + " | WFN float | WFN bf16 | WFN int8 | "
             "float vs fastest fp32 | bf16 vs bf16 eager | int8 vs bf16 eager | int8 vs int8 static | "
-            "err bf16 | err int8 | memory float / bf16 / int8 (of fp32) |")
+            "err bf16 | err int8 | memory float / bf16 / int8 (of fp32) | activation workspace MB float / bf16 / int8 |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in _find(rows, kind="modes-model"):
         cells = [r["name"], r["threads"], r["M"]] + [_fmt(r[f"{p}_s"] * 1e3, 2) if f"{p}_s" in r else "n/a"
@@ -121,7 +121,9 @@ def _modes_model_table(rows) -> str:
                   _fmt(r["wfn_int8_vs_bf16_eager"]) + "x",
                   (_fmt(r["wfn_int8_vs_int8_static"]) + "x") if "wfn_int8_vs_int8_static" in r else "n/a",
                   f"{r['wfn_bf16_err']:.1e}", f"{r['wfn_int8_err']:.1e}",
-                  " / ".join(_fmt(r[f"wfn_{m}_memory_ratio"], 3) for m in ("float", "bf16", "int8"))]
+                  " / ".join(_fmt(r[f"wfn_{m}_memory_ratio"], 3) for m in ("float", "bf16", "int8")),
+                  " / ".join(_fmt(r.get(f"wfn_{m}_activation_workspace_bytes", 0) / 1e6, 2)
+                             for m in ("float", "bf16", "int8"))]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
 

@@ -14,11 +14,14 @@ from wfn_kernels import ops
 from wfn_kernels.format.packing import pack_codes
 from wfn_kernels.ops import bf16 as bf16_ops
 
-pytestmark = [
-    pytest.mark.skipif(ops._C is None, reason="extension not built"),
-    pytest.mark.skipif(ops._C is not None and not torch.ops.wfn_cpu.amx_capability(),
-                       reason="no AMX-BF16 here (oneDNN does not report it, or the AVX-512 level is off)"),
-]
+pytestmark = pytest.mark.skipif(ops._C is None, reason="extension not built")
+
+
+def _amx_reason() -> str:
+    return "" if ops._C is None or torch.ops.wfn_cpu.amx_capability() else torch.ops.wfn_cpu.amx_status()
+
+
+needs_amx = pytest.mark.skipif(bool(_amx_reason()), reason=f"AMX path not usable here: {_amx_reason()}")
 
 DEFAULT = (256, 1024, 64, 256, 1 << 20)
 BLOCKINGS = {
@@ -73,6 +76,7 @@ def fp32_bound(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return (x.shape[-1] + 2) * 2.0 ** -24 * mag + 1e-30
 
 
+@needs_amx
 @pytest.mark.parametrize("bits", [2, 4, 8])
 @pytest.mark.parametrize("m,k", [(1, 1), (5, 31), (17, 100), (33, 1100), (100, 129)])
 def test_float_mode_linear_exact_products(amx_everywhere, blocking, bits, m, k, rng):
@@ -86,6 +90,7 @@ def test_float_mode_linear_exact_products(amx_everywhere, blocking, bits, m, k, 
     assert ((y.double() - ref).abs() <= fp32_bound(x, w)).all()
 
 
+@needs_amx
 @pytest.mark.parametrize("bits", [2, 4, 8])
 @pytest.mark.parametrize("m,k", [(3, 64), (16, 100), (40, 1100)])
 def test_bf16_mode_linear_within_bound(amx_everywhere, blocking, bits, m, k, rng):
@@ -102,6 +107,7 @@ def test_bf16_mode_linear_within_bound(amx_everywhere, blocking, bits, m, k, rng
     assert ((y - ref).abs() <= bf16_ops.error_bound(x, w) + 1e-6).all()
 
 
+@needs_amx
 def test_non_finite_activations_propagate(amx_everywhere, rng):
     packed, cb, w = layer(20, 70, 4, rng)
     x = torch.randn(4, 70, generator=rng)
@@ -114,6 +120,7 @@ def test_non_finite_activations_propagate(amx_everywhere, rng):
     assert torch.isfinite(y[[0, 3]]).all()
 
 
+@needs_amx
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("stride,padding,dilation", [(1, 1, 1), (2, 0, 1), (1, 2, 2)])
 @pytest.mark.parametrize("mode", ["float", "bf16"])
@@ -136,6 +143,7 @@ def test_conv2d(amx_everywhere, blocking, batch, stride, padding, dilation, mode
     assert ((y.double() - ref).abs() <= (cin * ks * ks + 2) * 2.0 ** -24 * mag + 2.0 ** -24 * ref.abs() + 1e-30).all()
 
 
+@needs_amx
 def test_switch_off_gives_the_gemv_result(rng):
     packed, cb, w = layer(64, 300, 4, rng)
     x = torch.randn(48, 300, generator=rng)
@@ -154,6 +162,7 @@ def test_bad_blocking_names_every_size():
         torch.ops.wfn_cpu.set_amx_blocking(0, 64, 16, 16, 4096)
 
 
+@needs_amx
 def test_codebook_needing_more_than_bf16_takes_the_gemv(amx_everywhere, rng):
     """A value with more than 8 significant bits is not bf16-exact: the float mode must not round it."""
     cb = torch.tensor([-1.0, 0.0, 1.0 + 2.0 ** -10, 3.0])  # 1 + 2^-10 needs 11 bits
@@ -164,7 +173,7 @@ def test_codebook_needing_more_than_bf16_takes_the_gemv(amx_everywhere, rng):
     assert ((y.double() - x.double() @ w.double().t()).abs() <= fp32_bound(x, w)).all()
 
 
-@pytest.mark.skipif(ops._C is not None and not torch.ops.wfn_cpu.amx_capability(), reason="no AMX")
+@needs_amx
 @pytest.mark.parametrize("batch", [1, 2])
 @pytest.mark.parametrize("cin,ks,stride,padding", [(3, 7, 2, 3), (5, 3, 1, 1), (16, 1, 1, 0)])
 def test_int8_conv_on_tiles_is_bit_exact(blocking, batch, cin, ks, stride, padding, rng):
@@ -185,3 +194,35 @@ def test_int8_conv_on_tiles_is_bit_exact(blocking, batch, cin, ks, stride, paddi
     ref = int8_ops.int8_conv2d_reference(x, packed, table, 4, *args)
     assert torch.equal(torch.isnan(y), torch.isnan(ref))
     assert torch.equal(torch.nan_to_num(y), torch.nan_to_num(ref))
+
+
+def test_status_names_why_the_path_is_off():
+    previous = torch.ops.wfn_cpu.set_amx(0)
+    try:
+        assert torch.ops.wfn_cpu.amx_status().startswith("off: ")
+        assert not torch.ops.wfn_cpu.amx_capability()
+    finally:
+        torch.ops.wfn_cpu.set_amx(previous)
+
+
+def test_private_api_switch_turns_the_path_off():
+    """WFN_TORCH_INTERNALS=0 switches off every private-torch-API path, this C++ one included."""
+    import subprocess
+    import sys
+
+    code = "import torch, wfn_kernels; print(torch.ops.wfn_cpu.amx_status())"
+    env = {**__import__("os").environ, "WFN_TORCH_INTERNALS": "0"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "off: private torch APIs disabled by WFN_TORCH_INTERNALS=0"
+
+
+@needs_amx
+def test_activation_buffer_is_counted_apart_from_weight_workspaces(amx_everywhere, rng):
+    packed, cb, _ = layer(64, 300, 4, rng)
+    torch.ops.wfn_cpu.reset_workspaces()
+    ops.codebook_linear(torch.randn(40, 300, generator=rng), packed, cb, 4, in_features=300, backend="extension")
+    act, total = torch.ops.wfn_cpu.activation_workspace_bytes(), torch.ops.wfn_cpu.workspace_bytes()
+    # 40 rows padded to 64 columns x 3 parts x 160 pairs (K = 300 padded to 320) x 4 bytes
+    assert act == 64 * 3 * 160 * 4
+    assert total > act  # the weight tile and output tile are weight-side workspaces

@@ -7,11 +7,12 @@
 // A operand a weight tile is plain row-major, exactly what the existing row decoders write; the
 // activations (small next to the weight at every M this path takes) are put in VNNI order once per call.
 //
-// Blocking: one task per tile of kRows weight rows. A task walks K in blocks of kKBlock: decode the tile's
-// codes for that block (kRows x kKBlock 16-bit words, L2-resident), then one brgemm per block of kCols
-// activation columns, accumulating into the task's Y^T tile (kRows x columns fp32, also L2-resident).
-// At the end the tile is transposed into y. Every code is decoded once, no whole-weight copy exists, and
-// the activations are read once per weight tile.
+// Blocking (amx_run): one task per tile of weight rows. A task decodes its rows (the whole K when that
+// fits in ~1 MiB, else K blocks), then walks the activations in chunks of pixels: one brgemm per (column
+// block, row block, K block) accumulates into the task's output tile (rows x chunk, fp32 or int32,
+// L2-resident), which a store callback writes out (transposed into y for linear layers, straight into
+// NCHW for convs). Every code is decoded once per task (once per chunk when K is blocked), no
+// whole-weight copy exists, and the activations are read once per weight tile.
 //
 // Float mode on this path (exact): an fp32 activation is the exact sum of three bf16 numbers
 // (x1 = bf16(x), x2 = bf16(x - x1), x3 = x - x1 - x2; 8 + 8 + 8 significant bits), and a WFN weight is
@@ -21,12 +22,14 @@
 #include <ATen/Parallel.h>
 #include <ATen/native/CPUBlas.h>
 #include <torch/library.h>
+#include <torch/version.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include <cpuid.h>
@@ -34,6 +37,13 @@
 
 #include "amx_gemm.h"
 #include "int_kernels.h"
+
+// The brgemm entry points this file calls (CPUBlas.h defines one macro per available element type).
+#if defined(__x86_64__) && defined(CPUBLAS_BRGEMM_BF16BF16F32) && defined(CPUBLAS_BRGEMM_I8I8I32)
+#define WFN_HAVE_BRGEMM 1
+#else
+#define WFN_HAVE_BRGEMM 0
+#endif
 
 namespace wfn {
 namespace {
@@ -295,11 +305,32 @@ void pack_q_vnni4(const int8_t* q, int64_t k, int64_t ml, int64_t kp, int64_t cb
 
 }  // namespace
 
-bool amx_bf16_available() {
+// Why the AMX path is off, or "" when it can run. It uses a torch-internal C++ API, so like the Python
+// private-API paths (wfn_kernels/nn/torch_internals.py) it is on only for tested torch versions (2.13)
+// unless WFN_TORCH_INTERNALS=1, and off with WFN_TORCH_INTERNALS=0.
+std::string amx_off_reason() {
+#if !WFN_HAVE_BRGEMM
+  return "this torch build lacks at::native::cpublas::brgemm (bf16 and int8)";
+#else
+  static const std::string internals = [] {
+    const char* v = std::getenv("WFN_TORCH_INTERNALS");
+    const std::string setting = v == nullptr ? "" : v;
+    if (setting == "0") return std::string("private torch APIs disabled by WFN_TORCH_INTERNALS=0");
+    if (!(TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR == 13) && setting != "1")
+      return std::string("torch ") + std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) +
+             " is not a tested version for at::native::cpublas::brgemm (2.13); WFN_TORCH_INTERNALS=1 forces it";
+    return std::string();
+  }();
+  if (!internals.empty()) return internals;
   static const bool hw = at::native::cpublas::could_pack(at::kBFloat16);
-  const int o = amx_override().load();
-  return hw && o != 0 && active_isa() == Isa::Avx512;
+  if (!hw) return "oneDNN reports no AMX-BF16 on this CPU";
+  if (active_isa() != Isa::Avx512) return "the AVX-512 dispatch level is not active";
+  if (amx_override().load() == 0) return "switched off (WFN_AMX=0 or torch.ops.wfn_cpu.set_amx(0))";
+  return "";
+#endif
 }
+
+bool amx_bf16_available() { return amx_off_reason().empty(); }
 
 int64_t set_amx_op(int64_t mode) { return amx_override().exchange(int(mode)); }
 
@@ -372,6 +403,7 @@ struct Elem<int8_t> {
   static constexpr int64_t kVnni = 4, kKAlign = 64;
 };
 
+#if WFN_HAVE_BRGEMM
 void brgemm_call(int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb, int64_t ldc, bool add,
                  const at::BFloat16* a, const at::BFloat16* b, float* c) {
   at::native::cpublas::brgemm(m, n, k, lda, ldb, ldc, add, a, b, c, true);
@@ -382,6 +414,15 @@ void brgemm_call(int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb, int6
   at::native::cpublas::brgemm(m, n, k, lda, ldb, ldc, add, reinterpret_cast<const signed char*>(a),
                               reinterpret_cast<const signed char*>(b), c, true);
 }
+
+void brgemm_done() { at::native::cpublas::brgemm_release(true); }
+#else
+template <typename A, typename C>
+void brgemm_call(int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, const A*, const A*, C*) {
+  TORCH_CHECK(false, "the AMX path was called but ", amx_off_reason());
+}
+void brgemm_done() {}
+#endif
 
 // The product on packed activations: for each tile of weight rows and each chunk of `chunk` pixels
 // (activation rows), yt[r, s * chunk + j] = sum_k W[n0 + r, k] * split s of pixel p0 + j, then
@@ -430,7 +471,7 @@ void amx_run(const AmxProblem& pr, Decode decode, Store store) {
         store(static_cast<const Acc*>(yt), rows, ldc, chunk, n0, p0, count);
       }
     }
-    at::native::cpublas::brgemm_release(true);
+    brgemm_done();
   });
 }
 
@@ -528,6 +569,10 @@ TORCH_LIBRARY_FRAGMENT(wfn_cpu, m) {
   // returns the previous setting. amx_capability(): whether the path is usable now.
   m.def("set_amx(int mode) -> int", &wfn::set_amx_op);
   m.def("amx_capability() -> bool", []() { return wfn::amx_bf16_available(); });
+  m.def("amx_status() -> str", []() {
+    const std::string why = wfn::amx_off_reason();
+    return why.empty() ? std::string(wfn::amx_int8_available() ? "on (bf16, int8)" : "on (bf16)") : "off: " + why;
+  });
   // Force the smallest M of the AMX path for splits = 1 (bf16 mode) or 3 (float mode); -1: default.
   m.def("set_amx_min_m(int splits, int m) -> int", &wfn::set_amx_min_m_op);
   // Force the largest B*H'*W' of the AMX conv path (0: never, any K; -1: default); returns the previous.

@@ -5,12 +5,15 @@
 
 #include <cstdint>
 #include <functional>
+#include <string>
 
 namespace wfn {
 
 // Whether the AMX-BF16 path can run now: oneDNN reports AMX (at::native::cpublas::could_pack), the
 // AVX-512 level is active, and it is not switched off (WFN_AMX=0 or torch.ops.wfn_cpu.set_amx(0)).
 bool amx_bf16_available();
+// "" when the AMX path can run, else why not (shown by torch.ops.wfn_cpu.amx_status()).
+std::string amx_off_reason();
 
 // y (M, N) fp32 = x @ W.T, W decoded from packed (N, row_bytes) codes through table (256 bf16 bit
 // patterns, bf16-exact weights). x is (M, K) contiguous: bf16 (splits = 1, the bf16 mode), or fp32 with

@@ -78,6 +78,8 @@ enum WorkspaceSlot : int {
 };
 void* workspace(int slot, int64_t bytes);
 int64_t workspace_bytes();
+// The part of workspace_bytes() in slot kWsAmxB: activations (packed for the AMX tiles), not weights.
+int64_t activation_workspace_bytes();
 void reset_workspaces();
 
 // Block geometry of the GEMV kernels at a level: bytes per block (1 for scalar: natural order).

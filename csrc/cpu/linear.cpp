@@ -61,7 +61,7 @@ int64_t gemm_tile_rows(int64_t k) {
 // (An at::Tensor rather than a std::vector: torch's allocator aligns to 64 bytes, as oneDNN prefers.)
 float* decode_workspace(int64_t floats) { return static_cast<float*>(workspace(kWsFloat, 4 * floats)); }
 
-std::atomic<int64_t> g_ws_epoch{0}, g_ws_bytes{0};
+std::atomic<int64_t> g_ws_epoch{0}, g_ws_bytes{0}, g_ws_act_bytes{0};
 
 struct WsSlot {
   at::Tensor buf;
@@ -119,15 +119,19 @@ void* workspace(int slot, int64_t bytes) {
     s.buf = at::Tensor();
     s.buf = at::empty({bytes}, at::TensorOptions().dtype(at::kByte));
     g_ws_bytes.fetch_add(bytes - old);
+    if (slot == kWsAmxB) g_ws_act_bytes.fetch_add(bytes - old);
   }
   return s.buf.data_ptr();
 }
 
 int64_t workspace_bytes() { return g_ws_bytes.load(); }
 
+int64_t activation_workspace_bytes() { return g_ws_act_bytes.load(); }
+
 void reset_workspaces() {
   g_ws_epoch.fetch_add(1);
   g_ws_bytes.store(0);
+  g_ws_act_bytes.store(0);
 }
 
 void parallel_chunks(int64_t n, int64_t chunk, std::function<void(int64_t, int64_t)> fn) {
@@ -333,5 +337,7 @@ TORCH_LIBRARY_FRAGMENT(wfn_cpu, m) {
   m.def("set_conv_fused_max_m(int m) -> int", &wfn::set_conv_fused_max_m_op);
   // Bytes of per-thread decode workspaces held (all threads, every slot) since the last reset.
   m.def("workspace_bytes() -> int", []() { return wfn::workspace_bytes(); });
+  // The part of workspace_bytes() that holds activations (the AMX path's packed operand), not weights.
+  m.def("activation_workspace_bytes() -> int", []() { return wfn::activation_workspace_bytes(); });
   m.def("reset_workspaces() -> ()", []() { wfn::reset_workspaces(); });
 }
