@@ -17,7 +17,8 @@
 // Float mode on this path (exact): an fp32 activation is the exact sum of three bf16 numbers
 // (x1 = bf16(x), x2 = bf16(x - x1), x3 = x - x1 - x2; 8 + 8 + 8 significant bits), and a WFN weight is
 // bf16-exact, so every product w * xi is exact in fp32 and the three column blocks are accumulated in fp32
-// and added: the same arithmetic class as an fp32 GEMM, on the bf16 tiles.
+// and added: the same arithmetic class as an fp32 GEMM, on the bf16 tiles. One exception: the conversion
+// instruction (vcvtne2ps2bf16) treats fp32 subnormals (|x| < 2^-126) as zero, so such activations count as 0.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/native/CPUBlas.h>

@@ -5,11 +5,12 @@
 //
 // Paths: small M on AVX-512 with AVX512_BF16 runs the fused bf16 GEMV (vpermw lookups + vdpbf16ps,
 // int_kernels_avx512.cpp). Without AVX512_BF16 the same arithmetic runs on the fp32 kernel (bf16-rounded
-// x widened; the weights are bf16-exact, so every product is the same). From M >= bf16_gemm_min_m a
-// tile of rows is decoded to bf16 and multiplied with oneDNN's bf16 GEMM (at::mm), which accumulates in
-// fp32 and rounds its output to bf16 once (relative error <= 2^-9; torch has no bf16 x bf16 -> fp32
-// GEMM on CPU). Convs decode the weight to bf16 into a reused per-thread workspace and run oneDNN's bf16
-// convolution (same output rounding).
+// x widened; the weights are bf16-exact, so every product is the same). On CPUs with AMX, from
+// M >= amx_min_m(1) the product runs on AMX tiles with an fp32 output (amx_gemm.cpp), and so do convs with
+// few output pixels and a large K. Elsewhere, from M >= bf16_gemm_min_m a tile of rows is decoded to bf16
+// and multiplied with oneDNN's bf16 GEMM (at::mm), which accumulates in fp32 and rounds its output to bf16
+// once (relative error <= 2^-9; at::mm has no bf16 x bf16 -> fp32 variant on CPU). Other convs decode the
+// weight to bf16 into a reused per-thread workspace and run oneDNN's bf16 convolution (same rounding).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>

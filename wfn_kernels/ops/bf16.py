@@ -4,8 +4,9 @@ A sum of powers of two with at most 8 significant bits (and an exponent in bf16'
 bf16 number, so a WFN layer's weights lose nothing in bf16; :func:`bf16_inexact_values` lists the values
 of a codebook that are not (the mode refuses those layers). Only the activations are rounded (round to
 nearest even, relative error <= 2**-9), so ``|y - y_float| <= 2**-9 * sum_k |x[m, k]| |W[n, k]|`` plus
-fp32 accumulation, and, on the paths that run oneDNN's bf16 GEMM / convolution (large M, convs), one more
-bf16 rounding of the output (relative 2**-9): :func:`error_bound`.
+fp32 accumulation, and, on the paths that run oneDNN's bf16 GEMM / convolution (large M and convs on CPUs
+without AMX, most convs with it), one more bf16 rounding of the output (relative 2**-9): :func:`error_bound`.
+The AMX tile path (large M on CPUs with AMX) keeps the fp32 output.
 
 Ops (namespace ``wfn``, pure-PyTorch reference as default kernel, C++ CPU kernels in
 csrc/cpu/bf16_linear.cpp; the linear layer also on Triton, ops/triton/mode_ops.py, float32 output there):
