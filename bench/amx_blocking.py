@@ -37,12 +37,19 @@ def main(argv=None) -> None:
     p.add_argument("--crossover", default="",
                    help="comma-separated M: time the AMX path against the register-lookup GEMV at each (default blocking)")
     args = p.parse_args(argv)
+    try:
+        configs = [tuple(int(v) for v in c.split(",")) for c in args.configs.split(";") if c.strip()]
+        crossover_ms = [int(v) for v in args.crossover.split(",")] if args.crossover else []
+    except ValueError:
+        raise SystemExit("bench/amx_blocking.py: --configs and --crossover take comma-separated integers") from None
+    if not configs or any(len(c) != 5 or min(c) < 1 for c in configs):
+        raise SystemExit("bench/amx_blocking.py: each config is rows,kblock,cols,subrows,chunk_bytes (positive), "
+                         f"got {args.configs!r}")
+    if args.m < 1 or args.repeats < 1 or args.threads < 1 or any(m < 1 for m in crossover_ms):
+        raise SystemExit("bench/amx_blocking.py: --m, --repeats, --threads and --crossover values must be >= 1")
     if not torch.ops.wfn_cpu.amx_capability():
-        raise SystemExit("bench/amx_blocking.py: the AMX path is not available on this CPU/build")
+        raise SystemExit(f"bench/amx_blocking.py: the AMX path cannot run here: {torch.ops.wfn_cpu.amx_status()}")
     torch.set_num_threads(args.threads)
-    configs = [tuple(int(v) for v in c.split(",")) for c in args.configs.split(";") if c.strip()]
-    if any(len(c) != 5 for c in configs):
-        raise SystemExit("bench/amx_blocking.py: each config is rows,kblock,cols,subrows,chunk_bytes")
     cb = int8_friendly_pow2(4)
     codes = torch.randint(0, cb.numel(), (LLM_N, LLM_K), generator=torch.Generator().manual_seed(1))
     w = cb[codes]
@@ -54,7 +61,7 @@ def main(argv=None) -> None:
     x = torch.randn(args.m, LLM_K, generator=torch.Generator().manual_seed(2))
     xb, wb = x.bfloat16(), w.bfloat16()
     if args.crossover:
-        crossover(layer, args.mode, [int(v) for v in args.crossover.split(",")], args.repeats)
+        crossover(layer, args.mode, crossover_ms, args.repeats)
         return
 
     def run_config(c):

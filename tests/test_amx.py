@@ -226,3 +226,19 @@ def test_activation_buffer_is_counted_apart_from_weight_workspaces(amx_everywher
     # 40 rows padded to 64 columns x 3 parts x 160 pairs (K = 300 padded to 320) x 4 bytes
     assert act == 64 * 3 * 160 * 4
     assert total > act  # the weight tile and output tile are weight-side workspaces
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--configs", "1,2,3"], "each config is rows,kblock,cols,subrows,chunk_bytes"),
+    (["--configs", "256,1024,64,0,4096"], "each config is rows,kblock,cols,subrows,chunk_bytes"),
+    (["--crossover", "4,x"], "comma-separated integers"),
+    (["--m", "0"], "must be >= 1"),
+])
+def test_blocking_bench_names_bad_arguments(argv, message):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "amx_blocking.py"
+    out = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0 and message in out.stderr
