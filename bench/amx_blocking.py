@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from common import interleaved_times  # noqa: E402
+from common import environment, interleaved_times  # noqa: E402
 from modes import LLM_K, LLM_N, int8_friendly_pow2  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -34,6 +34,7 @@ def main(argv=None) -> None:
     p.add_argument("--configs", default=DEFAULT_CONFIGS, help="';'-separated rows,kblock,cols,subrows,chunk_bytes")
     p.add_argument("--repeats", type=int, default=9, help="interleaved timed rounds (medians)")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--out", default="", help="also append the figures, with the environment, to this markdown file")
     p.add_argument("--crossover", default="",
                    help="comma-separated M: time the AMX path against the register-lookup GEMV at each (default blocking)")
     args = p.parse_args(argv)
@@ -60,9 +61,27 @@ def main(argv=None) -> None:
     layer = lin[0]
     x = torch.randn(args.m, LLM_K, generator=torch.Generator().manual_seed(2))
     xb, wb = x.bfloat16(), w.bfloat16()
-    if args.crossover:
-        crossover(layer, args.mode, crossover_ms, args.repeats)
-        return
+    lines = crossover(layer, args.mode, crossover_ms, args.repeats) if args.crossover else None
+    if lines is None:
+        lines = blocking_sweep(layer, args, configs, x, xb, w, wb)
+    print("\n".join(lines))
+    if args.out:
+        write_markdown(Path(args.out), lines, argv if argv is not None else sys.argv[1:])
+
+
+def write_markdown(path: Path, lines: list[str], argv: list[str]) -> None:
+    """Append one run (command, environment, figures) to a markdown results file."""
+    env = environment()
+    head = [f"## `python bench/amx_blocking.py {' '.join(argv)}`", "",
+            *(f"- {k}: {v}" for k, v in env.items()), "", "```", *lines, "```", ""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write("\n".join(head) + "\n")
+
+
+def blocking_sweep(layer, args, configs, x, xb, w, wb) -> list[str]:
+    """Each blocking against torch's peer, interleaved; the blocking goes back to the default afterwards."""
+    default = (256, 1024, 64, 256, 1 << 20)
 
     def run_config(c):
         def fn():
@@ -75,16 +94,20 @@ def main(argv=None) -> None:
     if args.mode == "float":
         fns.append(lambda: F.linear(x, w))
         names.append("torch fp32 F.linear")
-    with torch.no_grad():
-        times = interleaved_times(fns, args.repeats)
+    try:
+        with torch.no_grad():
+            times = interleaved_times(fns, args.repeats)
+    finally:
+        torch.ops.wfn_cpu.set_amx_blocking(*default)
     med = [statistics.median(t) for t in times]
     peer = med[len(configs)] if args.mode == "bf16" else med[-1]
-    print(f"M={args.m} N={LLM_N} K={LLM_K} mode={args.mode} threads={args.threads} (peer: {names[-1]})")
+    out = [f"M={args.m} N={LLM_N} K={LLM_K} mode={args.mode} threads={args.threads} (peer: {names[-1]})"]
     for name, t in zip(names, med):
-        print(f"  {name:>24}: {t * 1e3:8.2f} ms   peer / this = {peer / t:5.2f}x")
+        out.append(f"  {name:>24}: {t * 1e3:8.2f} ms   peer / this = {peer / t:5.2f}x")
+    return out
 
 
-def crossover(layer, mode: str, ms: list[int], repeats: int) -> None:
+def crossover(layer, mode: str, ms: list[int], repeats: int) -> list[str]:
     """AMX path vs the GEMV at each M (both forced), interleaved; prints the ratio GEMV / AMX."""
     splits = 1 if mode == "bf16" else 3
 
@@ -102,12 +125,13 @@ def crossover(layer, mode: str, ms: list[int], repeats: int) -> None:
                     torch.ops.wfn_cpu.set_bf16_gemm_min_m(prev_gemm)
         return fn
 
-    print(f"crossover, {mode} mode, N={LLM_N} K={LLM_K}, threads={torch.get_num_threads()}: GEMV / AMX (> 1: AMX faster)")
+    out = [f"crossover, {mode} mode, N={LLM_N} K={LLM_K}, threads={torch.get_num_threads()}: GEMV / AMX (> 1: AMX faster)"]
     for m in ms:
         x = torch.randn(m, LLM_K, generator=torch.Generator().manual_seed(m))
         with torch.no_grad():
             t_amx, t_gemv = (statistics.median(t) for t in interleaved_times([forced(True, x), forced(False, x)], repeats))
-        print(f"  M={m:4d}: AMX {t_amx * 1e3:8.2f} ms  GEMV {t_gemv * 1e3:8.2f} ms  ratio {t_gemv / t_amx:5.2f}x")
+        out.append(f"  M={m:4d}: AMX {t_amx * 1e3:8.2f} ms  GEMV {t_gemv * 1e3:8.2f} ms  ratio {t_gemv / t_amx:5.2f}x")
+    return out
 
 
 if __name__ == "__main__":
