@@ -146,7 +146,7 @@ def test_conv2d(amx_everywhere, blocking, batch, stride, padding, dilation, mode
 @needs_amx
 def test_switch_off_gives_the_gemv_result(rng):
     packed, cb, w = layer(64, 300, 4, rng)
-    x = torch.randn(48, 300, generator=rng)
+    x = torch.randn(80, 300, generator=rng)  # above the float mode's default AMX threshold (64)
     on = ops.codebook_linear(x, packed, cb, 4, in_features=300, backend="extension")
     previous = torch.ops.wfn_cpu.set_amx(0)
     try:

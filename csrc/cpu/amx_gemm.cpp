@@ -350,11 +350,13 @@ std::atomic<int64_t>& min_m_override(int splits) {
 }
 }  // namespace
 
-// Crossovers with the register-lookup GEMVs (bench/amx_blocking.py --crossover, 1 thread, N=4096 K=14336).
+// Crossovers with the register-lookup GEMVs (bench/amx_blocking.py --crossover, 1 thread, N=4096 K=14336,
+// Intel Xeon with AMX; bench/results/amx_xeon.md): bf16 AMX / GEMV time 0.69 at M=8, 1.24x faster at 16;
+// float (three bf16 parts) 0.81 at M=32, 1.08x faster at 64.
 int64_t amx_min_m(int splits) {
   const int64_t forced = min_m_override(splits).load();
   if (forced >= 0) return forced;
-  return splits == 1 ? 16 : 32;
+  return splits == 1 ? 16 : 64;
 }
 
 int64_t set_amx_min_m_op(int64_t splits, int64_t m) {
