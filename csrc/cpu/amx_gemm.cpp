@@ -98,15 +98,35 @@ void set_amx_blocking_op(int64_t rows, int64_t kblock, int64_t cols, int64_t sub
 
 int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
-// 16-bit decode of rows [r0, r0 + rows) restricted to elements [k0, k0 + kvalid), written with row stride
-// ld (the columns kvalid..kcur zero-filled). k0 is a multiple of 64, so the block starts on a byte.
-void decode_tile_u16(const uint8_t* packed, int64_t row_bytes, int bits, const uint16_t* table, int64_t r0,
-                     int64_t rows, int64_t k0, int64_t kvalid, int64_t kcur, int64_t ld, uint16_t* out) {
+// Decode of rows [r0, r0 + rows) restricted to elements [k0, k0 + kvalid), written with row stride ld (the
+// columns kvalid..kcur zero-filled): 16-bit words (bf16 bit patterns) or int8, through the row decoders of
+// the active level. k0 is a multiple of 64, so the block starts on a byte.
+template <typename T>
+void decode_tile(const uint8_t* packed, int64_t row_bytes, int bits, const T* table, int64_t r0, int64_t rows,
+                 int64_t k0, int64_t kvalid, int64_t kcur, int64_t ld, T* out) {
   const uint8_t* base = packed + k0 * bits / 8;
-  if (active_isa() == Isa::Avx512) u16_decode_rows_avx512(base, row_bytes, kvalid, bits, table, r0, r0 + rows, out, ld);
-  else u16_decode_rows_scalar(base, row_bytes, kvalid, bits, table, r0, r0 + rows, out, ld);
+  const bool simd = active_isa() == Isa::Avx512;
+  if constexpr (sizeof(T) == 2) {
+    if (simd) u16_decode_rows_avx512(base, row_bytes, kvalid, bits, table, r0, r0 + rows, out, ld);
+    else u16_decode_rows_scalar(base, row_bytes, kvalid, bits, table, r0, r0 + rows, out, ld);
+  } else {
+    if (simd) int8_decode_rows_avx512(base, row_bytes, kvalid, bits, table, r0, r0 + rows, out, ld);
+    else int8_decode_rows_scalar(base, row_bytes, kvalid, bits, table, r0, r0 + rows, out, ld);
+  }
   if (kcur > kvalid)
-    for (int64_t i = 0; i < rows; ++i) std::memset(out + i * ld + kvalid, 0, size_t(kcur - kvalid) * 2);
+    for (int64_t i = 0; i < rows; ++i) std::memset(out + i * ld + kvalid, 0, size_t(kcur - kvalid) * sizeof(T));
+}
+
+// The weight decoder amx_run calls: decode(n0, rows, k0, kvalid, kcur, ld, out) for element type E (the
+// brgemm operand type) from a table of T (the same bits).
+template <typename E, typename T>
+auto tile_decoder(const at::Tensor& packed, const T* table, int bits) {
+  static_assert(sizeof(E) == sizeof(T), "operand and table element sizes differ");
+  const uint8_t* pk = packed.data_ptr<uint8_t>();
+  const int64_t rb = packed.size(1);
+  return [=](int64_t n0, int64_t rows, int64_t k0, int64_t kvalid, int64_t kcur, int64_t ld, E* out) {
+    decode_tile<T>(pk, rb, bits, table, n0, rows, k0, kvalid, kcur, ld, reinterpret_cast<T*>(out));
+  };
 }
 
 #pragma GCC push_options
@@ -478,15 +498,6 @@ void amx_run(const AmxProblem& pr, Decode decode, Store store) {
   });
 }
 
-// The bf16 weight decoder of amx_run.
-auto u16_decoder(const at::Tensor& packed, const uint16_t* table, int bits) {
-  const uint8_t* pk = packed.data_ptr<uint8_t>();
-  const int64_t rb = packed.size(1);
-  return [=](int64_t n0, int64_t rows, int64_t k0, int64_t kvalid, int64_t kcur, int64_t ld, at::BFloat16* out) {
-    decode_tile_u16(pk, rb, bits, table, n0, rows, k0, kvalid, kcur, ld, reinterpret_cast<uint16_t*>(out));
-  };
-}
-
 }  // namespace
 
 at::Tensor amx_bf16_linear(const at::Tensor& x, int splits, const at::Tensor& packed, const uint16_t* table,
@@ -499,7 +510,7 @@ at::Tensor amx_bf16_linear(const at::Tensor& x, int splits, const at::Tensor& pa
   pack_x_vnni(x, splits, kp, mp, cb, xv);
   at::Tensor y = at::empty({m, n}, at::TensorOptions().dtype(at::kFloat));
   float* yp = y.data_ptr<float>();
-  amx_run<at::BFloat16>(AmxProblem{xv, m, mp, cb, np, kp, k, n, splits}, u16_decoder(packed, table, bits),
+  amx_run<at::BFloat16>(AmxProblem{xv, m, mp, cb, np, kp, k, n, splits}, tile_decoder<at::BFloat16>(packed, table, bits),
           [&](const float* yt, int64_t rows, int64_t ldc, int64_t chunk, int64_t n0, int64_t p0, int64_t count) {
             store_transposed(yt, rows, ldc, count, chunk, splits, yp + p0 * n, n, n0);
           });
@@ -513,9 +524,8 @@ at::Tensor amx_bf16_conv2d(const at::Tensor& x, int splits, const at::Tensor& pa
   const int64_t n = weight_shape[0], k = weight_shape[1] * weight_shape[2] * weight_shape[3], batch = x.size(0);
   const at::Tensor cols = at::im2col(x.to(at::kFloat).contiguous(), {weight_shape[2], weight_shape[3]}, dilation,
                                      padding, stride);  // (B, K, L)
-  int64_t out_hw[2];
-  for (int i = 0; i < 2; ++i)
-    out_hw[i] = (x.size(2 + i) + 2 * padding[i] - dilation[i] * (weight_shape[2 + i] - 1) - 1) / stride[i] + 1;
+  const int64_t out_hw[2] = {conv_out_size(x, weight_shape, stride, padding, dilation, 0),
+                             conv_out_size(x, weight_shape, stride, padding, dilation, 1)};
   const int64_t l = out_hw[0] * out_hw[1], pixels = batch * l;
   at::Tensor out = at::empty({batch, n, out_hw[0], out_hw[1]}, at::TensorOptions().dtype(at::kFloat));
   if (pixels == 0 || n == 0) return out;
@@ -523,7 +533,7 @@ at::Tensor amx_bf16_conv2d(const at::Tensor& x, int splits, const at::Tensor& pa
   uint32_t* xv = static_cast<uint32_t*>(workspace(kWsAmxB, mp * splits * np * 4));
   pack_cols_vnni(cols.data_ptr<float>(), batch, k, l, splits, kp, mp, cb, xv);
   float* op = out.data_ptr<float>();
-  amx_run<at::BFloat16>(AmxProblem{xv, pixels, mp, cb, np, kp, k, n, splits}, u16_decoder(packed, table, bits),
+  amx_run<at::BFloat16>(AmxProblem{xv, pixels, mp, cb, np, kp, k, n, splits}, tile_decoder<at::BFloat16>(packed, table, bits),
           [&](const float* yt, int64_t rows, int64_t ldc, int64_t chunk, int64_t n0, int64_t p0, int64_t count) {
             for (int64_t r = 0; r < rows; ++r) {
               const float* src = yt + r * ldc;
@@ -549,17 +559,7 @@ void amx_int8_columns(const int8_t* q, int64_t k, int64_t ml, const at::Tensor& 
   const int64_t cb = round_up(col_block(), 16), kp = round_up(k, 64), mp = round_up(ml, cb), np = kp / 4;
   uint32_t* xv = static_cast<uint32_t*>(workspace(kWsAmxB, mp * np * 4));
   pack_q_vnni4(q, k, ml, kp, cb, xv);
-  const uint8_t* pk = packed.data_ptr<uint8_t>();
-  const int64_t rb = packed.size(1);
-  const bool simd = active_isa() == Isa::Avx512;
-  auto decode = [&](int64_t n0, int64_t rows, int64_t k0, int64_t kvalid, int64_t kcur, int64_t ld, int8_t* out) {
-    const uint8_t* base = pk + k0 * bits / 8;
-    if (simd) int8_decode_rows_avx512(base, rb, kvalid, bits, table8, n0, n0 + rows, out, ld);
-    else int8_decode_rows_scalar(base, rb, kvalid, bits, table8, n0, n0 + rows, out, ld);
-    if (kcur > kvalid)
-      for (int64_t i = 0; i < rows; ++i) std::memset(out + i * ld + kvalid, 0, size_t(kcur - kvalid));
-  };
-  amx_run<int8_t>(AmxProblem{xv, ml, mp, cb, np, kp, k, n, 1}, decode,
+  amx_run<int8_t>(AmxProblem{xv, ml, mp, cb, np, kp, k, n, 1}, tile_decoder<int8_t>(packed, table8, bits),
                   [&](const int32_t* yt, int64_t rows, int64_t ldc, int64_t, int64_t n0, int64_t p0, int64_t count) {
                     sink(n0, rows, yt, ldc, p0, count);
                   });

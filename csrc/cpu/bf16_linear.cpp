@@ -160,9 +160,8 @@ at::Tensor bf16_conv2d_cpu(const at::Tensor& x, const at::Tensor& packed, const 
   const Bf16Table t = make_table(codebook, bits);
   check_packed(packed, bits, k);
   TORCH_CHECK(packed.size(0) == n, "packed has ", packed.size(0), " rows, expected out_channels=", n);
-  int64_t pixels = x.size(0);
-  for (int i = 0; i < 2; ++i)
-    pixels *= (x.size(2 + i) + 2 * padding[i] - dilation[i] * (weight_shape[2 + i] - 1) - 1) / stride[i] + 1;
+  const int64_t pixels = x.size(0) * conv_out_size(x, weight_shape, stride, padding, dilation, 0) *
+                         conv_out_size(x, weight_shape, stride, padding, dilation, 1);
   if (groups == 1 && amx_conv_ok(pixels, k)) {  // im2col + AMX tiles, fp32 output (no bf16 output rounding)
     at::Tensor y = amx_bf16_conv2d(x.to(at::kBFloat16), 1, packed.contiguous(), t.t, int(bits), weight_shape, stride,
                                    padding, dilation);

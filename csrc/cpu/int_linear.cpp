@@ -541,9 +541,8 @@ at::Tensor int8_conv2d_cpu(const at::Tensor& x, const at::Tensor& packed, const 
   const IntTable t = make_table(int_table, bits);
   check_int_args(packed, bits, k, t);
   const int64_t batch = x.size(0), n = weight_shape[0];
-  int64_t out_hw[2];
-  for (int i = 0; i < 2; ++i)
-    out_hw[i] = (x.size(2 + i) + 2 * padding[i] - dilation[i] * (weight_shape[2 + i] - 1) - 1) / stride[i] + 1;
+  const int64_t out_hw[2] = {conv_out_size(x, weight_shape, stride, padding, dilation, 0),
+                             conv_out_size(x, weight_shape, stride, padding, dilation, 1)};
   const int64_t pixels = out_hw[0] * out_hw[1];
   at::Tensor b;
   if (bias.has_value() && bias->defined()) b = bias->to(at::kFloat).contiguous();

@@ -91,6 +91,12 @@ bool avx512_u8_byteplanes();
 at::Tensor linear_dispatch(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& codebook,
                            int64_t bits, int64_t k);
 
+// Output height (dim 0) or width (dim 1) of a conv of x (B, C, H, W) with an (O, C, kh, kw) weight.
+inline int64_t conv_out_size(const at::Tensor& x, at::IntArrayRef weight_shape, at::IntArrayRef stride,
+                             at::IntArrayRef padding, at::IntArrayRef dilation, int dim) {
+  return (x.size(2 + dim) + 2 * padding[dim] - dilation[dim] * (weight_shape[2 + dim] - 1) - 1) / stride[dim] + 1;
+}
+
 at::Tensor conv2d_dispatch(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& codebook,
                            int64_t bits, at::IntArrayRef weight_shape, const std::optional<at::Tensor>& bias,
                            at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,

@@ -298,14 +298,14 @@ at::Tensor conv2d_dispatch(const at::Tensor& x, const at::Tensor& packed, const 
                            int64_t groups) {
   const int64_t k = weight_shape[1] * weight_shape[2] * weight_shape[3];
   const int64_t n = packed.size(0), batch = x.size(0);
-  int64_t out_hw[2];
-  for (int i = 0; i < 2; ++i)
-    out_hw[i] = (x.size(2 + i) + 2 * padding[i] - dilation[i] * (weight_shape[2 + i] - 1) - 1) / stride[i] + 1;
+  const int64_t out_hw[2] = {conv_out_size(x, weight_shape, stride, padding, dilation, 0),
+                             conv_out_size(x, weight_shape, stride, padding, dilation, 1)};
   const int64_t pixels = out_hw[0] * out_hw[1];
   std::optional<at::Tensor> b;
   if (bias.has_value() && bias->defined()) b = bias->to(at::kFloat);
+  const std::vector<float> table = padded_table(codebook);
   uint16_t t16[256];
-  if (groups == 1 && pixels > 0 && amx_conv_ok(batch * pixels, k) && bf16_table(padded_table(codebook).data(), t16)) {
+  if (groups == 1 && pixels > 0 && amx_conv_ok(batch * pixels, k) && bf16_table(table.data(), t16)) {
     // AMX tiles, exact (x as three bf16 parts): im2col + the tile product, no whole-weight copy
     at::Tensor y = amx_bf16_conv2d(x, 3, packed, t16, int(bits), weight_shape, stride, padding, dilation);
     if (b.has_value()) y.add_(b->view({1, n, 1, 1}));
@@ -321,7 +321,6 @@ at::Tensor conv2d_dispatch(const at::Tensor& x, const at::Tensor& packed, const 
     return y.view({batch, pixels, n}).transpose(1, 2).reshape({batch, n, out_hw[0], out_hw[1]})
         .to(x.scalar_type()).contiguous();
   }
-  const std::vector<float> table = padded_table(codebook);
   float* wbuf = decode_workspace(std::max<int64_t>(n * k, 1));
   decode_parallel(active_isa(), packed, k, int(bits), table.data(), 0, n, wbuf);
   const at::Tensor w = at::from_blob(wbuf, weight_shape, codebook.options());
