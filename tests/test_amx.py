@@ -242,3 +242,8 @@ def test_blocking_bench_names_bad_arguments(argv, message):
     script = Path(__file__).resolve().parents[1] / "bench" / "amx_blocking.py"
     out = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True, timeout=300)
     assert out.returncode != 0 and message in out.stderr
+
+
+def test_threshold_setter_names_bad_splits():
+    with pytest.raises(RuntimeError, match="splits must be 1 \\(bf16 mode\\) or 3 \\(float mode\\)"):
+        torch.ops.wfn_cpu.set_amx_min_m(2, 16)
