@@ -7,7 +7,8 @@
 // int_kernels_avx512.cpp). Without AVX512_BF16 the same arithmetic runs on the fp32 kernel (bf16-rounded
 // x widened; the weights are bf16-exact, so every product is the same). On CPUs with AMX, from
 // M >= amx_min_m(1) the product runs on AMX tiles with an fp32 output (amx_gemm.cpp), and so do convs with
-// few output pixels and a large K. Elsewhere, from M >= bf16_gemm_min_m a tile of rows is decoded to bf16
+// few output pixels and a large K. Without AMX but with AVX512_BF16, from M >= bf16_gemm_min_m the panel
+// kernel (panel_gemm_avx512.cpp) runs it with an fp32 output. Elsewhere, from M >= bf16_gemm_min_m a tile of rows is decoded to bf16
 // and multiplied with oneDNN's bf16 GEMM (at::mm), which accumulates in fp32 and rounds its output to bf16
 // once (relative error <= 2^-9; at::mm has no bf16 x bf16 -> fp32 variant on CPU). Other convs decode the
 // weight to bf16 into a reused per-thread workspace and run oneDNN's bf16 convolution (same rounding).
@@ -36,9 +37,13 @@ std::atomic<int64_t>& bf16_gemm_min_m_override() {
   return v;
 }
 
+bool use_bf16_panel();
+
+// Without AMX (bench/results/panel_gemm_zen5.md, 1 thread): the bf16 GEMV is ahead of both GEMM paths up
+// to M=48 and level with them at 64; with AMX this threshold is not reached (amx_min_m takes over first).
 int64_t bf16_gemm_min_m() {
   const int64_t forced = bf16_gemm_min_m_override().load();
-  return forced >= 0 ? forced : 16;
+  return forced >= 0 ? forced : (use_bf16_panel() ? 64 : 16);
 }
 
 int64_t set_bf16_gemm_min_m_op(int64_t m) { return bf16_gemm_min_m_override().exchange(m); }
@@ -126,6 +131,22 @@ at::Tensor bf16_gemm(const at::Tensor& xb, const at::Tensor& packed, const Bf16T
   return y;
 }
 
+// Large M without AMX: the AVX-512 vdpbf16ps panel kernel (panel_gemm_avx512.cpp), fp32 output.
+bool use_bf16_panel() {
+  return active_isa() == Isa::Avx512 && hardware_has_avx512_bf16() && panel_gemm_enabled() && !amx_bf16_available();
+}
+
+at::Tensor bf16_panel(const at::Tensor& xb, const at::Tensor& packed, const Bf16Table& t, int bits, int64_t k) {
+  const int64_t m = xb.size(0), n = packed.size(0), kp = (k + 63) / 64 * 64;
+  at::Tensor xp = kp == k ? xb : at::zeros({m, kp}, xb.options());
+  if (kp != k) xp.narrow(1, 0, k).copy_(xb);
+  at::Tensor y = at::empty({m, n}, xb.options().dtype(at::kFloat));
+  const PanelGemmArgs a{xp.data_ptr(), m, kp, nullptr, packed.data_ptr<uint8_t>(), packed.size(1), k, bits, t.t,
+                        y.data_ptr<float>(), n};
+  bf16_panel_gemm_avx512(a, n);
+  return y;
+}
+
 at::Tensor bf16_linear_cpu(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& codebook, int64_t bits,
                            int64_t k, const std::optional<at::Tensor>& bias) {
   TORCH_CHECK(x.dim() == 2 && x.size(1) == k, "x must be 2-D (M, K) with K=", k);
@@ -141,7 +162,7 @@ at::Tensor bf16_linear_cpu(const at::Tensor& x, const at::Tensor& packed, const 
     if (m >= amx_min_m(1) && amx_bf16_available()) {
       y = amx_bf16_linear(xb, 1, pc, t.t, int(bits), k);
     } else if (m >= bf16_gemm_min_m()) {
-      y = bf16_gemm(xb, pc, t, int(bits), k);
+      y = use_bf16_panel() ? bf16_panel(xb, pc, t, int(bits), k) : bf16_gemm(xb, pc, t, int(bits), k);
     } else if (active_isa() == Isa::Avx512 && hardware_has_avx512_bf16()) {
       y = bf16_gemv(xb, pc, t, int(bits), k);
     } else {

@@ -23,6 +23,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <string>
 
 #include "kernels.h"
 
@@ -96,5 +97,38 @@ void bf16_gemv_rows_avx512(const Bf16GemvArgs& a, int64_t r0, int64_t r1);
 // AVX-512 bf16 GEMV reads it.
 int64_t bf16_x_position(int bits, int64_t e);
 int64_t bf16_padded_k(int bits, int64_t row_bytes);
+
+// Large-M products on AVX-512 dot-product instructions without AMX (panel_gemm_avx512.cpp): weight rows
+// [n0, n1) decoded block by block into the dword-interleaved operand of vpdpbusd / vdpbf16ps, all M rows
+// streamed past each block. x rows are natural order, zero-padded to a multiple of 4 (int8) / 2 (bf16)
+// elements past k. int8 (needs VNNI): y int32 (m, ldy) = exact product, table = 256 int8 weights, xsum =
+// per-row sums of x. bf16 (needs AVX512_BF16): y fp32, table = 256 bf16 bit patterns, xsum unused.
+struct PanelGemmArgs {
+  const void* x;
+  int64_t m;
+  int64_t xstride;
+  const int32_t* xsum;
+  const uint8_t* packed;
+  int64_t row_bytes;
+  int64_t k;
+  int bits;
+  const void* table;
+  void* y;
+  int64_t ldy;
+};
+// y for all n weight rows, parallel over row blocks.
+void int8_panel_gemm_avx512(const PanelGemmArgs& a, int64_t n);
+void bf16_panel_gemm_avx512(const PanelGemmArgs& a, int64_t n);
+// Whether the large-M int8 / bf16 paths use these kernels where the CPU has the instructions and no AMX
+// (WFN_PANEL_GEMM=0 or set_panel_gemm(False) turns them off: the decode-tile + oneDNN path runs).
+bool panel_gemm_enabled();
+std::string panel_capability();
+bool hardware_has_amx_int8();
+// Rows per packed block (multiple of 48) and dwords of K per block (multiple of 16); <= 0 keeps a value.
+// Returns nc * 100000 + kdw after the change.
+int64_t set_panel_blocking(int64_t nc, int64_t kdw);
+// 4-bit codes packed straight from the code bytes (default) or decoded by rows then transposed; returns the
+// previous setting.
+bool set_panel_direct_pack(bool on);
 
 }  // namespace wfn

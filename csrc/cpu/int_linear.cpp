@@ -8,9 +8,9 @@
 // y = float(int_linear(xq)) * (scale * step) + bias, the same float operations in the same order as the
 // reference, so the result is bit-identical to it. A row with a NaN or Inf gives NaN outputs.
 //
-// Two paths (int_kernels.h): small M runs the fused lookup + dot-product GEMV; from M >= int_gemm_min_m
-// a tile of weight rows (~1 MB) is decoded to int8 and multiplied by at::_int_mm (oneDNN's int8 GEMM),
-// so no whole-weight copy exists. int16 weights take two int8 GEMMs (w = 256 * hi + lo, lo in [-128, 127]).
+// Paths (int_kernels.h): small M runs the fused lookup + dot-product GEMV; from M >= int_gemm_min_m, on
+// AVX-512 VNNI CPUs without AMX, the panel kernel (panel_gemm_avx512.cpp); elsewhere a tile of weight rows
+// (~1 MB) is decoded to int8 and multiplied by at::_int_mm (oneDNN's int8 GEMM). No whole-weight copy exists. int16 weights take two int8 GEMMs (w = 256 * hi + lo, lo in [-128, 127]).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -45,6 +45,38 @@ bool hardware_has_avx512_bf16() {
   return v;
 }
 
+std::atomic<bool>& panel_gemm_flag() {
+  static std::atomic<bool> v{[] {
+    const char* e = std::getenv("WFN_PANEL_GEMM");
+    return !(e != nullptr && std::strcmp(e, "0") == 0);
+  }()};
+  return v;
+}
+
+bool panel_gemm_enabled() { return panel_gemm_flag().load(); }
+
+// AMX-INT8 (CPUID.(EAX=7, ECX=0):EDX bit 25): oneDNN's int8 GEMM runs on tiles there and wins from small M.
+bool hardware_has_amx_int8() {
+  static const bool v = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    return __get_cpuid_count(7, 0, &a, &b, &c, &d) != 0 && ((d >> 25) & 1u) != 0;
+  }();
+  return v;
+}
+
+std::string panel_capability() {
+  if (!panel_gemm_enabled()) return "off: turned off (WFN_PANEL_GEMM=0 or set_panel_gemm(False))";
+  const bool avx512 = active_isa() == Isa::Avx512;
+  const bool i8 = avx512 && hardware_has_avx512_vnni() && !hardware_has_amx_int8();
+  const bool b16 = avx512 && hardware_has_avx512_bf16() && !amx_bf16_available();
+  if (i8 && b16) return "int8, bf16";
+  if (i8) return "int8";
+  if (b16) return "bf16";
+  if (!avx512) return "off: needs the AVX-512 level";
+  if (hardware_has_amx_int8() || amx_bf16_available()) return "off: AMX present (its tile paths run instead)";
+  return "off: needs AVX-512 VNNI or AVX512_BF16";
+}
+
 Isa int_isa() {
   const Isa a = active_isa();
   return a == Isa::Avx512 && !hardware_has_avx512_vnni() ? Isa::Avx2 : a;
@@ -64,26 +96,29 @@ std::atomic<int64_t>& int_gemm_min_m_override() {
   return v;
 }
 
-// AMX-INT8 (CPUID.(EAX=7, ECX=0):EDX bit 25): oneDNN's int8 GEMM runs on tiles there and wins from small M.
-bool hardware_has_amx_int8() {
-  static const bool v = [] {
-    unsigned a = 0, b = 0, c = 0, d = 0;
-    return __get_cpuid_count(7, 0, &a, &b, &c, &d) != 0 && ((d >> 25) & 1u) != 0;
-  }();
-  return v;
-}
 
 // Crossovers (N=4096, K=14336, 4-bit, 1 thread): 16 was chosen on an Intel Xeon with AMX; measured on
 // an AMD EPYC Zen 5 (VNNI, no AMX; bench/results/int8_paths_zen5.md): GEMV ahead up to M=64 (20.6 vs 22.8
 // ms), GEMM from M=128 (37.5 vs 42.2).
+bool use_panel(Isa isa, bool narrow);
+
+// With the VNNI panel kernel (bench/results/panel_gemm_zen5.md, 1 and 2 threads): GEMV ahead up to M=48,
+// the panel kernel from M=64.
 int64_t int_gemm_min_m(Isa isa) {
   const int64_t forced = int_gemm_min_m_override().load();
   if (forced >= 0) return forced;
   if (isa == Isa::Scalar) return 2;
-  return hardware_has_amx_int8() ? 16 : 128;
+  if (hardware_has_amx_int8()) return 16;
+  return use_panel(isa, true) ? 64 : 128;
 }
 
 int64_t set_int_gemm_min_m_op(int64_t m) { return int_gemm_min_m_override().exchange(m); }
+
+// The large-M int8 product on the AVX-512 VNNI panel kernel (panel_gemm_avx512.cpp) instead of decoded
+// tiles + at::_int_mm: narrow tables, VNNI, no AMX-INT8 (oneDNN's int8 GEMM runs on tiles there).
+bool use_panel(Isa isa, bool narrow) {
+  return narrow && isa == Isa::Avx512 && !hardware_has_amx_int8() && panel_gemm_enabled();
+}
 
 struct IntTable {
   int16_t t[256] = {0};
@@ -137,6 +172,10 @@ struct XLayout {
 
 XLayout x_layout(Isa isa, bool gemv, bool narrow, int bits, int64_t row_bytes, int64_t k) {
   XLayout l;
+  if (!gemv && use_panel(isa, narrow)) {  // natural order, zero-padded past k (the panel kernel reads dwords)
+    l.stride = (k + 63) / 64 * 64;
+    return l;
+  }
   if (gemv && narrow && isa != Isa::Scalar) {
     l.bb = isa == Isa::Avx512 ? 64 : 32;
     l.e = 8 / bits;
@@ -293,6 +332,14 @@ void int_product(Isa isa, bool gemv, const QRows& q, const XLayout& l, int64_t m
     auto fn = isa == Isa::Avx512 ? int_gemv_rows_avx512 : isa == Isa::Avx2 ? int_gemv_rows_avx2 : int_gemv_rows_scalar;
     const int64_t chunk = std::max<int64_t>(4, (int64_t(256) << 10) / std::max<int64_t>(rb * m, 1) / 4 * 4);
     parallel_chunks(n, chunk, [&](int64_t lo, int64_t hi) { fn(a, lo, hi); });
+    sink(int64_t(0), y);
+    return;
+  }
+  if (use_panel(isa, t.narrow)) {
+    at::Tensor y = at::empty({m, n}, at::TensorOptions().dtype(at::kInt));
+    const PanelGemmArgs a{q.xq.data_ptr<int8_t>(), m, l.stride, q.sum.data(), p, rb, k, bits, t.lo,
+                          y.data_ptr<int32_t>(), n};
+    int8_panel_gemm_avx512(a, n);
     sink(int64_t(0), y);
     return;
   }
@@ -575,5 +622,22 @@ TORCH_LIBRARY_IMPL(wfn, CPU, m) {
 TORCH_LIBRARY_FRAGMENT(wfn_cpu, m) {
   // Force the M threshold of the int8 decode-tile + at::_int_mm path (-1: default); returns the previous.
   m.def("set_int_gemm_min_m(int m) -> int", &wfn::set_int_gemm_min_m_op);
+  // The AVX-512 panel kernels for large-M int8 / bf16 products on CPUs without AMX (on by default;
+  // WFN_PANEL_GEMM=0 turns them off); returns the previous setting.
+  m.def("set_panel_gemm(bool on) -> bool", [](bool on) { return wfn::panel_gemm_flag().exchange(on); });
+  m.def("panel_gemm_enabled() -> bool", []() { return wfn::panel_gemm_enabled(); });
+  // Panel blocking: weight rows per packed block (multiple of 48) and dwords of K per block (multiple of
+  // 16); a value <= 0 keeps the current one. Returns nc * 100000 + kdw after the change.
+  m.def("set_panel_blocking(int nc, int kdw) -> int", [](int64_t nc, int64_t kdw) {
+    TORCH_CHECK(nc <= 0 || nc % 48 == 0, "set_panel_blocking: nc (weight rows per block) must be a multiple of 48, got ",
+                nc);
+    TORCH_CHECK(kdw <= 0 || kdw % 16 == 0, "set_panel_blocking: kdw (dwords of K per block) must be a multiple of 16, got ",
+                kdw);
+    return wfn::set_panel_blocking(nc, kdw);
+  });
+  // 4-bit panels packed straight from the code bytes (true, default) or through the row decoders.
+  m.def("set_panel_direct_pack(bool on) -> bool", &wfn::set_panel_direct_pack);
+  // Where the panel kernels run on this CPU: "int8, bf16", one of them, or "off: <why>".
+  m.def("panel_capability() -> str", []() { return wfn::panel_capability(); });
   m.def("int_capability() -> str", []() { return std::string(wfn::isa_name(wfn::int_isa())); });
 }

@@ -70,11 +70,13 @@ void decode_parallel(Isa isa, const at::Tensor& packed, int64_t k, int bits, con
 
 // Per-thread reusable scratch buffers (64-byte aligned, grown to the largest request, never shrunk), one
 // per slot: 0 fp32 decode (linear.cpp), 1-2 int8 tiles (int_linear.cpp), 3 bf16 decode (bf16_linear.cpp),
-// 4-6 the AMX path's weight tile, output tile and packed activations (amx_gemm.cpp).
+// 4-6 the AMX path's weight tile, output tile and packed activations (amx_gemm.cpp), 7 the packed weight
+// panels of the AVX-512 panel GEMM (panel_gemm_avx512.cpp).
 // workspace_bytes() is what all threads hold since the last reset_workspaces() (which drops every
 // buffer: a thread frees its stale one at its next request), so benchmarks can count them.
 enum WorkspaceSlot : int {
-  kWsFloat = 0, kWsInt8Lo = 1, kWsInt8Hi = 2, kWsBf16 = 3, kWsAmxA = 4, kWsAmxC = 5, kWsAmxB = 6, kWsSlots = 7
+  kWsFloat = 0, kWsInt8Lo = 1, kWsInt8Hi = 2, kWsBf16 = 3, kWsAmxA = 4, kWsAmxC = 5, kWsAmxB = 6, kWsPanel = 7,
+  kWsSlots = 8
 };
 void* workspace(int slot, int64_t bytes);
 int64_t workspace_bytes();

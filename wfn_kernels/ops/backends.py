@@ -77,6 +77,8 @@ def available_backends() -> dict[str, dict[str, object]]:
         reason = f"cpu dispatch level: {_C.cpu_capability()}"
         if hasattr(torch.ops.wfn_cpu, "amx_status"):
             reason += f"; AMX tiles: {torch.ops.wfn_cpu.amx_status()}"
+        if hasattr(torch.ops.wfn_cpu, "panel_capability"):
+            reason += f"; AVX-512 panel GEMM: {torch.ops.wfn_cpu.panel_capability()}"
     out["extension"] = {"available": _C is not None, "reason": reason, "devices": ext_devices}
     ok, why = _triton_status()
     out["triton"] = {"available": ok, "reason": why, "devices": (["cuda"] if cuda else ["cpu"]) if ok else []}

@@ -1,0 +1,164 @@
+"""The AVX-512 panel kernels (csrc/cpu/panel_gemm_avx512.cpp): the large-M int8 and bf16 products on CPUs
+with VNNI / AVX512_BF16 and no AMX, weights decoded block by block into the dot-product instructions'
+operand layout. Bit-exact (int8) or within the fp32-summation bound (bf16) against the reference, over
+blockings that drive every branch: several K blocks with a partial last one, K not a multiple of the
+dword, 4-bit panels packed both ways, weight-row blocks and panels with tails, several blocks per thread, activation-row tails (M % 8).
+
+Runs where torch.ops.wfn_cpu.panel_capability() names the mode; elsewhere skipped with its reason.
+"""
+import pytest
+import torch
+
+from wfn_kernels import ops
+from wfn_kernels.format.packing import pack_codes
+from wfn_kernels.ops import bf16 as bf16_ops
+from wfn_kernels.ops import int8 as int8_ops
+
+pytestmark = pytest.mark.skipif(ops._C is None, reason="extension not built")
+
+
+def _capability() -> str:
+    return "" if ops._C is None else torch.ops.wfn_cpu.panel_capability()
+
+
+def needs(mode: str):
+    cap = _capability()
+    return pytest.mark.skipif(mode not in cap.split(", "), reason=f"panel GEMM {mode} not used here: {cap}")
+
+
+DEFAULT = (240, 256)
+BLOCKINGS = {"default": DEFAULT, "tiny": (48, 16), "mixed": (96, 32)}
+
+
+@pytest.fixture(params=list(BLOCKINGS))
+def blocking(request):
+    """Panel blocking under test, and every M routed to the GEMM path with the panel kernel on."""
+    prev = (torch.ops.wfn_cpu.set_int_gemm_min_m(0), torch.ops.wfn_cpu.set_bf16_gemm_min_m(0),
+            torch.ops.wfn_cpu.set_panel_gemm(True))
+    torch.ops.wfn_cpu.set_panel_blocking(*BLOCKINGS[request.param])
+    yield request.param
+    torch.ops.wfn_cpu.set_panel_blocking(*DEFAULT)
+    torch.ops.wfn_cpu.set_int_gemm_min_m(prev[0])
+    torch.ops.wfn_cpu.set_bf16_gemm_min_m(prev[1])
+    torch.ops.wfn_cpu.set_panel_gemm(prev[2])
+
+
+@pytest.fixture(params=["direct", "rows"])
+def pack(request):
+    """4-bit panels packed straight from the code bytes, or decoded by rows and transposed (2/8-bit codes
+    always take the row decoders)."""
+    prev = torch.ops.wfn_cpu.set_panel_direct_pack(request.param == "direct")
+    yield request.param
+    torch.ops.wfn_cpu.set_panel_direct_pack(prev)
+
+
+SHAPES = [(1, 5, 37), (9, 130, 100), (17, 1101, 48), (8, 64, 1), (3, 1000, 97)]  # (M, K, N)
+
+
+@needs("int8")
+@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "m%d_k%d_n%d" % s)
+def test_int8_panel_bit_exact(blocking, pack, bits, shape, rng):
+    m, k, n = shape
+    table = torch.randint(-128, 128, (1 << bits,), generator=rng).to(torch.int16)
+    table[0], table[-1] = -128, 127
+    codes = torch.randint(0, 1 << bits, (n, k), generator=rng)
+    packed = pack_codes(codes, bits)
+    xq = torch.randint(-127, 128, (m, k), generator=rng).to(torch.int8)
+    xq[0, : min(k, 3)] = -127
+    y = int8_ops.int_linear(xq, packed, table, bits, k, backend="extension")
+    assert torch.equal(y, int8_ops.int_linear_reference(xq, packed, table, bits, k))
+    assert torch.equal(y.long(), xq.long() @ table.long()[codes].t())
+    x = torch.randn(m, k, generator=rng) * 4
+    x[-1, 0] = float("nan")  # a non-finite row gives NaN outputs, the others are unaffected
+    bias = torch.randn(n, generator=rng)
+    got = int8_ops.int8_linear(x, packed, table, bits, 2.0 ** -5, bias, backend="extension")
+    ref = int8_ops.int8_linear_reference(x, packed, table, bits, k, 2.0 ** -5, bias)
+    assert torch.equal(got.isnan(), ref.isnan()) and bool(got[-1].isnan().all())
+    assert torch.equal(torch.nan_to_num(got), torch.nan_to_num(ref))
+
+
+@needs("int8")
+def test_int8_panel_largest_products(blocking, pack, rng):
+    """-127 activations against -128 weights over a long K: the int32 bound the front end allows."""
+    k = 4097
+    table = torch.full((16,), -128, dtype=torch.int16)
+    table[3] = 127
+    packed = pack_codes(torch.randint(0, 16, (50, k), generator=rng), 4)
+    xq = torch.full((10, k), -127, dtype=torch.int8)
+    y = int8_ops.int_linear(xq, packed, table, 4, k, backend="extension")
+    assert torch.equal(y, int8_ops.int_linear_reference(xq, packed, table, 4, k))
+
+
+def bf16_codebook(bits: int, gen) -> torch.Tensor:
+    pool = torch.tensor(sorted({s * (1 + t / 8) * 2.0 ** e for e in range(-6, 2) for t in range(8)
+                                for s in (1.0, -1.0)} | {0.0}))
+    return torch.sort(pool[torch.randperm(pool.numel(), generator=gen)[: 1 << bits]]).values.float()
+
+
+@needs("bf16")
+@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "m%d_k%d_n%d" % s)
+def test_bf16_panel_within_fp32_summation_bound(blocking, pack, bits, shape, rng):
+    m, k, n = shape
+    cb = bf16_codebook(bits, rng)
+    codes = torch.randint(0, cb.numel(), (n, k), generator=rng)
+    packed = pack_codes(codes, bits)
+    x = torch.randn(m, k, generator=rng)
+    y = bf16_ops.bf16_linear(x, packed, cb, bits, None, backend="extension")
+    assert y.dtype == torch.float32 and y.shape == (m, n)
+    xb, w = x.bfloat16().double(), cb[codes].double()
+    exact = xb @ w.t()  # every product bf16 x bf16-exact weight is exact in fp32; only the sums round
+    tol = (xb.abs() @ w.abs().t()) * k * 2.0 ** -23 + 1e-30
+    assert bool(((y.double() - exact).abs() <= tol).all())
+    # fp32 output: no bf16 rounding of the result (the oneDNN tile path's 2^-9), so far tighter than that
+    rel = (y.double() - exact).abs() / (xb.abs() @ w.abs().t() + 1e-30)
+    assert float(rel.max()) < 2.0 ** -16
+
+
+@needs("bf16")
+def test_bf16_panel_propagates_nan_and_inf(blocking, rng):
+    cb = bf16_codebook(4, rng)
+    k, n = 300, 50
+    packed = pack_codes(torch.randint(0, cb.numel(), (n, k), generator=rng), 4)
+    x = torch.randn(9, k, generator=rng)
+    x[2, 7], x[5, 100] = float("nan"), float("inf")
+    y = bf16_ops.bf16_linear(x, packed, cb, 4, None, backend="extension")
+    ref = bf16_ops.bf16_linear_reference(x, packed, cb, 4, k, None)
+    assert torch.equal(y.isnan(), ref.isnan())
+    assert bool(y[[0, 1, 3, 4, 6, 7, 8]].isfinite().all())
+
+
+def test_panel_switch_and_bad_blocking():
+    cap = _capability()
+    assert cap in ("int8, bf16", "int8", "bf16") or cap.startswith("off: ")
+    prev = torch.ops.wfn_cpu.set_panel_gemm(False)
+    try:
+        assert torch.ops.wfn_cpu.panel_capability().startswith("off: turned off")
+        assert torch.ops.wfn_cpu.panel_gemm_enabled() is False
+    finally:
+        torch.ops.wfn_cpu.set_panel_gemm(prev)
+    with pytest.raises(RuntimeError, match="multiple of 48"):
+        torch.ops.wfn_cpu.set_panel_blocking(50, 16)
+    with pytest.raises(RuntimeError, match="multiple of 16"):
+        torch.ops.wfn_cpu.set_panel_blocking(48, 20)
+    assert torch.ops.wfn_cpu.set_panel_blocking(0, 0) == DEFAULT[0] * 100000 + DEFAULT[1]
+
+
+@needs("int8")
+def test_panel_and_onednn_tiles_agree_on_a_module(rng):
+    """The same int8 module through the panel kernel and through the decode-tile + _int_mm path."""
+    import wfn_kernels as wk
+    lin = torch.nn.Linear(333, 70)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([-0.5, -0.25, 0.125, 0.25, 0.5, 1.0])[torch.randint(0, 6, (70, 333), generator=rng)])
+    model = torch.nn.Sequential(lin)
+    wk.convert(model, compute="int8")
+    x = torch.randn(100, 333, generator=rng)
+    with torch.no_grad():
+        prev = torch.ops.wfn_cpu.set_panel_gemm(True)
+        a = model(x)
+        torch.ops.wfn_cpu.set_panel_gemm(False)
+        b = model(x)
+        torch.ops.wfn_cpu.set_panel_gemm(prev)
+    assert torch.equal(a, b)
