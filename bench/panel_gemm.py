@@ -67,7 +67,7 @@ def main(argv=None) -> None:
     default_blocking = ops.set_panel_blocking(0, 0)
     blockings = [(default_blocking // 100000, default_blocking % 100000)] + list(args.blocking)
 
-    def run(mode, path, x, blocking=None):
+    def run(mode, path, x, blocking=None, direct=True):
         big = 1 << 30
         if mode == "int8":
             ops.set_int_gemm_min_m(big if path == "gemv" else 0)
@@ -76,11 +76,12 @@ def main(argv=None) -> None:
         ops.set_panel_gemm(path == "panel")
         if blocking is not None:
             ops.set_panel_blocking(*blocking)
+        ops.set_panel_direct_pack(direct)
         return models[mode](x)
 
     cols = ["int8 gemv", "int8 oneDNN tiles"] + [f"int8 panel {nc}:{kdw}" for nc, kdw in blockings] + \
-           ["torch int8 dynamic", "bf16 gemv", "bf16 oneDNN tiles"] + \
-           [f"bf16 panel {nc}:{kdw}" for nc, kdw in blockings] + ["torch bf16 F.linear"]
+           ["int8 panel, row-decode pack", "torch int8 dynamic", "bf16 gemv", "bf16 oneDNN tiles"] + \
+           [f"bf16 panel {nc}:{kdw}" for nc, kdw in blockings] + ["bf16 panel, row-decode pack", "torch bf16 F.linear"]
     lines = [f"| M | {' | '.join(cols)} | int8 panel vs int8 dynamic | bf16 panel vs bf16 |",
              "|---" * (len(cols) + 3) + "|"]
     print(lines[0], flush=True)
@@ -90,14 +91,16 @@ def main(argv=None) -> None:
             xb = x.bfloat16()
             fns = [lambda: run("int8", "gemv", x), lambda: run("int8", "tiles", x)]
             fns += [lambda b=b: run("int8", "panel", x, b) for b in blockings]
+            fns += [lambda: run("int8", "panel", x, blockings[0], direct=False)]
             fns += [lambda: dyn(x), lambda: run("bf16", "gemv", x), lambda: run("bf16", "tiles", x)]
             fns += [lambda b=b: run("bf16", "panel", x, b) for b in blockings]
+            fns += [lambda: run("bf16", "panel", x, blockings[0], direct=False)]
             fns += [lambda: torch.nn.functional.linear(xb, wb)]
             with torch.no_grad():
                 t = interleaved_medians(fns, repeats=args.repeats, warmup=2)
             nb = len(blockings)
-            i8_panel, i8_dyn = t[2], t[2 + nb]
-            b_panel, b_ref = t[5 + nb], t[-1]
+            i8_panel, i8_dyn = t[2], t[3 + nb]
+            b_panel, b_ref = t[6 + nb], t[-1]
             row = f"| {m} | " + " | ".join(f"{v * 1e3:.2f}" for v in t) + \
                   f" | {i8_dyn / i8_panel:.2f}x | {b_ref / b_panel:.2f}x |"
             print(row, flush=True)
@@ -107,6 +110,7 @@ def main(argv=None) -> None:
         ops.set_bf16_gemm_min_m(prev[1])
         ops.set_panel_gemm(prev[2])
         ops.set_panel_blocking(*blockings[0])
+        ops.set_panel_direct_pack(True)
     if args.out:
         env = environment()
         head = [f"\n## {datetime.date.today()} `python bench/panel_gemm.py {' '.join(argv or sys.argv[1:])}`", "",
