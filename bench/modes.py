@@ -41,6 +41,16 @@ def int8_friendly_pow2(bits: int = 4) -> torch.Tensor:
     return torch.tensor(sorted(vals), dtype=torch.float32)
 
 
+def wfn_linear(w: torch.Tensor, compute: str) -> nn.Module:
+    """A bias-free Linear holding w, converted to WFN with the given compute mode (the benches' subject)."""
+    lin = nn.Linear(w.shape[1], w.shape[0], bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(w)
+    model = nn.Sequential(lin)
+    wk.convert(model, compute=compute)
+    return model
+
+
 def _median(ts):
     s = sorted(ts)
     return s[len(s) // 2]

@@ -17,7 +17,7 @@ import warnings
 
 import torch
 from common import environment, interleaved_medians
-from modes import LLM_K, LLM_N, int8_friendly_pow2
+from modes import LLM_K, LLM_N, int8_friendly_pow2, wfn_linear
 
 import wfn_kernels as wk
 
@@ -48,13 +48,7 @@ def main(argv=None) -> None:
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     w = int8_friendly_pow2()[torch.randint(0, 16, (LLM_N, LLM_K))]
-    models = {}
-    for mode in ("int8", "bf16"):
-        lin = torch.nn.Linear(LLM_K, LLM_N, bias=False)
-        with torch.no_grad():
-            lin.weight.copy_(w)
-        models[mode] = torch.nn.Sequential(lin)
-        wk.convert(models[mode], compute=mode)
+    models = {mode: wfn_linear(w, mode) for mode in ("int8", "bf16")}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = torch.nn.Linear(LLM_K, LLM_N, bias=False)

@@ -162,3 +162,21 @@ def test_panel_and_onednn_tiles_agree_on_a_module(rng):
         b = model(x)
         torch.ops.wfn_cpu.set_panel_gemm(prev)
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--blocking", "50:16"], "NC must be a positive multiple of 48"),
+    (["--blocking", "48"], "blocking must be NC:KDW"),
+    (["--threads", "0"], "--threads, --ms and --repeats must be positive"),
+    (["--ms", "0"], "--threads, --ms and --repeats must be positive"),
+])
+def test_panel_bench_names_bad_arguments(argv, message):
+    """bench/panel_gemm.py checks its arguments before building anything (real subprocess)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "panel_gemm.py"
+    out = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True, timeout=300,
+                         cwd=script.parent)
+    assert out.returncode != 0 and message in out.stderr

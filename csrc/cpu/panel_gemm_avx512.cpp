@@ -75,6 +75,11 @@ struct Int8Op {
   // 4-bit direct pack: the nibble index of output byte 4n + t of s-group u (0, 1) within a code dword n.
   static constexpr int kGroupsPerDword = 2;
   static WFN_INL __m512i lookup(__m512i idx, __m512i lut) { return _mm512_permutexvar_epi8(idx, lut); }
+  using Acc = __m512i;
+  using Y = int32_t;
+  static WFN_INL Acc start(const int32_t* xsum, int i) { return _mm512_set1_epi32(-128 * xsum[i]); }
+  static WFN_INL Acc load(__mmask16 m, const Y* p) { return _mm512_maskz_loadu_epi32(m, p); }
+  static WFN_INL void store(Y* p, __mmask16 m, Acc v) { _mm512_mask_storeu_epi32(p, m, v); }
   static constexpr uint32_t kPad = 0x80808080u;  // w = 0 (stored as w + 128)
   const int8_t* table;  // 256 entries of w ^ 0x80
   void decode(const uint8_t* packed, int64_t rb, int64_t k, int bits, int64_t r0, int64_t r1, int8_t* out,
@@ -88,6 +93,11 @@ struct Bf16Op {
   static constexpr int E = 2;
   static constexpr int kGroupsPerDword = 4;
   static WFN_INL __m512i lookup(__m512i idx, __m512i lut) { return _mm512_permutexvar_epi16(idx, lut); }
+  using Acc = __m512;
+  using Y = float;
+  static WFN_INL Acc start(const int32_t*, int) { return _mm512_setzero_ps(); }
+  static WFN_INL Acc load(__mmask16 m, const Y* p) { return _mm512_maskz_loadu_ps(m, p); }
+  static WFN_INL void store(Y* p, __mmask16 m, Acc v) { _mm512_mask_storeu_ps(p, m, v); }
   static constexpr uint32_t kPad = 0u;  // +0.0: finite, so zero activations times it stay 0
   const uint16_t* table;
   void decode(const uint8_t* packed, int64_t rb, int64_t k, int bits, int64_t r0, int64_t r1, uint16_t* out,
@@ -197,20 +207,21 @@ void pack_panel(const Op& op, const PanelGemmArgs& a, int64_t r0, int64_t r1, in
   } while (0)
 
 // The accumulators are three arrays of MR vectors (not one [MR][3] array: GCC keeps an aggregate that
-// large in memory, and every dot product then goes through the stack).
-template <int MR>
-__attribute__((noinline)) void kernel_int8(const uint32_t* panel, int64_t kdw, const int8_t* x, int64_t xs,
-                                           int32_t* y, int64_t ldy, const int32_t* xsum, bool first,
-                                           const __mmask16 (&cm)[3]) {
-  __m512i a0[MR], a1[MR], a2[MR];
+// large in memory, and every dot product then goes through the stack). Op supplies the accumulator type
+// and its start / load / store (int8: start at -128 * xsum, int32 y; bf16: start at 0, fp32 y).
+template <class Op, int MR>
+__attribute__((noinline)) void kernel(const uint32_t* panel, int64_t kdw, const typename Op::Elem* x, int64_t xs,
+                                      typename Op::Y* y, int64_t ldy, const int32_t* xsum, bool first,
+                                      const __mmask16 (&cm)[3]) {
+  typename Op::Acc a0[MR], a1[MR], a2[MR];
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
     if (first) {
-      a0[i] = a1[i] = a2[i] = _mm512_set1_epi32(-128 * xsum[i]);
+      a0[i] = a1[i] = a2[i] = Op::start(xsum, i);
     } else {
-      a0[i] = _mm512_maskz_loadu_epi32(cm[0], y + i * ldy);
-      a1[i] = _mm512_maskz_loadu_epi32(cm[1], y + i * ldy + 16);
-      a2[i] = _mm512_maskz_loadu_epi32(cm[2], y + i * ldy + 32);
+      a0[i] = Op::load(cm[0], y + i * ldy);
+      a1[i] = Op::load(cm[1], y + i * ldy + 16);
+      a2[i] = Op::load(cm[2], y + i * ldy + 32);
     }
   }
   for (int64_t s = 0; s < kdw; ++s) {
@@ -218,51 +229,38 @@ __attribute__((noinline)) void kernel_int8(const uint32_t* panel, int64_t kdw, c
     const __m512i w0 = _mm512_load_si512(w), w1 = _mm512_load_si512(w + 16), w2 = _mm512_load_si512(w + 32);
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
-      WFN_DOT3("vpdpbusd", a0[i], a1[i], a2[i], w0, w1, w2, x + i * xs + 4 * s);
+      if constexpr (Op::E == 4) WFN_DOT3("vpdpbusd", a0[i], a1[i], a2[i], w0, w1, w2, x + i * xs + 4 * s);
+      else WFN_DOT3("vdpbf16ps", a0[i], a1[i], a2[i], w0, w1, w2, x + i * xs + 2 * s);
     }
   }
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
-    _mm512_mask_storeu_epi32(y + i * ldy, cm[0], a0[i]);
-    _mm512_mask_storeu_epi32(y + i * ldy + 16, cm[1], a1[i]);
-    _mm512_mask_storeu_epi32(y + i * ldy + 32, cm[2], a2[i]);
+    Op::store(y + i * ldy, cm[0], a0[i]);
+    Op::store(y + i * ldy + 16, cm[1], a1[i]);
+    Op::store(y + i * ldy + 32, cm[2], a2[i]);
   }
 }
 
-template <int MR>
-__attribute__((noinline)) void kernel_bf16(const uint32_t* panel, int64_t kdw, const uint16_t* x, int64_t xs,
-                                           float* y, int64_t ldy, const int32_t*, bool first,
-                                           const __mmask16 (&cm)[3]) {
-  __m512 a0[MR], a1[MR], a2[MR];
-#pragma GCC unroll 8
-  for (int i = 0; i < MR; ++i) {
-    if (first) {
-      a0[i] = a1[i] = a2[i] = _mm512_setzero_ps();
-    } else {
-      a0[i] = _mm512_maskz_loadu_ps(cm[0], y + i * ldy);
-      a1[i] = _mm512_maskz_loadu_ps(cm[1], y + i * ldy + 16);
-      a2[i] = _mm512_maskz_loadu_ps(cm[2], y + i * ldy + 32);
-    }
-  }
-  for (int64_t s = 0; s < kdw; ++s) {
-    const uint32_t* w = panel + s * kPanel;
-    const __m512i w0 = _mm512_load_si512(w), w1 = _mm512_load_si512(w + 16), w2 = _mm512_load_si512(w + 32);
-#pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i) {
-      WFN_DOT3("vdpbf16ps", a0[i], a1[i], a2[i], w0, w1, w2, x + i * xs + 2 * s);
-    }
-  }
-#pragma GCC unroll 8
-  for (int i = 0; i < MR; ++i) {
-    _mm512_mask_storeu_ps(y + i * ldy, cm[0], a0[i]);
-    _mm512_mask_storeu_ps(y + i * ldy + 16, cm[1], a1[i]);
-    _mm512_mask_storeu_ps(y + i * ldy + 32, cm[2], a2[i]);
+// One micro-kernel call for mr (1..8) activation rows.
+template <class Op>
+void run_kernel(int64_t mr, const uint32_t* p, int64_t kdw, const typename Op::Elem* x, int64_t xs,
+                typename Op::Y* y, int64_t ldy, const int32_t* xsum, bool first, const __mmask16 (&cm)[3]) {
+  switch (mr) {
+    case 1: kernel<Op, 1>(p, kdw, x, xs, y, ldy, xsum, first, cm); break;
+    case 2: kernel<Op, 2>(p, kdw, x, xs, y, ldy, xsum, first, cm); break;
+    case 3: kernel<Op, 3>(p, kdw, x, xs, y, ldy, xsum, first, cm); break;
+    case 4: kernel<Op, 4>(p, kdw, x, xs, y, ldy, xsum, first, cm); break;
+    case 5: kernel<Op, 5>(p, kdw, x, xs, y, ldy, xsum, first, cm); break;
+    case 6: kernel<Op, 6>(p, kdw, x, xs, y, ldy, xsum, first, cm); break;
+    case 7: kernel<Op, 7>(p, kdw, x, xs, y, ldy, xsum, first, cm); break;
+    default: kernel<Op, 8>(p, kdw, x, xs, y, ldy, xsum, first, cm); break;
   }
 }
 
-template <class Op, class Y, class K>
-void panel_gemm(const Op& op, const PanelGemmArgs& a, int64_t n0, int64_t n1, K&& kern) {
+template <class Op>
+void panel_gemm(const Op& op, const PanelGemmArgs& a, int64_t n0, int64_t n1) {
   using T = typename Op::Elem;
+  using Y = typename Op::Y;
   const int64_t nc_max = std::max<int64_t>(kPanel, g_nc.load() / kPanel * kPanel);
   const int64_t kdw_max = std::max<int64_t>(16, g_kdw.load() / 16 * 16);
   const int64_t kc_max = kdw_max * Op::E;
@@ -296,7 +294,7 @@ void panel_gemm(const Op& op, const PanelGemmArgs& a, int64_t n0, int64_t n1, K&
           const T* xm = x + m0 * a.xstride + k0;
           Y* ym = y + m0 * a.ldy + c0;
           const int32_t* xsum = a.xsum != nullptr ? a.xsum + m0 : nullptr;
-          kern(std::min<int64_t>(8, a.m - m0), pp, kdw, xm, a.xstride, ym, a.ldy, xsum, k0 == 0, cm);
+          run_kernel<Op>(std::min<int64_t>(8, a.m - m0), pp, kdw, xm, a.xstride, ym, a.ldy, xsum, k0 == 0, cm);
         }
       }
     }
@@ -327,38 +325,12 @@ void int8_panel_rows(const PanelGemmArgs& a, int64_t n0, int64_t n1) {
   alignas(64) int8_t t[256];
   for (int e = 0; e < 256; ++e) t[e] = int8_t(static_cast<const int8_t*>(a.table)[e] ^ 0x80);
   const Int8Op op{t};
-  panel_gemm<Int8Op, int32_t>(op, a, n0, n1,
-                              [](int64_t mr, const uint32_t* p, int64_t kdw, const int8_t* x, int64_t xs, int32_t* y,
-                                 int64_t ldy, const int32_t* xsum, bool first, const __mmask16(&cm)[3]) {
-                                switch (mr) {
-                                  case 1: kernel_int8<1>(p, kdw, x, xs, y, ldy, xsum, first, cm); break;
-                                  case 2: kernel_int8<2>(p, kdw, x, xs, y, ldy, xsum, first, cm); break;
-                                  case 3: kernel_int8<3>(p, kdw, x, xs, y, ldy, xsum, first, cm); break;
-                                  case 4: kernel_int8<4>(p, kdw, x, xs, y, ldy, xsum, first, cm); break;
-                                  case 5: kernel_int8<5>(p, kdw, x, xs, y, ldy, xsum, first, cm); break;
-                                  case 6: kernel_int8<6>(p, kdw, x, xs, y, ldy, xsum, first, cm); break;
-                                  case 7: kernel_int8<7>(p, kdw, x, xs, y, ldy, xsum, first, cm); break;
-                                  default: kernel_int8<8>(p, kdw, x, xs, y, ldy, xsum, first, cm); break;
-                                }
-                              });
+  panel_gemm(op, a, n0, n1);
 }
 
 void bf16_panel_rows(const PanelGemmArgs& a, int64_t n0, int64_t n1) {
   const Bf16Op op{static_cast<const uint16_t*>(a.table)};
-  panel_gemm<Bf16Op, float>(op, a, n0, n1,
-                            [](int64_t mr, const uint32_t* p, int64_t kdw, const uint16_t* x, int64_t xs, float* y,
-                               int64_t ldy, const int32_t* xsum, bool first, const __mmask16(&cm)[3]) {
-                              switch (mr) {
-                                case 1: kernel_bf16<1>(p, kdw, x, xs, y, ldy, xsum, first, cm); break;
-                                case 2: kernel_bf16<2>(p, kdw, x, xs, y, ldy, xsum, first, cm); break;
-                                case 3: kernel_bf16<3>(p, kdw, x, xs, y, ldy, xsum, first, cm); break;
-                                case 4: kernel_bf16<4>(p, kdw, x, xs, y, ldy, xsum, first, cm); break;
-                                case 5: kernel_bf16<5>(p, kdw, x, xs, y, ldy, xsum, first, cm); break;
-                                case 6: kernel_bf16<6>(p, kdw, x, xs, y, ldy, xsum, first, cm); break;
-                                case 7: kernel_bf16<7>(p, kdw, x, xs, y, ldy, xsum, first, cm); break;
-                                default: kernel_bf16<8>(p, kdw, x, xs, y, ldy, xsum, first, cm); break;
-                              }
-                            });
+  panel_gemm(op, a, n0, n1);
 }
 }  // namespace
 
