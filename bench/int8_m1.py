@@ -1,5 +1,6 @@
-"""M=1, N=4096, K=14336, 4-bit: the int8 and float modes against torch int8 dynamic and one core's streaming
-rate (torch.sum over an fp32 buffer the size of the packed codes), 1 thread, interleaved medians of 41.
+"""M=1, N=4096, K=14336, 4-bit: the int8, bf16 and float modes against torch int8 dynamic, bf16 F.linear and
+one core's streaming rate (torch.sum over an fp32 buffer the size of the packed codes), 1 thread,
+interleaved medians of 41.
 
     python bench/int8_m1.py
 """
@@ -18,20 +19,24 @@ def main() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(1)
     w = int8_friendly_pow2()[torch.randint(0, 16, (LLM_N, LLM_K))]
-    models = {mode: wfn_linear(w, mode) for mode in ("int8", "float")}
+    models = {mode: wfn_linear(w, mode) for mode in ("int8", "float", "bf16")}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         dyn = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(torch.nn.Linear(LLM_K, LLM_N, bias=False)),
                                                      {torch.nn.Linear}, dtype=torch.qint8)
     buf = torch.ones(LLM_N * LLM_K // 8)  # fp32, the byte size of the 4-bit codes
     x = torch.randn(1, LLM_K)
+    xb, wb = x.bfloat16(), w.bfloat16()
     with torch.no_grad():
-        t = interleaved_medians([lambda: models["int8"](x), lambda: models["float"](x), lambda: dyn(x), buf.sum],
+        t = interleaved_medians([lambda: models["int8"](x), lambda: models["float"](x), lambda: dyn(x), buf.sum,
+                                 lambda: models["bf16"](x), lambda: torch.nn.functional.linear(xb, wb)],
                                 repeats=41, warmup=5)
     gb = LLM_N * LLM_K / 2 / 1e9
     print(f"int8 {t[0] * 1e3:.3f} ms ({gb / t[0]:.1f} GB/s)  float {t[1] * 1e3:.3f} ms  int8 dynamic {t[2] * 1e3:.3f} ms  "
           f"stream {t[3] * 1e3:.3f} ms ({gb / t[3]:.1f} GB/s)  int8 vs dynamic {t[2] / t[0]:.2f}x  "
           f"int8 share of stream {100 * t[3] / t[0]:.0f} %")
+    print(f"bf16 {t[4] * 1e3:.3f} ms  bf16 F.linear {t[5] * 1e3:.3f} ms  bf16 vs F.linear {t[5] / t[4]:.2f}x  "
+          f"float vs int8 dynamic {t[2] / t[1]:.2f}x")
 
 
 if __name__ == "__main__":

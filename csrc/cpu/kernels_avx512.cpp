@@ -142,11 +142,9 @@ void gemv_tile(const Dec& dec, const GemvArgs& a, int64_t r, int64_t m0) {
   const float* x = a.x + m0 * a.xstride;
   const int64_t nfull = a.row_bytes / 64, tail = a.row_bytes % 64;
   __m512i v[R];
-  // Software prefetch of the next group of R rows, in step: rows are often exactly one page (K = 8192 at
-  // 4 bits), and the hardware streamer stops at page boundaries, so each new row would start cold.
   const uint8_t* next = rows[0] + R * a.row_bytes;
   for (int64_t b = 0; b < nfull; ++b) {
-    for (int j = 0; j < R; ++j) _mm_prefetch(reinterpret_cast<const char*>(next + j * a.row_bytes + 64 * b), _MM_HINT_T0);
+    prefetch_tile_rows<R>(rows, next, a.row_bytes, b);
     for (int j = 0; j < R; ++j) v[j] = _mm512_loadu_si512(rows[j] + 64 * b);
     block_fma<Dec, R, MT, NA>(dec, v, x + b * kElems, a.xstride, acc);
   }
