@@ -186,6 +186,21 @@ XLayout x_layout(Isa isa, bool gemv, bool narrow, int bits, int64_t row_bytes, i
   return l;
 }
 
+// src[0 .. k) into the layout at dst (one row; bytes past k untouched). A whole block moves as a
+// (bb, e) -> (e, bb) transpose, with no per-element division.
+void to_layout(const int8_t* src, int64_t k, const XLayout& l, int8_t* dst) {
+  if (l.bb == 1) {
+    std::memcpy(dst, src, size_t(k));
+    return;
+  }
+  const int64_t eb = l.bb * l.e;
+  int64_t b0 = 0;
+  for (; b0 + eb <= k; b0 += eb)
+    for (int64_t p = 0; p < l.e; ++p)
+      for (int64_t w = 0; w < l.bb; ++w) dst[b0 + p * l.bb + w] = src[b0 + w * l.e + p];
+  for (int64_t el = b0; el < k; ++el) dst[l.pos(el)] = src[el];
+}
+
 // Quantised rows: xq (M, stride) int8 in the layout, per-row scale, sum and finiteness.
 struct QRows {
   at::Tensor xq;
@@ -222,7 +237,7 @@ QRows quantize_rows(const at::Tensor& x, const XLayout& l) {
         int8_t* o = dst + i * l.stride;
         if (!finite) {
           q.bad[size_t(i)] = 1;
-          for (int64_t e = 0; e < k; ++e) o[l.pos(e)] = 0;
+          std::memset(o, 0, size_t(l.stride));
           continue;
         }
         const float sc = row_scale(amax);
@@ -231,7 +246,7 @@ QRows quantize_rows(const at::Tensor& x, const XLayout& l) {
           q.sum[size_t(i)] = quantize_avx512(s, k, sc, o);
         } else {
           q.sum[size_t(i)] = quantize_avx512(s, k, sc, tmp.data());
-          for (int64_t e = 0; e < k; ++e) o[l.pos(e)] = tmp[size_t(e)];
+          to_layout(tmp.data(), k, l, o);
         }
         continue;
       }
@@ -245,7 +260,7 @@ QRows quantize_rows(const at::Tensor& x, const XLayout& l) {
       int8_t* o = dst + i * l.stride;
       if (!finite) {
         q.bad[size_t(i)] = 1;
-        for (int64_t e = 0; e < k; ++e) o[l.pos(e)] = 0;
+        std::memset(o, 0, size_t(l.stride));
         continue;
       }
       const float sc = row_scale(amax);
@@ -282,10 +297,8 @@ QRows layout_rows(const at::Tensor& xq, const XLayout& l) {
   int8_t* dst = q.xq.data_ptr<int8_t>();
   for (int64_t i = 0; i < m; ++i) {
     int32_t sum = 0;
-    for (int64_t e = 0; e < k; ++e) {
-      sum += src[i * k + e];
-      if (dst != src) dst[i * l.stride + l.pos(e)] = src[i * k + e];
-    }
+    for (int64_t e = 0; e < k; ++e) sum += src[i * k + e];
+    if (dst != src) to_layout(src + i * k, k, l, dst + i * l.stride);
     q.sum[size_t(i)] = sum;
   }
   return q;
