@@ -180,3 +180,52 @@ def test_panel_bench_names_bad_arguments(argv, message):
     out = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True, timeout=300,
                          cwd=script.parent)
     assert out.returncode != 0 and message in out.stderr
+
+
+# ------------------------------------------------------------------ fused int8 conv (conv_int8_avx512.cpp)
+
+CONV_GEOMS = {  # (B, C, H, W, O, kh, kw, stride, padding, dilation)
+    "3x3_multi_block": (2, 5, 13, 11, 9, 3, 3, (1, 1), (1, 1), (1, 1)),  # 143 pixels: 3 blocks, last 15 wide
+    "k_not_quad_n_tail": (1, 3, 9, 9, 7, 3, 3, (1, 1), (0, 0), (1, 1)),  # K = 27, N = 7: 4 + 3 rows
+    "stride2_dilation2": (3, 4, 17, 15, 6, 3, 3, (2, 2), (2, 1), (2, 2)),
+    "stride_2x1_rect": (1, 6, 10, 70, 5, 1, 3, (2, 1), (0, 2), (1, 1)),  # output rows longer than a block
+    "7x7_wide_k": (1, 40, 12, 12, 13, 7, 7, (2, 2), (3, 3), (1, 1)),  # K = 1960
+    "1x1": (2, 64, 7, 7, 4, 1, 1, (1, 1), (0, 0), (1, 1)),
+}
+
+
+@pytest.fixture(params=["fused", "int_mm"])
+def conv_path(request):
+    prev = torch.ops.wfn_cpu.set_panel_gemm(request.param == "fused")
+    yield request.param
+    torch.ops.wfn_cpu.set_panel_gemm(prev)
+
+
+@needs("int8")
+@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("geom", list(CONV_GEOMS))
+def test_int8_conv_bit_exact(conv_path, geom, bits):
+    """Both conv paths (the fused VNNI kernel and the quantised-columns + at::_int_mm one) against the reference,
+    bit for bit, with a bias and without, an all-zero image, zero patches and a NaN / Inf pixel (NaN outputs
+    wherever a receptive field holds it)."""
+    b, c, h, w, o, kh, kw, stride, padding, dilation = CONV_GEOMS[geom]
+    g = torch.Generator().manual_seed(hash(geom) % 1000 + bits)
+    k = c * kh * kw
+    table = torch.randint(-128, 128, (1 << bits,), generator=g).to(torch.int16)
+    table[0], table[-1] = -128, 127
+    packed = pack_codes(torch.randint(0, 1 << bits, (o, k), generator=g), bits)
+    x = torch.randn(b, c, h, w, generator=g) * 3
+    x[0, :, :2, :3] = 0.0
+    if b > 1:
+        x[1] = 0.0
+        x[0, 0, h // 2, w // 2] = float("nan")
+        x[0, c - 1, 1, w - 1] = float("inf")
+    bias = torch.randn(o, generator=g)
+    for bb in (None, bias):
+        args = (x, packed, table, bits, (o, c, kh, kw), 2.0 ** -5, bb, stride, padding, dilation)
+        y = int8_ops.int8_conv2d(*args, backend="extension")
+        ref = int8_ops.int8_conv2d(*args, backend="reference")
+        assert y.shape == ref.shape
+        torch.testing.assert_close(y, ref, rtol=0, atol=0, equal_nan=True)
+        if b > 1:
+            assert bool(y[1].isfinite().all()) and bool(y[0].isnan().any())

@@ -22,6 +22,7 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 
@@ -62,15 +63,13 @@ void int8_decode_rows_avx512(const uint8_t* packed, int64_t row_bytes, int64_t k
                              int64_t r0, int64_t r1, int8_t* out, int64_t ld = -1);
 
 // AVX-512 activation quantisation, bit-identical to the scalar definition (int_linear.cpp): scale =
-// amax / 127 (1 when amax == 0), q = clamp(round_half_even(x / scale), -127, 127).
+// amax / 127 (1 when amax == 0), inv = 1 / scale (float32), q = clamp(round_half_even(x * inv), -127, 127).
 // amax_avx512: max |x[0..k)| and whether every value is finite. quantize_avx512: q[0..k), returns sum q.
 float amax_avx512(const float* x, int64_t k, bool* finite);
-int32_t quantize_avx512(const float* x, int64_t k, float scale, int8_t* q);
-// Column-wise (a conv's im2col block x (k, w) with row stride ldx, one scale per column): amax[j] =
-// max_i |x[i, j]|, bad[j] = any non-finite; q[i * ldq + j] = quantised x[i, j] with scale[j].
-void col_amax_avx512(const float* x, int64_t k, int64_t w, int64_t ldx, float* amax, uint8_t* bad);
-void quantize_cols_avx512(const float* x, int64_t k, int64_t w, int64_t ldx, const float* scale, int8_t* q,
-                          int64_t ldq);
+int32_t quantize_avx512(const float* x, int64_t k, float inv, int8_t* q);
+// One scale per element (a conv's input row, one scale per output pixel): q[j] = quantised x[j] with
+// inv[j] = 1 / scale[j], j < n.
+void quantize_span_avx512(const float* x, int64_t n, const float* inv, int8_t* q);
 
 // Natural-order decode into 16-bit words (bf16 bit patterns, or int16 weights): out[(r - r0) * ld + i]
 // for i < k (ld = -1: k).
@@ -130,5 +129,40 @@ int64_t set_panel_blocking(int64_t nc, int64_t kdw);
 // 4-bit codes packed straight from the code bytes (default) or decoded by rows then transposed; returns the
 // previous setting.
 bool set_panel_direct_pack(bool on);
+
+// Convolution geometry of the int8 conv paths (int_linear.cpp, conv_int8_avx512.cpp): input C x H x W,
+// kernel kh x kw, output oh x ow, strides, paddings, dilations.
+struct ConvGeom {
+  int64_t c, h, w, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw;
+};
+
+// Output pixels ow0 + j, j in [jlo, jhi), of kernel column b read input column base + j * sw inside [0, w).
+struct ConvSpan {
+  int64_t base, jlo, jhi;
+};
+inline ConvSpan conv_input_span(const ConvGeom& g, int64_t ow0, int64_t width, int64_t b) {
+  const int64_t base = ow0 * g.sw + b * g.dw - g.pw;
+  int64_t jlo = base >= 0 ? 0 : (-base + g.sw - 1) / g.sw;
+  int64_t jhi = base >= g.w ? 0 : std::min<int64_t>(width, (g.w - base + g.sw - 1) / g.sw);
+  jlo = std::min(jlo, width);
+  jhi = std::max(jhi, jlo);
+  return {base, jlo, jhi};
+}
+
+// The fused int8 conv on AVX-512 VNNI (conv_int8_avx512.cpp): y (B, n, OH, OW) fp32 =
+// float(sum_k xq[pixel, k] * w[n, k]) * s[pixel] + bias[n], xq quantised from x with inv[pixel].
+struct Int8ConvArgs {
+  const float* x;        // (B, C, H, W) fp32, contiguous
+  ConvGeom g;
+  int64_t batch;
+  const int8_t* w;       // (n, kp) decoded int8 weights, rows zero-padded from k to kp = k rounded up to 4
+  const int32_t* comp;   // (n) -128 * row sum of w
+  int64_t n, k, kp;
+  const float* inv;      // (B * OH * OW) 1 / scale per output pixel
+  const float* s;        // (B * OH * OW) scale * step per output pixel; NaN where its inputs are not finite
+  const float* bias;     // (n) or nullptr
+  float* y;
+};
+void int8_conv_vnni(const Int8ConvArgs& a);
 
 }  // namespace wfn

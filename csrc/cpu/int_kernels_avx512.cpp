@@ -125,8 +125,9 @@ void u16_decode_impl(const uint8_t* packed, int64_t row_bytes, int64_t k, const 
   }
 }
 
-WFN_INL __m128i quantize16(__m512 v, __m512 s) {
-  const __m512 r = _mm512_roundscale_ps(_mm512_div_ps(v, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+// inv = 1 / scale (float32): one multiply per value, as the reference (a divide costs ~10x more here)
+WFN_INL __m128i quantize16(__m512 v, __m512 inv) {
+  const __m512 r = _mm512_roundscale_ps(_mm512_mul_ps(v, inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   const __m512 c = _mm512_min_ps(_mm512_set1_ps(127.f), _mm512_max_ps(_mm512_set1_ps(-127.f), r));
   return _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(c));
 }
@@ -153,8 +154,8 @@ float amax_avx512(const float* x, int64_t k, bool* finite) {
   return _mm512_reduce_max_ps(m);
 }
 
-int32_t quantize_avx512(const float* x, int64_t k, float scale, int8_t* q) {
-  const __m512 s = _mm512_set1_ps(scale);
+int32_t quantize_avx512(const float* x, int64_t k, float inv, int8_t* q) {
+  const __m512 s = _mm512_set1_ps(inv);
   __m512i sum = _mm512_setzero_si512();
   int64_t i = 0;
   for (; i + 16 <= k; i += 16) {
@@ -171,29 +172,14 @@ int32_t quantize_avx512(const float* x, int64_t k, float scale, int8_t* q) {
   return _mm512_reduce_add_epi32(sum);
 }
 
-void col_amax_avx512(const float* x, int64_t k, int64_t l, int64_t ldx, float* amax, uint8_t* bad) {
-  const __m512 big = _mm512_set1_ps(3.40282347e38f);
-  for (int64_t j = 0; j < l; j += 16) {
-    const __mmask16 t = l - j >= 16 ? __mmask16(0xffff) : __mmask16((1u << (l - j)) - 1u);
-    __m512 m = _mm512_setzero_ps();
-    __mmask16 b = 0;
-    for (int64_t i = 0; i < k; ++i) {
-      const __m512 a = _mm512_abs_ps(_mm512_maskz_loadu_ps(t, x + i * ldx + j));
-      b |= _mm512_cmp_ps_mask(a, big, _CMP_NLE_UQ);
-      m = _mm512_max_ps(m, a);
-    }
-    _mm512_mask_storeu_ps(amax + j, t, m);
-    _mm_mask_storeu_epi8(bad + j, t, _mm_maskz_set1_epi8(b, 1));
-  }
-}
-
-void quantize_cols_avx512(const float* x, int64_t k, int64_t l, int64_t ldx, const float* scale, int8_t* q,
-                          int64_t ldq) {
-  for (int64_t j = 0; j < l; j += 16) {
-    const __mmask16 t = l - j >= 16 ? __mmask16(0xffff) : __mmask16((1u << (l - j)) - 1u);
-    const __m512 s = _mm512_mask_loadu_ps(_mm512_set1_ps(1.f), t, scale + j);
-    for (int64_t i = 0; i < k; ++i)
-      _mm_mask_storeu_epi8(q + i * ldq + j, t, quantize16(_mm512_maskz_loadu_ps(t, x + i * ldx + j), s));
+void quantize_span_avx512(const float* x, int64_t n, const float* inv, int8_t* q) {
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + j), quantize16(_mm512_loadu_ps(x + j), _mm512_loadu_ps(inv + j)));
+  if (j < n) {
+    const __mmask16 t = __mmask16((1u << (n - j)) - 1u);
+    const __m512 s = _mm512_mask_loadu_ps(_mm512_set1_ps(1.f), t, inv + j);
+    _mm_mask_storeu_epi8(q + j, t, quantize16(_mm512_maskz_loadu_ps(t, x + j), s));
   }
 }
 

@@ -4,7 +4,7 @@
 //   wfn::int8_conv2d(x (B, C, H, W), packed, int_table, bits, weight_shape, bias, stride, padding,
 //                    dilation, groups, step)
 // int8_linear quantises each activation row (per token; per output pixel of the conv's GEMM view):
-// scale = max|x| / 127 (1 for an all-zero row), xq = clamp(round_half_even(x / scale), -127, 127), then
+// scale = max|x| / 127 (1 for an all-zero row), xq = clamp(round_half_even(x * (1 / scale)), -127, 127), then
 // y = float(int_linear(xq)) * (scale * step) + bias, the same float operations in the same order as the
 // reference, so the result is bit-identical to it. A row with a NaN or Inf gives NaN outputs.
 //
@@ -211,8 +211,9 @@ struct QRows {
 
 inline float row_scale(float amax) { return amax > 0.f ? amax / 127.f : 1.f; }
 
-inline int8_t quantize(float v, float scale) {
-  const float q = std::nearbyint(v / scale);  // default rounding mode: half to even, as torch.round
+// inv = 1 / scale, in float32 (the reference's order of operations).
+inline int8_t quantize(float v, float inv) {
+  const float q = std::nearbyint(v * inv);  // default rounding mode: half to even, as torch.round
   return int8_t(std::min(127.f, std::max(-127.f, q)));
 }
 
@@ -243,9 +244,9 @@ QRows quantize_rows(const at::Tensor& x, const XLayout& l) {
         const float sc = row_scale(amax);
         q.scale[size_t(i)] = sc;
         if (l.bb == 1) {
-          q.sum[size_t(i)] = quantize_avx512(s, k, sc, o);
+          q.sum[size_t(i)] = quantize_avx512(s, k, 1.f / sc, o);
         } else {
-          q.sum[size_t(i)] = quantize_avx512(s, k, sc, tmp.data());
+          q.sum[size_t(i)] = quantize_avx512(s, k, 1.f / sc, tmp.data());
           to_layout(tmp.data(), k, l, o);
         }
         continue;
@@ -265,12 +266,13 @@ QRows quantize_rows(const at::Tensor& x, const XLayout& l) {
       }
       const float sc = row_scale(amax);
       q.scale[size_t(i)] = sc;
+      const float inv = 1.f / sc;
       int32_t sum = 0;
       if (l.bb == 1) {
-        for (int64_t e = 0; e < k; ++e) { o[e] = quantize(s[e], sc); sum += o[e]; }
+        for (int64_t e = 0; e < k; ++e) { o[e] = quantize(s[e], inv); sum += o[e]; }
       } else {
         for (int64_t e = 0; e < k; ++e) {
-          const int8_t v = quantize(s[e], sc);
+          const int8_t v = quantize(s[e], inv);
           o[l.pos(e)] = v;
           sum += v;
         }
@@ -413,40 +415,63 @@ at::Tensor int8_linear_float(const at::Tensor& xf, const at::Tensor& packed, con
   return y;
 }
 
-// Conv as a transposed GEMM on im2col columns, so nothing is transposed: the columns (K, L) of image b
-// (one per output pixel, rows (c, kh, kw)-major like the weight rows) are gathered block by block (one
-// output row, up to 64 pixels) into a per-thread fp32 slab that stays in cache, quantised per column
-// (output pixel) into q (K, B * L) int8; each decoded weight tile W (rows, K) gives y_int (rows, B * L) =
-// at::_int_mm(W, q), rescaled straight into the NCHW output y[b, n0:, :]. No fp32 im2col matrix exists.
-struct ConvGeom {
-  int64_t c, h, w, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw;
-};
-
-// slab[i * ld + j] = x[c, oh * sh + ikh * dh - ph, (ow0 + j) * sw + ikw * dw - pw] (0 outside), i = (c, ikh, ikw)
-void gather_slab(const float* x, const ConvGeom& g, int64_t oh, int64_t ow0, int64_t width, float* slab, int64_t ld) {
-  int64_t i = 0;
-  for (int64_t c = 0; c < g.c; ++c)
-    for (int64_t a = 0; a < g.kh; ++a) {
-      const int64_t ih = oh * g.sh + a * g.dh - g.ph;
-      for (int64_t b = 0; b < g.kw; ++b, ++i) {
-        float* row = slab + i * ld;
-        if (ih < 0 || ih >= g.h) {
-          std::memset(row, 0, sizeof(float) * size_t(width));
-          continue;
+// Conv as a transposed GEMM on im2col columns, so nothing is transposed: column j of image b is output pixel
+// j, its rows (c, kh, kw)-major like the weight rows. The columns are quantised per output pixel straight
+// from the input into q (K, B * L) int8; no fp32 im2col block exists. A pixel's scale needs the max |x|
+// over its receptive field: that is the kh x kw window max of the channel-wise max |x| map (max is exact,
+// so it equals the max over the im2col column), built in one pass over the input. Each decoded weight tile
+// W (rows, K) then gives y_int (rows, B * L) = at::_int_mm(W, q), rescaled straight into the NCHW output.
+// Per output pixel of every image: amax over its receptive field, +Inf where any value there is non-finite
+// (Inf and NaN count as +Inf, so "bad" is amax == Inf). One pass over the channels builds the max |x| map,
+// then a separable window max: along rows (kw taps), then along columns (kh taps).
+void conv_pixel_amax(const float* x, const ConvGeom& g, int64_t batch, float* amax) {
+  const int64_t hw = g.h * g.w, l = g.oh * g.ow;
+  const float inf = std::numeric_limits<float>::infinity(), big = std::numeric_limits<float>::max();
+  at::parallel_for(0, batch, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<float> am(static_cast<size_t>(hw)), rows(static_cast<size_t>(g.h * g.ow));
+    for (int64_t bi = lo; bi < hi; ++bi) {
+      std::fill(am.begin(), am.end(), 0.f);
+      float* a = am.data();
+      for (int64_t c = 0; c < g.c; ++c) {
+        const float* xc = x + (bi * g.c + c) * hw;
+        for (int64_t p = 0; p < hw; ++p) {
+          float v = std::fabs(xc[p]);
+          v = v <= big ? v : inf;  // NaN -> Inf
+          a[p] = a[p] > v ? a[p] : v;
         }
-        const float* src = x + (c * g.h + ih) * g.w;
-        const int64_t base = ow0 * g.sw + b * g.dw - g.pw;  // input column of pixel j: base + j * sw
-        // valid j: 0 <= base + j * sw < w
-        int64_t jlo = base >= 0 ? 0 : (-base + g.sw - 1) / g.sw;
-        int64_t jhi = base >= g.w ? 0 : std::min<int64_t>(width, (g.w - base + g.sw - 1) / g.sw);
-        jlo = std::min(jlo, width);
-        jhi = std::max(jhi, jlo);
-        for (int64_t j = 0; j < jlo; ++j) row[j] = 0.f;
-        if (g.sw == 1) std::memcpy(row + jlo, src + base + jlo, sizeof(float) * size_t(jhi - jlo));
-        else for (int64_t j = jlo; j < jhi; ++j) row[j] = src[base + j * g.sw];
-        for (int64_t j = jhi; j < width; ++j) row[j] = 0.f;
+      }
+      for (int64_t ih = 0; ih < g.h; ++ih)  // rows[ih][ow] = max over kernel columns inside the row
+        for (int64_t ow = 0; ow < g.ow; ++ow) {
+          float m = 0.f;
+          for (int64_t b = 0; b < g.kw; ++b) {
+            const int64_t iw = ow * g.sw + b * g.dw - g.pw;
+            if (iw >= 0 && iw < g.w) m = std::max(m, a[ih * g.w + iw]);
+          }
+          rows[size_t(ih * g.ow + ow)] = m;
+        }
+      float* out = amax + bi * l;
+      for (int64_t oh = 0; oh < g.oh; ++oh) {
+        float* o = out + oh * g.ow;
+        std::fill(o, o + g.ow, 0.f);
+        for (int64_t k = 0; k < g.kh; ++k) {
+          const int64_t ih = oh * g.sh + k * g.dh - g.ph;
+          if (ih < 0 || ih >= g.h) continue;
+          const float* r = rows.data() + ih * g.ow;
+          for (int64_t ow = 0; ow < g.ow; ++ow) o[ow] = o[ow] > r[ow] ? o[ow] : r[ow];
+        }
       }
     }
+  });
+}
+
+// y[j] = float(acc[j]) * s[j] (+ bias): as the reference, rescale then add, two roundings (this file is
+// built without FMA, so the compiler cannot fuse them). Plain loops: they vectorise.
+void rescale_span(const int32_t* acc, const float* s, int64_t n, bool has_bias, float bias, float* y) {
+  if (has_bias) {
+    for (int64_t j = 0; j < n; ++j) y[j] = float(acc[j]) * s[j] + bias;
+  } else {
+    for (int64_t j = 0; j < n; ++j) y[j] = float(acc[j]) * s[j];
+  }
 }
 
 at::Tensor int8_conv_columns(const at::Tensor& x, const ConvGeom& g, const at::Tensor& packed, const IntTable& t,
@@ -454,55 +479,81 @@ at::Tensor int8_conv_columns(const at::Tensor& x, const ConvGeom& g, const at::T
   const int64_t batch = x.size(0), l = g.oh * g.ow, n = packed.size(0), ml = batch * l;
   const Isa isa = int_isa();
   const bool simd = active_isa() == Isa::Avx512;
-  at::Tensor q = at::empty({k, ml}, x.options().dtype(at::kChar));
   std::vector<float> scale(size_t(ml), 1.f), amax(size_t(ml), 0.f);
-  std::vector<uint8_t> bad(size_t(ml), 0);
   const float* src = x.data_ptr<float>();
-  int8_t* qd = q.data_ptr<int8_t>();
-  const int64_t cb = 64;
-  const int64_t per_row = (g.ow + cb - 1) / cb, nblk = g.oh * per_row;
-  at::parallel_for(0, batch * nblk, 1, [&](int64_t lo, int64_t hi) {
-    std::vector<float> slab_buf(size_t(k * cb));
-    float* slab = slab_buf.data();
-    for (int64_t task = lo; task < hi; ++task) {
-      const int64_t bi = task / nblk, rem = task % nblk, oh = rem / per_row, ow0 = (rem % per_row) * cb;
-      const int64_t w = std::min(cb, g.ow - ow0), j0 = oh * g.ow + ow0;
-      gather_slab(src + bi * g.c * g.h * g.w, g, oh, ow0, w, slab, cb);
-      const float* xb = slab;
-      const int64_t ldx = cb;
-      float* am = amax.data() + bi * l + j0;
-      uint8_t* bd = bad.data() + bi * l + j0;
-      float* sc = scale.data() + bi * l + j0;
-      int8_t* qb = qd + bi * l + j0;
-      if (simd) {
-        col_amax_avx512(xb, k, w, ldx, am, bd);
-      } else {
-        for (int64_t j = 0; j < w; ++j) { am[j] = 0.f; bd[j] = 0; }
-        for (int64_t i = 0; i < k; ++i) {
-          const float* r = xb + i * ldx;
-          for (int64_t j = 0; j < w; ++j) {
-            const float a = std::fabs(r[j]);
-            bd[j] |= !(a <= std::numeric_limits<float>::max());
-            am[j] = std::max(am[j], a);
-          }
-        }
-      }
-      for (int64_t j = 0; j < w; ++j) sc[j] = bd[j] ? 1.f : row_scale(am[j]);
-      if (simd) {
-        quantize_cols_avx512(xb, k, w, ldx, sc, qb, ml);  // a bad column's q is unused (its outputs are NaN)
-      } else {
-        for (int64_t i = 0; i < k; ++i)
-          for (int64_t j = 0; j < w; ++j) qb[i * ml + j] = bd[j] ? int8_t(0) : quantize(xb[i * ldx + j], sc[j]);
-      }
-    }
-  });
+  conv_pixel_amax(src, g, batch, amax.data());
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  const float stepf = float(step);
+  // Per pixel: the quantiser's 1 / scale, and the output scale (NaN for a pixel with a non-finite input,
+  // which makes its outputs NaN).
+  std::vector<float> inv(size_t(ml), 1.f), s(size_t(ml), 0.f);
+  for (int64_t j = 0; j < ml; ++j) {
+    scale[size_t(j)] = amax[size_t(j)] == inf ? 1.f : row_scale(amax[size_t(j)]);
+    inv[size_t(j)] = 1.f / scale[size_t(j)];
+    s[size_t(j)] = amax[size_t(j)] == inf ? nan : scale[size_t(j)] * stepf;
+  }
   at::Tensor y = at::empty({batch, n, out_hw[0], out_hw[1]}, x.options());
   float* yd = y.data_ptr<float>();
   const float* bptr = bias.defined() ? bias.data_ptr<float>() : nullptr;
-  const float stepf = float(step);
-  std::vector<float> s(static_cast<size_t>(ml), 0.f);
-  for (int64_t j = 0; j < ml; ++j) s[size_t(j)] = scale[size_t(j)] * stepf;
-  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const uint8_t* p = packed.data_ptr<uint8_t>();
+  const int64_t rb = packed.size(1);
+  if (use_panel(isa, t.narrow)) {  // fused gather + quantise + VNNI product + rescale (conv_int8_avx512.cpp)
+    const int64_t kp = (k + 3) / 4 * 4;
+    int8_t* w = int8_workspace(n * kp, 0);
+    std::vector<int32_t> comp(size_t(n), 0);
+    parallel_chunks(n, std::max<int64_t>(1, (int64_t(1) << 16) / kp), [&](int64_t lo, int64_t hi) {
+      int8_decode_rows_avx512(p, rb, k, bits, t.lo, lo, hi, w + lo * kp, kp);
+      for (int64_t r = lo; r < hi; ++r) {
+        int8_t* wr = w + r * kp;
+        std::memset(wr + k, 0, size_t(kp - k));
+        int32_t sum = 0;
+        for (int64_t e = 0; e < k; ++e) sum += wr[e];
+        comp[size_t(r)] = -128 * sum;
+      }
+    });
+    int8_conv_vnni({src, g, batch, w, comp.data(), n, k, kp, inv.data(), s.data(), bptr, yd});
+    return y;
+  }
+  at::Tensor q = at::empty({k, ml}, x.options().dtype(at::kChar));
+  int8_t* qd = q.data_ptr<int8_t>();
+  const int64_t cb = 64;  // output pixels per task (within one output row)
+  const int64_t per_row = (g.ow + cb - 1) / cb, nblk = g.oh * per_row;
+  at::parallel_for(0, batch * nblk, 1, [&](int64_t lo, int64_t hi) {
+    float strided[64];
+    for (int64_t task = lo; task < hi; ++task) {
+      const int64_t bi = task / nblk, rem = task % nblk, oh = rem / per_row, ow0 = (rem % per_row) * cb;
+      const int64_t w = std::min(cb, g.ow - ow0), j0 = bi * l + oh * g.ow + ow0;
+      const float* iv = inv.data() + j0;
+      const float* am = amax.data() + j0;
+      int8_t* qcol = qd + j0;
+      int64_t i = 0;  // im2col row (c, kh, kw)
+      for (int64_t c = 0; c < g.c; ++c)
+        for (int64_t a = 0; a < g.kh; ++a) {
+          const int64_t ih = oh * g.sh + a * g.dh - g.ph;
+          for (int64_t b = 0; b < g.kw; ++b, ++i) {
+            int8_t* qr = qcol + i * ml;
+            if (ih < 0 || ih >= g.h) {
+              std::memset(qr, 0, size_t(w));
+              continue;
+            }
+            const ConvSpan sp = conv_input_span(g, ow0, w, b);
+            std::memset(qr, 0, size_t(sp.jlo));
+            std::memset(qr + sp.jhi, 0, size_t(w - sp.jhi));
+            const float* row = src + ((bi * g.c + c) * g.h + ih) * g.w + sp.base;
+            const float* v = row + sp.jlo;  // v[j - jlo] is pixel j's input
+            if (g.sw != 1) {
+              for (int64_t j = sp.jlo; j < sp.jhi; ++j) strided[j - sp.jlo] = row[j * g.sw];
+              v = strided;
+            }
+            if (simd) {
+              quantize_span_avx512(v, sp.jhi - sp.jlo, iv + sp.jlo, qr + sp.jlo);  // a bad pixel's q is unused
+            } else {
+              for (int64_t j = sp.jlo; j < sp.jhi; ++j) qr[j] = am[j] == inf ? int8_t(0) : quantize(v[j - sp.jlo], iv[j]);
+            }
+          }
+        }
+    }
+  });
   if (t.narrow && amx_int8_available()) {  // AMX-INT8 tiles on the same columns (amx_gemm.cpp), same rescale
     amx_int8_columns(qd, k, ml, packed, t.lo, bits,
                      [&](int64_t n0, int64_t rows, const int32_t* acc, int64_t ldc, int64_t p0, int64_t count) {
@@ -510,19 +561,14 @@ at::Tensor int8_conv_columns(const at::Tensor& x, const ConvGeom& g, const at::T
                          const float bv = bptr != nullptr ? bptr[n0 + r] : 0.f;
                          for (int64_t j = 0; j < count;) {  // runs of pixels within one image
                            const int64_t px = p0 + j, bi = px / l, l0 = px % l, run = std::min(count - j, l - l0);
-                           float* yr = yd + (bi * n + n0 + r) * l + l0;
-                           for (int64_t e = 0; e < run; ++e) {
-                             const float prod = float(acc[r * ldc + j + e]) * s[size_t(px + e)];
-                             yr[e] = bad[size_t(px + e)] ? nan : (bptr != nullptr ? prod + bv : prod);
-                           }
+                           rescale_span(acc + r * ldc + j, s.data() + px, run, bptr != nullptr, bv,
+                                        yd + (bi * n + n0 + r) * l + l0);
                            j += run;
                          }
                        }
                      });
     return y;
   }
-  const uint8_t* p = packed.data_ptr<uint8_t>();
-  const int64_t rb = packed.size(1);
   const int64_t nb = int_tile_rows(k, n);
   int8_t* wlo = int8_workspace(nb * k, 0);
   int8_t* whi = t.narrow ? nullptr : int8_workspace(nb * k, 1);
@@ -537,14 +583,7 @@ at::Tensor int8_conv_columns(const at::Tensor& x, const ConvGeom& g, const at::T
       for (int64_t r = lo; r < hi; ++r) {
         const float bv = bptr != nullptr ? bptr[n0 + r] : 0.f;
         for (int64_t bi = 0; bi < batch; ++bi) {
-          float* yr = yd + (bi * n + n0 + r) * l;
-          const int32_t* ar = ad + r * ml + bi * l;
-          const float* sr = s.data() + bi * l;
-          const uint8_t* br = bad.data() + bi * l;
-          for (int64_t j = 0; j < l; ++j) {
-            const float prod = float(ar[j]) * sr[j];  // as the reference: rescale, then add the bias
-            yr[j] = br[j] ? nan : (bptr != nullptr ? prod + bv : prod);
-          }
+          rescale_span(ad + r * ml + bi * l, s.data() + bi * l, l, bptr != nullptr, bv, yd + (bi * n + n0 + r) * l);
         }
       }
     });

@@ -7,7 +7,8 @@ dynamically per row of the GEMM view (per token for a linear layer, per output p
 :func:`quantize_rows`)::
 
     scale[m] = max_k |x[m, k]| / 127            (1 for an all-zero row)
-    xq[m, k] = clamp(round_half_even(x[m, k] / scale[m]), -127, 127)      int8
+    inv[m]   = 1 / scale[m]                      (float32, as torch's own quantisers: a multiply, not a divide)
+    xq[m, k] = clamp(round_half_even(x[m, k] * inv[m]), -127, 127)        int8
     y_int    = xq @ int_table[codes].T                                      exact, int32
     y        = float32(y_int) * (scale[m] * step) + bias                    one rescale per output
 
@@ -118,7 +119,8 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     amax = xf.abs().amax(dim=1) if xf.shape[1] else torch.zeros(xf.shape[0])
     amax = torch.where(bad, torch.zeros_like(amax), amax)
     scale = torch.where(amax > 0, amax / 127, torch.ones_like(amax))
-    xq = torch.clamp(torch.round(xf / scale[:, None]), -127, 127)
+    inv = 1.0 / scale  # float32, then one multiply per element (the kernels do the same operations)
+    xq = torch.clamp(torch.round(xf * inv[:, None]), -127, 127)
     xq = torch.where(bad[:, None], torch.zeros_like(xq), xq).to(torch.int8)
     return xq, scale, bad
 

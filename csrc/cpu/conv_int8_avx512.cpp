@@ -1,0 +1,178 @@
+// The int8 mode's convolution on AVX-512 VNNI CPUs without AMX: im2col, per-pixel quantisation, the exact
+// integer product and the rescale fused per block of 64 output pixels, with the activations as the vector
+// operand and the weights broadcast, so a pixel block's outputs land in the NCHW output as whole vectors.
+//
+// Per task (one image, 64 consecutive output pixels p0 .. p0 + 63 of its OH x OW plane):
+//  1. Gather + quantise: im2col row i = (c, kh, kw) of the block, quantised with each pixel's own scale
+//     (int8_conv_columns computes scales from the receptive-field max), four rows at a time into a 4 x 64
+//     int8 scratch, then interleaved into act[i / 4] as 64 dwords (4 consecutive K values of one pixel) and
+//     offset by +128 (u8), the unsigned operand vpdpbusd reads. The block (K/4 x 256 bytes, <= 295 KB for
+//     ResNet-18's largest K = 4608) stays in L2.
+//  2. Product: for 6 weight rows at a time, 24 accumulators (6 rows x 64 pixels); per K quad, 4 activation
+//     vectors and 6 broadcast weight dwords (s8) feed 24 vpdpbusd. Accumulators start at -128 * (row sum of
+//     the weights), which removes the +128 offset exactly: sum (x + 128) w - 128 sum w = sum x w. Every
+//     partial sum is bounded by K * 128 * 128, inside the K * 127 * 255 < 2^31 the front end checks.
+//  3. Rescale: y = float(acc) * s[pixel] + bias (s = scale * step, NaN for a pixel whose receptive field
+//     holds NaN/Inf), two roundings as the reference, stored straight into y[b, n, p0 ..].
+// The interleave's byte unpacks work within 128-bit lanes, so accumulator j lane L holds pixels
+// 16 L + 4 j .. 16 L + 4 j + 3; a 4 x 4 transpose of 128-bit lanes puts them back in order before the store.
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "int_kernels.h"
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,bmi,bmi2")
+
+namespace wfn {
+namespace {
+
+constexpr int64_t kPix = 64;  // output pixels per task (four zmm of 16 dword lanes)
+
+#define WFN_INL inline __attribute__((always_inline))
+
+// Rows r0..r3 (64 int8 pixels each) -> four zmm of (r0, r1, r2, r3) byte quads per pixel, +128 each.
+WFN_INL void interleave4(const int8_t* rows, uint8_t* out) {
+  const __m512i flip = _mm512_set1_epi8(char(0x80));
+  const __m512i a = _mm512_xor_si512(_mm512_loadu_si512(rows), flip);
+  const __m512i b = _mm512_xor_si512(_mm512_loadu_si512(rows + kPix), flip);
+  const __m512i c = _mm512_xor_si512(_mm512_loadu_si512(rows + 2 * kPix), flip);
+  const __m512i d = _mm512_xor_si512(_mm512_loadu_si512(rows + 3 * kPix), flip);
+  const __m512i ab_lo = _mm512_unpacklo_epi8(a, b), ab_hi = _mm512_unpackhi_epi8(a, b);
+  const __m512i cd_lo = _mm512_unpacklo_epi8(c, d), cd_hi = _mm512_unpackhi_epi8(c, d);
+  _mm512_storeu_si512(out, _mm512_unpacklo_epi16(ab_lo, cd_lo));
+  _mm512_storeu_si512(out + 64, _mm512_unpackhi_epi16(ab_lo, cd_lo));
+  _mm512_storeu_si512(out + 128, _mm512_unpacklo_epi16(ab_hi, cd_hi));
+  _mm512_storeu_si512(out + 192, _mm512_unpackhi_epi16(ab_hi, cd_hi));
+}
+
+// Quantised im2col rows i0 .. i0 + 3 (zero past K) of the block into q4 (4 x 64 int8).
+void quantize_quad(const Int8ConvArgs& a, int64_t bi, int64_t p0, int64_t width, int64_t i0, int8_t* q4) {
+  const ConvGeom& g = a.g;
+  std::memset(q4, 0, 4 * kPix);
+  const int64_t kk = g.kh * g.kw;
+  float strided[kPix];
+  for (int64_t r = 0; r < 4 && i0 + r < a.k; ++r) {
+    const int64_t i = i0 + r, c = i / kk, kh = (i % kk) / g.kw, kw = i % g.kw;
+    const float* plane = a.x + (bi * g.c + c) * g.h * g.w;
+    int8_t* qr = q4 + r * kPix;
+    for (int64_t j = 0; j < width;) {  // runs of pixels within one output row
+      const int64_t px = p0 + j, oh = px / g.ow, ow = px % g.ow, run = std::min(width - j, g.ow - ow);
+      const int64_t ih = oh * g.sh + kh * g.dh - g.ph;
+      if (ih >= 0 && ih < g.h) {
+        const ConvSpan sp = conv_input_span(g, ow, run, kw);
+        const float* row = plane + ih * g.w + sp.base;
+        const float* v = row + sp.jlo;
+        if (g.sw != 1) {
+          for (int64_t e = sp.jlo; e < sp.jhi; ++e) strided[e - sp.jlo] = row[e * g.sw];
+          v = strided;
+        }
+        quantize_span_avx512(v, sp.jhi - sp.jlo, a.inv + bi * g.oh * g.ow + px + sp.jlo, qr + j + sp.jlo);
+      }
+      j += run;
+    }
+  }
+}
+
+// One weight dword broadcast and its four dot products (the block's four activation vectors), in one asm
+// statement: with intrinsics GCC keeps the accumulators in a stack array and reloads / stores them on every
+// step (as in panel_gemm_avx512.cpp).
+#define WFN_DOT4(A0, A1, A2, A3, X0, X1, X2, X3, P)                                                        \
+  do {                                                                                                   \
+    __m512i t_;                                                                                          \
+    asm("vpbroadcastd %[m], %[t]\n\tvpdpbusd %[t], %[x0], %[a0]\n\tvpdpbusd %[t], %[x1], %[a1]\n\t"        \
+        "vpdpbusd %[t], %[x2], %[a2]\n\tvpdpbusd %[t], %[x3], %[a3]"                                      \
+        : [a0] "+v"(A0), [a1] "+v"(A1), [a2] "+v"(A2), [a3] "+v"(A3), [t] "=&v"(t_)                      \
+        : [x0] "v"(X0), [x1] "v"(X1), [x2] "v"(X2), [x3] "v"(X3), [m] "m"(*(P)));                        \
+  } while (0)
+
+// MR weight rows n0 .. n0 + MR - 1 over the task's activation block, rescaled into y. Accumulators as four
+// arrays of MR vectors (one per activation vector), not one aggregate: GCC keeps the latter in memory.
+template <int MR>
+__attribute__((noinline)) void product_rows(const Int8ConvArgs& a, const uint8_t* act, int64_t kq, int64_t n0,
+                                            int64_t bi, int64_t p0, int64_t width) {
+  __m512i a0[MR], a1[MR], a2[MR], a3[MR];
+  const int32_t* wrow[MR];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) {
+    wrow[r] = reinterpret_cast<const int32_t*>(a.w + (n0 + r) * a.kp);
+    a0[r] = a1[r] = a2[r] = a3[r] = _mm512_set1_epi32(a.comp[n0 + r]);
+  }
+  for (int64_t q = 0; q < kq; ++q) {
+    const uint8_t* aq = act + q * 4 * kPix;
+    const __m512i x0 = _mm512_loadu_si512(aq), x1 = _mm512_loadu_si512(aq + 64);
+    const __m512i x2 = _mm512_loadu_si512(aq + 128), x3 = _mm512_loadu_si512(aq + 192);
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) WFN_DOT4(a0[r], a1[r], a2[r], a3[r], x0, x1, x2, x3, wrow[r] + q);
+  }
+  const int64_t l = a.g.oh * a.g.ow;
+  const float* s = a.s + bi * l + p0;
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) {
+    // lanes back in pixel order (see the header)
+    const __m512i t0 = _mm512_shuffle_i32x4(a0[r], a1[r], _MM_SHUFFLE(1, 0, 1, 0));
+    const __m512i t1 = _mm512_shuffle_i32x4(a2[r], a3[r], _MM_SHUFFLE(1, 0, 1, 0));
+    const __m512i t2 = _mm512_shuffle_i32x4(a0[r], a1[r], _MM_SHUFFLE(3, 2, 3, 2));
+    const __m512i t3 = _mm512_shuffle_i32x4(a2[r], a3[r], _MM_SHUFFLE(3, 2, 3, 2));
+    const __m512i o[4] = {_mm512_shuffle_i32x4(t0, t1, _MM_SHUFFLE(2, 0, 2, 0)),
+                          _mm512_shuffle_i32x4(t0, t1, _MM_SHUFFLE(3, 1, 3, 1)),
+                          _mm512_shuffle_i32x4(t2, t3, _MM_SHUFFLE(2, 0, 2, 0)),
+                          _mm512_shuffle_i32x4(t2, t3, _MM_SHUFFLE(3, 1, 3, 1))};
+    float* y = a.y + (bi * a.n + n0 + r) * l + p0;
+    const __m512 bias = _mm512_set1_ps(a.bias != nullptr ? a.bias[n0 + r] : 0.f);
+    for (int j = 0; j < 4 && 16 * j < width; ++j) {
+      const int64_t left = width - 16 * j;
+      const __mmask16 m = left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1u);
+      __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(o[j]), _mm512_maskz_loadu_ps(m, s + 16 * j));
+      if (a.bias != nullptr) {
+        asm("" : "+v"(v));  // keep the multiply and the add apart (no FMA contraction): as the reference
+        v = _mm512_add_ps(v, bias);
+      }
+      _mm512_mask_storeu_ps(y + 16 * j, m, v);
+    }
+  }
+}
+
+constexpr int kRows = 6;  // weight rows per micro-kernel call: 24 accumulators + 4 activations + 1 broadcast
+
+void product_tail(int64_t rows, const Int8ConvArgs& a, const uint8_t* act, int64_t kq, int64_t n0, int64_t bi,
+                  int64_t p0, int64_t width) {
+  switch (rows) {
+    case 1: product_rows<1>(a, act, kq, n0, bi, p0, width); break;
+    case 2: product_rows<2>(a, act, kq, n0, bi, p0, width); break;
+    case 3: product_rows<3>(a, act, kq, n0, bi, p0, width); break;
+    case 4: product_rows<4>(a, act, kq, n0, bi, p0, width); break;
+    default: product_rows<5>(a, act, kq, n0, bi, p0, width); break;
+  }
+}
+
+}  // namespace
+
+void int8_conv_vnni(const Int8ConvArgs& a) {
+  const ConvGeom& g = a.g;
+  const int64_t l = g.oh * g.ow, blocks = (l + kPix - 1) / kPix, kq = a.kp / 4;
+  at::parallel_for(0, a.batch * blocks, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<uint8_t> act_buf(static_cast<size_t>(kq * 4 * kPix) + 64);
+    uint8_t* act = act_buf.data();
+    alignas(64) int8_t q4[4 * kPix];
+    for (int64_t task = lo; task < hi; ++task) {
+      const int64_t bi = task / blocks, p0 = (task % blocks) * kPix, width = std::min(kPix, l - p0);
+      for (int64_t q = 0; q < kq; ++q) {
+        quantize_quad(a, bi, p0, width, 4 * q, q4);
+        interleave4(q4, act + q * 4 * kPix);
+      }
+      int64_t n0 = 0;
+      for (; n0 + kRows <= a.n; n0 += kRows) product_rows<kRows>(a, act, kq, n0, bi, p0, width);
+      if (n0 < a.n) product_tail(a.n - n0, a, act, kq, n0, bi, p0, width);
+    }
+  });
+}
+
+}  // namespace wfn
+
+#pragma GCC pop_options
