@@ -51,30 +51,75 @@ WFN_INL void interleave4(const int8_t* rows, uint8_t* out) {
   _mm512_storeu_si512(out + 192, _mm512_unpackhi_epi16(ab_hi, cd_hi));
 }
 
-// Quantised im2col rows i0 .. i0 + 3 (zero past K) of the block into q4 (4 x 64 int8).
-void quantize_quad(const Int8ConvArgs& a, int64_t bi, int64_t p0, int64_t width, int64_t i0, int8_t* q4) {
+// A task's pixels as runs within one output row: pixels j0 .. j0 + len - 1 of the block are output row oh,
+// columns ow .. ow + len - 1.
+struct Run {
+  int64_t j0, oh, ow, len;
+};
+
+// q[j] = clamp(round(v[j] * inv[j])), j < n (quantize_span_avx512's arithmetic, inlined here).
+WFN_INL void quantize_run(const float* v, int64_t n, const float* inv, int8_t* q) {
+  const __m512 lo = _mm512_set1_ps(-127.f), hi = _mm512_set1_ps(127.f);
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 t = n - j >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - j)) - 1u);
+    const __m512 r = _mm512_roundscale_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(t, v + j), _mm512_maskz_loadu_ps(t, inv + j)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    _mm_mask_storeu_epi8(q + j, t, _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_min_ps(hi, _mm512_max_ps(lo, r)))));
+  }
+}
+
+// The same for every second input value: q[j] from v[2 j] (stride-2 convs), two loads and one permute per
+// 16 values; nothing past v[2 (n - 1)] is read.
+WFN_INL void quantize_run_s2(const float* v, int64_t n, const float* inv, int8_t* q) {
+  const __m512 lo = _mm512_set1_ps(-127.f), hi = _mm512_set1_ps(127.f);
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  for (int64_t j = 0; j < n; j += 16) {
+    const int64_t left = n - j, avail = 2 * left - 1;  // readable values from v + 2 j
+    const __mmask16 t = left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1u);
+    const __mmask16 m0 = avail >= 16 ? __mmask16(0xffff) : __mmask16((1u << avail) - 1u);
+    const __mmask16 m1 = avail >= 32 ? __mmask16(0xffff) : avail <= 16 ? __mmask16(0) : __mmask16((1u << (avail - 16)) - 1u);
+    const __m512 x = _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(m0, v + 2 * j), even,
+                                            _mm512_maskz_loadu_ps(m1, v + 2 * j + 16));
+    const __m512 r = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_maskz_loadu_ps(t, inv + j)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    _mm_mask_storeu_epi8(q + j, t, _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_min_ps(hi, _mm512_max_ps(lo, r)))));
+  }
+}
+
+// Quantised im2col rows i0 .. i0 + 3 (zero past K) of the block into q4 (4 x 64 int8); (c, kh, kw) is row
+// i0's position, advanced here.
+void quantize_quad(const Int8ConvArgs& a, const float* image, const Run* runs, int nruns, const float* inv,
+                   int64_t i0, int64_t (&pos)[3], int8_t* q4) {
   const ConvGeom& g = a.g;
   std::memset(q4, 0, 4 * kPix);
-  const int64_t kk = g.kh * g.kw;
   float strided[kPix];
   for (int64_t r = 0; r < 4 && i0 + r < a.k; ++r) {
-    const int64_t i = i0 + r, c = i / kk, kh = (i % kk) / g.kw, kw = i % g.kw;
-    const float* plane = a.x + (bi * g.c + c) * g.h * g.w;
+    const int64_t c = pos[0], kh = pos[1], kw = pos[2];
+    if (++pos[2] == g.kw) {
+      pos[2] = 0;
+      if (++pos[1] == g.kh) pos[1] = 0, ++pos[0];
+    }
+    const float* plane = image + c * g.h * g.w;
     int8_t* qr = q4 + r * kPix;
-    for (int64_t j = 0; j < width;) {  // runs of pixels within one output row
-      const int64_t px = p0 + j, oh = px / g.ow, ow = px % g.ow, run = std::min(width - j, g.ow - ow);
-      const int64_t ih = oh * g.sh + kh * g.dh - g.ph;
-      if (ih >= 0 && ih < g.h) {
-        const ConvSpan sp = conv_input_span(g, ow, run, kw);
-        const float* row = plane + ih * g.w + sp.base;
-        const float* v = row + sp.jlo;
-        if (g.sw != 1) {
-          for (int64_t e = sp.jlo; e < sp.jhi; ++e) strided[e - sp.jlo] = row[e * g.sw];
-          v = strided;
-        }
-        quantize_span_avx512(v, sp.jhi - sp.jlo, a.inv + bi * g.oh * g.ow + px + sp.jlo, qr + j + sp.jlo);
+    for (int u = 0; u < nruns; ++u) {
+      const Run& ru = runs[u];
+      const int64_t ih = ru.oh * g.sh + kh * g.dh - g.ph;
+      if (ih < 0 || ih >= g.h) continue;
+      const float* row = plane + ih * g.w;
+      const int64_t base = ru.ow * g.sw + kw * g.dw - g.pw;  // input column of the run's first pixel
+      if (g.sw == 1) {
+        const int64_t jlo = std::min(ru.len, std::max<int64_t>(0, -base));
+        const int64_t jhi = std::max(jlo, std::min(ru.len, g.w - base));
+        quantize_run(row + base + jlo, jhi - jlo, inv + ru.j0 + jlo, qr + ru.j0 + jlo);
+      } else if (g.sw == 2) {
+        const int64_t jlo = std::min(ru.len, base >= 0 ? 0 : (1 - base) / 2);
+        const int64_t jhi = std::max(jlo, std::min(ru.len, (g.w - base + 1) / 2));
+        quantize_run_s2(row + base + 2 * jlo, jhi - jlo, inv + ru.j0 + jlo, qr + ru.j0 + jlo);
+      } else {
+        const ConvSpan sp = conv_input_span(g, ru.ow, ru.len, kw);
+        for (int64_t e = sp.jlo; e < sp.jhi; ++e) strided[e - sp.jlo] = row[sp.base + e * g.sw];
+        quantize_run(strided, sp.jhi - sp.jlo, inv + ru.j0 + sp.jlo, qr + ru.j0 + sp.jlo);
       }
-      j += run;
     }
   }
 }
@@ -162,8 +207,17 @@ void int8_conv_vnni(const Int8ConvArgs& a) {
     alignas(64) int8_t q4[4 * kPix];
     for (int64_t task = lo; task < hi; ++task) {
       const int64_t bi = task / blocks, p0 = (task % blocks) * kPix, width = std::min(kPix, l - p0);
+      Run runs[kPix];
+      int nruns = 0;
+      for (int64_t j = 0; j < width;) {
+        const int64_t px = p0 + j, ow = px % g.ow, len = std::min(width - j, g.ow - ow);
+        runs[nruns++] = {j, px / g.ow, ow, len};
+        j += len;
+      }
+      int64_t pos[3] = {0, 0, 0};  // (c, kh, kw) of the next im2col row
+      const float* image = a.x + bi * g.c * g.h * g.w;
       for (int64_t q = 0; q < kq; ++q) {
-        quantize_quad(a, bi, p0, width, 4 * q, q4);
+        quantize_quad(a, image, runs, nruns, a.inv + bi * l + p0, 4 * q, pos, q4);
         interleave4(q4, act + q * 4 * kPix);
       }
       int64_t n0 = 0;

@@ -70,6 +70,8 @@ int32_t quantize_avx512(const float* x, int64_t k, float inv, int8_t* q);
 // One scale per element (a conv's input row, one scale per output pixel): q[j] = quantised x[j] with
 // inv[j] = 1 / scale[j], j < n.
 void quantize_span_avx512(const float* x, int64_t n, const float* inv, int8_t* q);
+// am[p] = max over the c planes of |x[ci * hw + p]| (+Inf where any is NaN or Inf), p < hw.
+void absmax_planes_avx512(const float* x, int64_t c, int64_t hw, float* am);
 
 // Natural-order decode into 16-bit words (bf16 bit patterns, or int16 weights): out[(r - r0) * ld + i]
 // for i < k (ld = -1: k).

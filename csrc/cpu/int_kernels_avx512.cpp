@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 
 #include "int_kernels.h"
 
@@ -170,6 +171,24 @@ int32_t quantize_avx512(const float* x, int64_t k, float inv, int8_t* q) {
     sum = _mm512_add_epi32(sum, _mm512_cvtepi8_epi32(b));  // masked-off lanes quantise 0 to 0
   }
   return _mm512_reduce_add_epi32(sum);
+}
+
+void absmax_planes_avx512(const float* x, int64_t c, int64_t hw, float* am) {
+  const __m512 inf = _mm512_set1_ps(std::numeric_limits<float>::infinity());
+  const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff);
+  for (int64_t p = 0; p < hw; p += 16) {
+    const __mmask16 t = hw - p >= 16 ? __mmask16(0xffff) : __mmask16((1u << (hw - p)) - 1u);
+    _mm512_mask_storeu_ps(am + p, t, _mm512_setzero_ps());
+  }
+  for (int64_t ci = 0; ci < c; ++ci) {
+    const float* xc = x + ci * hw;
+    for (int64_t p = 0; p < hw; p += 16) {
+      const __mmask16 t = hw - p >= 16 ? __mmask16(0xffff) : __mmask16((1u << (hw - p)) - 1u);
+      __m512 v = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(_mm512_maskz_loadu_ps(t, xc + p)), abs_mask));
+      v = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), v, inf);  // NaN -> Inf
+      _mm512_mask_storeu_ps(am + p, t, _mm512_max_ps(_mm512_maskz_loadu_ps(t, am + p), v));
+    }
+  }
 }
 
 void quantize_span_avx512(const float* x, int64_t n, const float* inv, int8_t* q) {

@@ -430,14 +430,18 @@ void conv_pixel_amax(const float* x, const ConvGeom& g, int64_t batch, float* am
   at::parallel_for(0, batch, 1, [&](int64_t lo, int64_t hi) {
     std::vector<float> am(static_cast<size_t>(hw)), rows(static_cast<size_t>(g.h * g.ow));
     for (int64_t bi = lo; bi < hi; ++bi) {
-      std::fill(am.begin(), am.end(), 0.f);
       float* a = am.data();
-      for (int64_t c = 0; c < g.c; ++c) {
-        const float* xc = x + (bi * g.c + c) * hw;
-        for (int64_t p = 0; p < hw; ++p) {
-          float v = std::fabs(xc[p]);
-          v = v <= big ? v : inf;  // NaN -> Inf
-          a[p] = a[p] > v ? a[p] : v;
+      if (active_isa() == Isa::Avx512) {
+        absmax_planes_avx512(x + bi * g.c * hw, g.c, hw, a);
+      } else {
+        std::fill(am.begin(), am.end(), 0.f);
+        for (int64_t c = 0; c < g.c; ++c) {
+          const float* xc = x + (bi * g.c + c) * hw;
+          for (int64_t p = 0; p < hw; ++p) {
+            float v = std::fabs(xc[p]);
+            v = v <= big ? v : inf;  // NaN -> Inf
+            a[p] = a[p] > v ? a[p] : v;
+          }
         }
       }
       for (int64_t ih = 0; ih < g.h; ++ih)  // rows[ih][ow] = max over kernel columns inside the row
