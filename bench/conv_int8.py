@@ -1,10 +1,12 @@
 """The int8 mode's convolution, layer by layer over ResNet-18's conv shapes, against the bf16 and fp32 convs a
-user would run instead (F.conv2d eager, bf16 and fp32, NCHW), 1 thread, interleaved medians.
+user would run instead (F.conv2d eager, bf16 and fp32, NCHW), interleaved medians.
 
-    python bench/conv_int8.py [--batch 8] [--repeats 15] [--layers layer1.conv layer2.conv ...]
+    python bench/conv_int8.py [--batch 8] [--threads 1] [--repeats 15] [--layers layer1.conv ...] [--out FILE]
 
 Weights: 4-bit codes of 16 power-of-two values (modes.int8_friendly_pow2), so every mode sees the same
-weight. Per layer: time of each contender and int8 vs bf16 (> 1: the int8 mode is faster).
+weight. Per layer: time of each contender and int8 vs bf16 (> 1: the int8 mode is faster). "int8 cols" is
+the same int8 op with the fused VNNI kernel switched off (torch.ops.wfn_cpu.set_panel_gemm(False)): per-pixel
+quantised im2col columns + at::_int_mm, the path CPUs without VNNI (or with AMX) take.
 """
 
 from __future__ import annotations
@@ -28,12 +30,26 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     names = [c[0] for c in RESNET18_CONVS]
     ap.add_argument("--layers", nargs="+", default=names, choices=names)
+    ap.add_argument("--out", help="also write the table (markdown) here")
     args = ap.parse_args()
+    if args.batch < 1 or args.threads < 1 or args.repeats < 1:
+        ap.error("--batch, --threads and --repeats must be >= 1")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    print(f"batch {args.batch}, {args.threads} thread(s), medians of {args.repeats} (ms)")
-    print(f"{'layer':22s} {'int8':>8s} {'bf16':>8s} {'fp32':>8s}  int8 vs bf16")
-    total = [0.0, 0.0, 0.0]
+    lines = [f"batch {args.batch}, {args.threads} thread(s), medians of {args.repeats} interleaved runs (ms); "
+             f"int8 path: {torch.ops.wfn_cpu.panel_capability()}", "",
+             "| layer | WFN int8 | int8 cols | bf16 conv | fp32 conv | int8 vs bf16 | int8 cols vs bf16 |",
+             "|---|---|---|---|---|---|---|"]
+    print(lines[0])
+    total = [0.0, 0.0, 0.0, 0.0]
+
+    def cols(model, x):
+        prev = torch.ops.wfn_cpu.set_panel_gemm(False)
+        try:
+            return model(x)
+        finally:
+            torch.ops.wfn_cpu.set_panel_gemm(prev)
+
     for name, ci, h, w, co, k, s, p, count in RESNET18_CONVS:
         if name not in args.layers:
             continue
@@ -46,13 +62,19 @@ def main() -> None:
         xb, wt = x.bfloat16(), conv.weight.detach()
         wb = wt.bfloat16()
         with torch.no_grad():
-            t = interleaved_medians([lambda: wfn(x), lambda: F.conv2d(xb, wb, None, s, p),
+            t = interleaved_medians([lambda: wfn(x), lambda: cols(wfn, x), lambda: F.conv2d(xb, wb, None, s, p),
                                      lambda: F.conv2d(x, wt, None, s, p)], repeats=args.repeats, warmup=2)
-        for i in range(3):
+        for i in range(4):
             total[i] += t[i] * count
-        print(f"{name:22s} {t[0] * 1e3:8.2f} {t[1] * 1e3:8.2f} {t[2] * 1e3:8.2f}  {t[1] / t[0]:.2f}x")
-    print(f"{'all convs (x count)':22s} {total[0] * 1e3:8.2f} {total[1] * 1e3:8.2f} {total[2] * 1e3:8.2f}  "
-          f"{total[1] / total[0]:.2f}x")
+        lines.append(f"| {name} | {t[0] * 1e3:.2f} | {t[1] * 1e3:.2f} | {t[2] * 1e3:.2f} | {t[3] * 1e3:.2f} | "
+                     f"{t[2] / t[0]:.2f}x | {t[2] / t[1]:.2f}x |")
+        print(lines[-1])
+    lines.append(f"| all convs (x count) | {total[0] * 1e3:.2f} | {total[1] * 1e3:.2f} | {total[2] * 1e3:.2f} | "
+                 f"{total[3] * 1e3:.2f} | {total[2] / total[0]:.2f}x | {total[2] / total[1]:.2f}x |")
+    print(lines[-1])
+    if args.out:
+        with open(args.out, "a") as f:
+            f.write("\n".join(lines) + "\n\n")
 
 
 if __name__ == "__main__":

@@ -194,6 +194,7 @@ CONV_GEOMS = {  # (B, C, H, W, O, kh, kw, stride, padding, dilation)
     "1x1": (2, 64, 7, 7, 4, 1, 1, (1, 1), (0, 0), (1, 1)),
     "stride3_gather": (2, 2, 11, 20, 5, 2, 3, (1, 3), (1, 1), (1, 1)),  # neither the stride-1 nor -2 loads
     "1x1_stride2_wide": (2, 8, 9, 150, 6, 1, 1, (2, 2), (0, 0), (1, 1)),  # 75-pixel output rows
+    "one_block_rows_split": (1, 16, 7, 7, 50, 3, 3, (1, 1), (1, 1), (1, 1)),  # one pixel block: rows in 2 parts
 }
 
 

@@ -200,13 +200,22 @@ void product_tail(int64_t rows, const Int8ConvArgs& a, const uint8_t* act, int64
 
 void int8_conv_vnni(const Int8ConvArgs& a) {
   const ConvGeom& g = a.g;
-  const int64_t l = g.oh * g.ow, blocks = (l + kPix - 1) / kPix, kq = a.kp / 4;
-  at::parallel_for(0, a.batch * blocks, 1, [&](int64_t lo, int64_t hi) {
+  const int64_t l = g.oh * g.ow, blocks = (l + kPix - 1) / kPix, kq = a.kp / 4, tiles = a.batch * blocks;
+  // Few pixel blocks (batch 1, late layers: one 7x7 image is one block) would leave threads idle: then the
+  // weight rows are split too, each part quantising its own copy of the block.
+  const int64_t threads = at::get_num_threads();
+  const int64_t max_parts = std::max<int64_t>(1, a.n / (4 * kRows));
+  const int64_t parts = tiles >= 2 * threads ? 1 : std::min(max_parts, (2 * threads + tiles - 1) / tiles);
+  const int64_t rows_per_part = (a.n / parts + kRows - 1) / kRows * kRows;
+  at::parallel_for(0, tiles * parts, 1, [&](int64_t lo, int64_t hi) {
     std::vector<uint8_t> act_buf(static_cast<size_t>(kq * 4 * kPix) + 64);
     uint8_t* act = act_buf.data();
     alignas(64) int8_t q4[4 * kPix];
     for (int64_t task = lo; task < hi; ++task) {
-      const int64_t bi = task / blocks, p0 = (task % blocks) * kPix, width = std::min(kPix, l - p0);
+      const int64_t tile = task / parts, part = task % parts;
+      const int64_t bi = tile / blocks, p0 = (tile % blocks) * kPix, width = std::min(kPix, l - p0);
+      const int64_t r0 = part * rows_per_part, r1 = std::min(a.n, r0 + rows_per_part);
+      if (r0 >= r1) continue;
       Run runs[kPix];
       int nruns = 0;
       for (int64_t j = 0; j < width;) {
@@ -220,9 +229,9 @@ void int8_conv_vnni(const Int8ConvArgs& a) {
         quantize_quad(a, image, runs, nruns, a.inv + bi * l + p0, 4 * q, pos, q4);
         interleave4(q4, act + q * 4 * kPix);
       }
-      int64_t n0 = 0;
-      for (; n0 + kRows <= a.n; n0 += kRows) product_rows<kRows>(a, act, kq, n0, bi, p0, width);
-      if (n0 < a.n) product_tail(a.n - n0, a, act, kq, n0, bi, p0, width);
+      int64_t n0 = r0;
+      for (; n0 + kRows <= r1; n0 += kRows) product_rows<kRows>(a, act, kq, n0, bi, p0, width);
+      if (n0 < r1) product_tail(r1 - n0, a, act, kq, n0, bi, p0, width);
     }
   });
 }
