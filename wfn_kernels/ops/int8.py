@@ -246,11 +246,14 @@ def int8_conv2d(x, packed, int_table, bits: int, weight_shape, step: float, bias
 
 def error_bound(x: torch.Tensor, dense_weight: torch.Tensor) -> torch.Tensor:
     """Worst-case |int8 mode - exact| per output of a linear layer (M, N): the activation rounding
-    (scale / 2 per element) times sum_k |W[n, k]|, plus the fp32 rescale's relative 2**-23."""
+    (scale / 2 per element) times sum_k |W[n, k]|; the float32 x * (1 / scale) before rounding (relative
+    error < 2**-22 per element, so |x| @ |W|.T * 2**-22 more); the fp32 rescale's relative 2**-23."""
     xf = x.reshape(-1, x.shape[-1]).float()
     _, scale, _ = quantize_rows(xf)
-    exact = (xf.double() @ dense_weight.double().t()).abs()
-    return (scale.double()[:, None] / 2) * dense_weight.double().abs().sum(1)[None, :] + exact * 2.0 ** -22
+    wd = dense_weight.double()
+    exact = (xf.double() @ wd.t()).abs()
+    return ((scale.double()[:, None] / 2) * wd.abs().sum(1)[None, :] + (xf.double().abs() @ wd.abs().t()) * 2.0 ** -22
+            + exact * 2.0 ** -22)
 
 
 def _no_triton(backend, device) -> None:
