@@ -198,6 +198,15 @@ CONV_GEOMS = {  # (B, C, H, W, O, kh, kw, stride, padding, dilation)
 }
 
 
+@pytest.fixture(params=[1, 2])
+def threads(request):
+    """1 thread (one part per pixel block) and 2 (few blocks: the weight rows split between tasks)."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(prev)
+
+
 @pytest.fixture(params=["fused", "int_mm"])
 def conv_path(request):
     prev = torch.ops.wfn_cpu.set_panel_gemm(request.param == "fused")
@@ -208,7 +217,7 @@ def conv_path(request):
 @needs("int8")
 @pytest.mark.parametrize("bits", [2, 4, 8])
 @pytest.mark.parametrize("geom", list(CONV_GEOMS))
-def test_int8_conv_bit_exact(conv_path, geom, bits):
+def test_int8_conv_bit_exact(conv_path, threads, geom, bits):
     """Both conv paths (the fused VNNI kernel and the quantised-columns + at::_int_mm one) against the reference,
     bit for bit, with a bias and without, an all-zero image, zero patches and a NaN / Inf pixel (NaN outputs
     wherever a receptive field holds it)."""

@@ -198,6 +198,18 @@ void product_tail(int64_t rows, const Int8ConvArgs& a, const uint8_t* act, int64
 
 }  // namespace
 
+void int8_row_sums_vnni(const int8_t* w, int64_t rows, int64_t ld, int32_t* out) {
+  const __m512i ones = _mm512_set1_epi8(1);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int8_t* wr = w + r * ld;
+    __m512i acc = _mm512_setzero_si512();
+    int64_t e = 0;
+    for (; e + 64 <= ld; e += 64) acc = _mm512_dpbusd_epi32(acc, ones, _mm512_loadu_si512(wr + e));
+    if (e < ld) acc = _mm512_dpbusd_epi32(acc, ones, _mm512_maskz_loadu_epi8(_bzhi_u64(~0ULL, unsigned(ld - e)), wr + e));
+    out[r] = _mm512_reduce_add_epi32(acc);
+  }
+}
+
 void int8_conv_vnni(const Int8ConvArgs& a) {
   const ConvGeom& g = a.g;
   const int64_t l = g.oh * g.ow, blocks = (l + kPix - 1) / kPix, kq = a.kp / 4, tiles = a.batch * blocks;
@@ -205,7 +217,8 @@ void int8_conv_vnni(const Int8ConvArgs& a) {
   // weight rows are split too, each part quantising its own copy of the block.
   const int64_t threads = at::get_num_threads();
   const int64_t max_parts = std::max<int64_t>(1, a.n / (4 * kRows));
-  const int64_t parts = tiles >= 2 * threads ? 1 : std::min(max_parts, (2 * threads + tiles - 1) / tiles);
+  const int64_t parts =
+      threads == 1 || tiles >= 2 * threads ? 1 : std::min(max_parts, (2 * threads + tiles - 1) / tiles);
   const int64_t rows_per_part = (a.n / parts + kRows - 1) / kRows * kRows;
   at::parallel_for(0, tiles * parts, 1, [&](int64_t lo, int64_t hi) {
     std::vector<uint8_t> act_buf(static_cast<size_t>(kq * 4 * kPix) + 64);

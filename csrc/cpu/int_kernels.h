@@ -166,5 +166,7 @@ struct Int8ConvArgs {
   float* y;
 };
 void int8_conv_vnni(const Int8ConvArgs& a);
+// out[r] = sum of w[r * ld .. r * ld + ld) (int8), r < rows (VNNI).
+void int8_row_sums_vnni(const int8_t* w, int64_t rows, int64_t ld, int32_t* out);
 
 }  // namespace wfn

@@ -507,13 +507,9 @@ at::Tensor int8_conv_columns(const at::Tensor& x, const ConvGeom& g, const at::T
     std::vector<int32_t> comp(size_t(n), 0);
     parallel_chunks(n, std::max<int64_t>(1, (int64_t(1) << 16) / kp), [&](int64_t lo, int64_t hi) {
       int8_decode_rows_avx512(p, rb, k, bits, t.lo, lo, hi, w + lo * kp, kp);
-      for (int64_t r = lo; r < hi; ++r) {
-        int8_t* wr = w + r * kp;
-        std::memset(wr + k, 0, size_t(kp - k));
-        int32_t sum = 0;
-        for (int64_t e = 0; e < k; ++e) sum += wr[e];
-        comp[size_t(r)] = -128 * sum;
-      }
+      for (int64_t r = lo; r < hi; ++r) std::memset(w + r * kp + k, 0, size_t(kp - k));
+      int8_row_sums_vnni(w + lo * kp, hi - lo, kp, comp.data() + lo);
+      for (int64_t r = lo; r < hi; ++r) comp[size_t(r)] *= -128;
     });
     int8_conv_vnni({src, g, batch, w, comp.data(), n, k, kp, inv.data(), s.data(), bptr, yd});
     return y;
