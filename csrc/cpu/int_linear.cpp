@@ -415,12 +415,6 @@ at::Tensor int8_linear_float(const at::Tensor& xf, const at::Tensor& packed, con
   return y;
 }
 
-// Conv as a transposed GEMM on im2col columns, so nothing is transposed: column j of image b is output pixel
-// j, its rows (c, kh, kw)-major like the weight rows. The columns are quantised per output pixel straight
-// from the input into q (K, B * L) int8; no fp32 im2col block exists. A pixel's scale needs the max |x|
-// over its receptive field: that is the kh x kw window max of the channel-wise max |x| map (max is exact,
-// so it equals the max over the im2col column), built in one pass over the input. Each decoded weight tile
-// W (rows, K) then gives y_int (rows, B * L) = at::_int_mm(W, q), rescaled straight into the NCHW output.
 // Per output pixel of every image: amax over its receptive field, +Inf where any value there is non-finite
 // (Inf and NaN count as +Inf, so "bad" is amax == Inf). One pass over the channels builds the max |x| map,
 // then a separable window max: along rows (kw taps), then along columns (kh taps).
@@ -478,6 +472,13 @@ void rescale_span(const int32_t* acc, const float* s, int64_t n, bool has_bias, 
   }
 }
 
+// The int8 conv. A pixel's scale needs the max |x| over its receptive field: the kh x kw window max of the
+// channel-wise max |x| map (max is exact, so it equals the max over the im2col column). On VNNI CPUs
+// without AMX the fused kernel (conv_int8_avx512.cpp) does the rest. Elsewhere the conv is a transposed
+// GEMM on im2col columns, so nothing is transposed: column j of image b is output pixel j, its rows
+// (c, kh, kw)-major like the weight rows; the columns are quantised per output pixel straight from the
+// input into q (K, B * L) int8 (no fp32 im2col block exists), and each decoded weight tile W (rows, K) gives
+// y_int (rows, B * L) = at::_int_mm(W, q) (or AMX-INT8 tiles), rescaled straight into the NCHW output.
 at::Tensor int8_conv_columns(const at::Tensor& x, const ConvGeom& g, const at::Tensor& packed, const IntTable& t,
                              int bits, int64_t k, double step, const at::Tensor& bias, const int64_t (&out_hw)[2]) {
   const int64_t batch = x.size(0), l = g.oh * g.ow, n = packed.size(0), ml = batch * l;
