@@ -49,7 +49,7 @@ def targets(rows: list[dict], backend: str) -> list[tuple[str, str, float | None
 
 
 LINEAR_PEERS = ("fp32", "bf16", "int8_dynamic", "int8_weight_only", "int4_weight_only_g128")
-MODEL_PEERS = ("fp32_eager", "fp32_channels_last", "fp32_frozen", "bf16_eager", "int8_static")
+MODEL_PEERS = ("fp32_eager", "fp32_channels_last", "fp32_frozen", "bf16_eager", "bf16_channels_last", "int8_static")
 
 
 def mode_targets(rows: list[dict]) -> list[tuple[str, str, float | None, str]]:
@@ -79,6 +79,8 @@ def mode_targets(rows: list[dict]) -> list[tuple[str, str, float | None, str]]:
             lambda v: v >= 1.0)
         add(f"ResNet-18-shaped batch {b}: int8 vs bf16 eager", ">= 1.3x", r.get("wfn_int8_vs_bf16_eager"),
             lambda v: v >= 1.3)
+        add(f"ResNet-18-shaped batch {b}: int8 vs fastest bf16 path (eager, channels_last; stricter)", ">= 1.3x",
+            r.get("wfn_int8_vs_fastest_bf16"), lambda v: v >= 1.3)
         add(f"ResNet-18-shaped batch {b}: int8 vs int8 static", ">= 1.0x", r.get("wfn_int8_vs_int8_static"),
             lambda v: v >= 1.0)
         add(f"ResNet-18-shaped batch {b}: bf16 logits vs float (max rel.)", "<= 0.03", r.get("wfn_bf16_err"),
@@ -110,7 +112,8 @@ def _modes_linear_table(rows) -> str:
 
 def _modes_model_table(rows) -> str:
     head = ("| model | threads | batch | " + " | ".join(MODEL_PEERS) + " | WFN float | WFN bf16 | WFN int8 | "
-            "float vs fastest fp32 | bf16 vs bf16 eager | int8 vs bf16 eager | int8 vs int8 static | "
+            "float vs fastest fp32 | bf16 vs bf16 eager | int8 vs bf16 eager | bf16 / int8 vs fastest bf16 | "
+            "int8 vs int8 static | "
             "err bf16 | err int8 | memory float / bf16 / int8 (of fp32) | activation workspace MB float / bf16 / int8 |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in _find(rows, kind="modes-model"):
@@ -119,6 +122,8 @@ def _modes_model_table(rows) -> str:
         cells += [_fmt(r[f"wfn_{m}_s"] * 1e3, 2) for m in ("float", "bf16", "int8")]
         cells += [_fmt(r["wfn_float_vs_fastest_fp32"]) + "x", _fmt(r["wfn_bf16_vs_bf16_eager"]) + "x",
                   _fmt(r["wfn_int8_vs_bf16_eager"]) + "x",
+                  (_fmt(r["wfn_bf16_vs_fastest_bf16"]) + "x / " + _fmt(r["wfn_int8_vs_fastest_bf16"]) + "x")
+                  if "wfn_int8_vs_fastest_bf16" in r else "n/a",
                   (_fmt(r["wfn_int8_vs_int8_static"]) + "x") if "wfn_int8_vs_int8_static" in r else "n/a",
                   f"{r['wfn_bf16_err']:.1e}", f"{r['wfn_int8_err']:.1e}",
                   " / ".join(_fmt(r[f"wfn_{m}_memory_ratio"], 3) for m in ("float", "bf16", "int8")),

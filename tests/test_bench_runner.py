@@ -71,7 +71,8 @@ def test_runner_compute_mode_rows(tmp_path):
             assert float(r[f"{name}_s"]) > 0, name
         assert float(r["wfn_float_err"]) == 0 and 0 < float(r["wfn_int8_err"]) < 0.1
     (model,) = [r for r in rows if r["kind"] == "modes-model"]
-    for name in ("fp32_eager", "fp32_channels_last", "fp32_frozen", "bf16_eager", "wfn_float", "wfn_bf16", "wfn_int8"):
+    for name in ("fp32_eager", "fp32_channels_last", "fp32_frozen", "bf16_eager", "bf16_channels_last", "wfn_float",
+                 "wfn_bf16", "wfn_int8"):
         assert float(model[f"{name}_s"]) > 0, name
     assert float(model["wfn_int8_memory_ratio"]) < 0.25 and float(model["wfn_bf16_err"]) < 0.03
     md = (out / "results.md").read_text()
