@@ -244,3 +244,39 @@ def test_int8_conv_bit_exact(conv_path, threads, geom, bits):
             bad = (~x[:1].isfinite()).any(1, keepdim=True).float()
             hit = F.conv2d(bad, torch.ones(1, 1, kh, kw), None, stride, padding, dilation)[0, 0] > 0
             assert bool(y[1].isfinite().all()) and torch.equal(y[0].isnan(), hit.expand_as(y[0]))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--batch", "0"], "--batch, --threads and --repeats must be >= 1"),
+    (["--repeats", "0"], "--batch, --threads and --repeats must be >= 1"),
+    (["--layers", "layer9.conv"], "invalid choice: 'layer9.conv'"),
+])
+def test_conv_bench_names_bad_arguments(argv, message):
+    """bench/conv_int8.py checks its arguments before building anything (real subprocess)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "conv_int8.py"
+    out = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True, timeout=300,
+                         cwd=script.parent)
+    assert out.returncode != 0 and message in out.stderr
+
+
+@needs("int8")
+def test_conv_bench_runs_one_layer(tmp_path):
+    """bench/conv_int8.py end to end on the smallest layer, 1 repeat: a table row per contender, appended to --out."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "conv_int8.py"
+    out = tmp_path / "conv.md"
+    proc = subprocess.run([sys.executable, str(script), "--batch", "1", "--repeats", "1", "--layers",
+                           "layer4.0.downsample", "--out", str(out)], capture_output=True, text=True, timeout=300,
+                          cwd=script.parent)
+    assert proc.returncode == 0, proc.stderr
+    table = out.read_text()
+    assert "| layer4.0.downsample |" in table and "| all convs (x count) |" in table
+    row = next(line for line in table.splitlines() if line.startswith("| layer4.0.downsample |"))
+    assert all(float(c) > 0 for c in row.strip("| ").split(" | ")[1:5])
