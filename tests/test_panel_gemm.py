@@ -173,14 +173,19 @@ def test_panel_and_onednn_tiles_agree_on_a_module(rng):
 ])
 def test_panel_bench_names_bad_arguments(argv, message):
     """bench/panel_gemm.py checks its arguments before building anything (real subprocess)."""
+    out = run_bench("panel_gemm.py", argv)
+    assert out.returncode != 0 and message in out.stderr
+
+
+def run_bench(name: str, argv: list[str]):
+    """Run bench/<name> in a real subprocess (from bench/, as its imports expect)."""
     import subprocess
     import sys
     from pathlib import Path
 
-    script = Path(__file__).resolve().parents[1] / "bench" / "panel_gemm.py"
-    out = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True, timeout=300,
-                         cwd=script.parent)
-    assert out.returncode != 0 and message in out.stderr
+    script = Path(__file__).resolve().parents[1] / "bench" / name
+    return subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True, timeout=300,
+                          cwd=script.parent)
 
 
 # ------------------------------------------------------------------ fused int8 conv (conv_int8_avx512.cpp)
@@ -253,28 +258,16 @@ def test_int8_conv_bit_exact(conv_path, threads, geom, bits):
 ])
 def test_conv_bench_names_bad_arguments(argv, message):
     """bench/conv_int8.py checks its arguments before building anything (real subprocess)."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[1] / "bench" / "conv_int8.py"
-    out = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True, timeout=300,
-                         cwd=script.parent)
+    out = run_bench("conv_int8.py", argv)
     assert out.returncode != 0 and message in out.stderr
 
 
 @needs("int8")
 def test_conv_bench_runs_one_layer(tmp_path):
     """bench/conv_int8.py end to end on the smallest layer, 1 repeat: a table row per contender, appended to --out."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[1] / "bench" / "conv_int8.py"
     out = tmp_path / "conv.md"
-    proc = subprocess.run([sys.executable, str(script), "--batch", "1", "--repeats", "1", "--layers",
-                           "layer4.0.downsample", "--out", str(out)], capture_output=True, text=True, timeout=300,
-                          cwd=script.parent)
+    proc = run_bench("conv_int8.py", ["--batch", "1", "--repeats", "1", "--layers", "layer4.0.downsample",
+                                      "--out", str(out)])
     assert proc.returncode == 0, proc.stderr
     table = out.read_text()
     assert "| layer4.0.downsample |" in table and "| all convs (x count) |" in table
