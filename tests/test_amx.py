@@ -9,6 +9,7 @@ column blocks with tails.
 import pytest
 import torch
 import torch.nn.functional as F
+from wfn_testutil import run_bench
 
 from wfn_kernels import ops
 from wfn_kernels.format.packing import pack_codes
@@ -235,12 +236,7 @@ def test_activation_buffer_is_counted_apart_from_weight_workspaces(amx_everywher
     (["--m", "0"], "must be >= 1"),
 ])
 def test_blocking_bench_names_bad_arguments(argv, message):
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[1] / "bench" / "amx_blocking.py"
-    out = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True, timeout=300)
+    out = run_bench("amx_blocking.py", argv)
     assert out.returncode != 0 and message in out.stderr
 
 

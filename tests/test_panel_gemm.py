@@ -9,6 +9,7 @@ Runs where torch.ops.wfn_cpu.panel_capability() names the mode; elsewhere skippe
 import pytest
 import torch
 import torch.nn.functional as F
+from wfn_testutil import run_bench
 
 from wfn_kernels import ops
 from wfn_kernels.format.packing import pack_codes
@@ -176,16 +177,6 @@ def test_panel_bench_names_bad_arguments(argv, message):
     out = run_bench("panel_gemm.py", argv)
     assert out.returncode != 0 and message in out.stderr
 
-
-def run_bench(name: str, argv: list[str]):
-    """Run bench/<name> in a real subprocess (from bench/, as its imports expect)."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[1] / "bench" / name
-    return subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True, timeout=300,
-                          cwd=script.parent)
 
 
 # ------------------------------------------------------------------ fused int8 conv (conv_int8_avx512.cpp)

@@ -28,3 +28,14 @@ def round_to_power_of_two_sums(model: nn.Module, max_terms: int = 2, zero_thresh
                     out += torch.where(keep, term, torch.zeros_like(term))
                     resid = w - out
                 w.copy_(out)
+
+
+def run_bench(name: str, argv: list[str]):
+    """Run bench/<name> in a real subprocess (from bench/, as its imports expect); returns the CompletedProcess."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "bench" / name
+    return subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True, timeout=300,
+                          cwd=script.parent)

@@ -57,7 +57,8 @@ struct Run {
   int64_t j0, oh, ow, len;
 };
 
-// q[j] = clamp(round(v[j] * inv[j])), j < n (quantize_span_avx512's arithmetic, inlined here).
+// q[j] = clamp(round(v[j] * inv[j])), j < n: int_kernels_avx512.cpp's quantize16 per lane, inlined into the
+// fused kernel's gather (exported below as quantize_span_avx512 for the columns path).
 WFN_INL void quantize_run(const float* v, int64_t n, const float* inv, int8_t* q) {
   const __m512 lo = _mm512_set1_ps(-127.f), hi = _mm512_set1_ps(127.f);
   for (int64_t j = 0; j < n; j += 16) {
@@ -197,6 +198,8 @@ void product_tail(int64_t rows, const Int8ConvArgs& a, const uint8_t* act, int64
 }
 
 }  // namespace
+
+void quantize_span_avx512(const float* x, int64_t n, const float* inv, int8_t* q) { quantize_run(x, n, inv, q); }
 
 void int8_row_sums_vnni(const int8_t* w, int64_t rows, int64_t ld, int32_t* out) {
   const __m512i ones = _mm512_set1_epi8(1);

@@ -191,17 +191,6 @@ void absmax_planes_avx512(const float* x, int64_t c, int64_t hw, float* am) {
   }
 }
 
-void quantize_span_avx512(const float* x, int64_t n, const float* inv, int8_t* q) {
-  int64_t j = 0;
-  for (; j + 16 <= n; j += 16)
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + j), quantize16(_mm512_loadu_ps(x + j), _mm512_loadu_ps(inv + j)));
-  if (j < n) {
-    const __mmask16 t = __mmask16((1u << (n - j)) - 1u);
-    const __m512 s = _mm512_mask_loadu_ps(_mm512_set1_ps(1.f), t, inv + j);
-    _mm_mask_storeu_epi8(q + j, t, quantize16(_mm512_maskz_loadu_ps(t, x + j), s));
-  }
-}
-
 void int8_decode_rows_avx512(const uint8_t* packed, int64_t row_bytes, int64_t k, int bits, const int8_t* table8,
                              int64_t r0, int64_t r1, int8_t* out, int64_t ld) {
   if (ld < 0) ld = k;
