@@ -1,10 +1,11 @@
 """The int8 mode's convolution, layer by layer over ResNet-18's conv shapes, against the bf16 and fp32 convs a
-user would run instead (F.conv2d eager, bf16 and fp32, NCHW), interleaved medians.
+user would run instead (F.conv2d eager: bf16 and fp32 NCHW, bf16 channels_last), interleaved medians.
 
     python bench/conv_int8.py [--batch 8] [--threads 1] [--repeats 15] [--layers layer1.conv ...] [--out FILE]
 
 Weights: 4-bit codes of 16 power-of-two values (modes.int8_friendly_pow2), so every mode sees the same
-weight. Per layer: time of each contender and int8 vs bf16 (> 1: the int8 mode is faster). "int8 cols" is
+weight. Per layer: time of each contender, int8 vs bf16 (> 1: the int8 mode is faster) in NCHW, and int8 vs
+bf16 with both in channels_last (input and output NHWC; torch's recommended layout for CPU convnets). "int8 cols" is
 the same int8 op with the fused VNNI kernel switched off (torch.ops.wfn_cpu.set_panel_gemm(False)): per-pixel
 quantised im2col columns + at::_int_mm, the path CPUs without VNNI (or with AMX) take.
 """
@@ -38,10 +39,11 @@ def main() -> None:
     torch.manual_seed(0)
     lines = [f"batch {args.batch}, {args.threads} thread(s), medians of {args.repeats} interleaved runs (ms); "
              f"int8 path: {torch.ops.wfn_cpu.panel_capability()}", "",
-             "| layer | WFN int8 | int8 cols | bf16 conv | fp32 conv | int8 vs bf16 | int8 cols vs bf16 |",
-             "|---|---|---|---|---|---|---|"]
+             "| layer | WFN int8 | int8 cols | bf16 conv | fp32 conv | WFN int8 channels_last | bf16 channels_last | "
+             "int8 vs bf16 | int8 cols vs bf16 | channels_last: int8 vs bf16 |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     print(lines[0])
-    total = [0.0, 0.0, 0.0, 0.0]
+    total = [0.0] * 6
 
     def cols(model, x):
         prev = torch.ops.wfn_cpu.set_panel_gemm(False)
@@ -61,16 +63,19 @@ def main() -> None:
         x = torch.randn(args.batch, ci, h, w)
         xb, wt = x.bfloat16(), conv.weight.detach()
         wb = wt.bfloat16()
+        x_cl, xb_cl = x.to(memory_format=torch.channels_last), xb.to(memory_format=torch.channels_last)
+        wb_cl = wb.to(memory_format=torch.channels_last)
         with torch.no_grad():
             t = interleaved_medians([lambda: wfn(x), lambda: cols(wfn, x), lambda: F.conv2d(xb, wb, None, s, p),
-                                     lambda: F.conv2d(x, wt, None, s, p)], repeats=args.repeats, warmup=2)
-        for i in range(4):
+                                     lambda: F.conv2d(x, wt, None, s, p), lambda: wfn(x_cl),
+                                     lambda: F.conv2d(xb_cl, wb_cl, None, s, p)], repeats=args.repeats, warmup=2)
+        for i in range(6):
             total[i] += t[i] * count
-        lines.append(f"| {name} | {t[0] * 1e3:.2f} | {t[1] * 1e3:.2f} | {t[2] * 1e3:.2f} | {t[3] * 1e3:.2f} | "
-                     f"{t[2] / t[0]:.2f}x | {t[2] / t[1]:.2f}x |")
+        lines.append(f"| {name} | " + " | ".join(f"{v * 1e3:.2f}" for v in t) +
+                     f" | {t[2] / t[0]:.2f}x | {t[2] / t[1]:.2f}x | {t[5] / t[4]:.2f}x |")
         print(lines[-1])
-    lines.append(f"| all convs (x count) | {total[0] * 1e3:.2f} | {total[1] * 1e3:.2f} | {total[2] * 1e3:.2f} | "
-                 f"{total[3] * 1e3:.2f} | {total[2] / total[0]:.2f}x | {total[2] / total[1]:.2f}x |")
+    lines.append("| all convs (x count) | " + " | ".join(f"{v * 1e3:.2f}" for v in total) +
+                 f" | {total[2] / total[0]:.2f}x | {total[2] / total[1]:.2f}x | {total[5] / total[4]:.2f}x |")
     print(lines[-1])
     if args.out:
         with open(args.out, "a") as f:

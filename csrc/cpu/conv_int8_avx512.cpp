@@ -20,14 +20,17 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
+#include <memory>
 #include <vector>
 
 #include "int_kernels.h"
 
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,bmi,bmi2")
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,avx2,fma,bmi,bmi2")
 
 namespace wfn {
 namespace {
@@ -248,6 +251,387 @@ void int8_conv_vnni(const Int8ConvArgs& a) {
       int64_t n0 = r0;
       for (; n0 + kRows <= r1; n0 += kRows) product_rows<kRows>(a, act, kq, n0, bi, p0, width);
       if (n0 < r1) product_tail(r1 - n0, a, act, kq, n0, bi, p0, width);
+    }
+  });
+}
+
+
+// ---------------------------------------------------------------------------------------------------
+// channels_last (NHWC). A task takes kPixN consecutive output pixels of the flattened (B, OH, OW) space
+// (blocks may span images: every pixel's im2col row is gathered on its own) and builds their quantised
+// im2col rows, (kh, kw, c)-ordered so that a tap's C channels are one contiguous run of the input:
+// act[r][(kh * KW + kw) * cp + c] = xq + 128 (u8; 128 where the tap is padding or c >= C). Weights are
+// packed per group of 64 output channels (nb <= 4 vectors of 16): for K quad q, nb vectors of 16 dwords,
+// dword i of vector j = the 4 weights of channel 64 g + 16 j + i at K positions 4 q .. 4 q + 3. The
+// micro-kernel takes MR <= 6 pixels x nb vectors: per K quad, one broadcast activation dword per pixel and
+// nb vpdpbusd (24 accumulators at 6 x 4), then y[pixel, channels] = float(acc) * s[pixel] + bias.
+namespace {
+
+constexpr int64_t kPixN = 48;  // output pixels per NHWC task (8 micro-kernel calls of 6)
+constexpr int kRowsN = 6;
+
+struct NhwcGeom {
+  int64_t cp, taps, kn, kqn, np16, groups;
+};
+NhwcGeom nhwc_geom(const ConvGeom& g, int64_t n) {
+  NhwcGeom r;
+  r.cp = (g.c + 3) / 4 * 4;
+  r.taps = g.kh * g.kw;
+  r.kn = r.taps * r.cp;
+  r.kqn = r.kn / 4;
+  r.np16 = (n + 15) / 16 * 16;
+  r.groups = (r.np16 + 63) / 64;
+  return r;
+}
+
+// One broadcast activation dword (u8 x 4) against NB weight vectors (s8), in one asm statement (see WFN_DOT4).
+#define WFN_BDOT1(A0, W0, P)                                                                             \
+  do {                                                                                                   \
+    __m512i t_;                                                                                          \
+    asm("vpbroadcastd %[m], %[t]\n\tvpdpbusd %[w0], %[t], %[a0]"                                          \
+        : [a0] "+v"(A0), [t] "=&v"(t_) : [w0] "v"(W0), [m] "m"(*(P)));                                   \
+  } while (0)
+#define WFN_BDOT2(A0, A1, W0, W1, P)                                                                     \
+  do {                                                                                                   \
+    __m512i t_;                                                                                          \
+    asm("vpbroadcastd %[m], %[t]\n\tvpdpbusd %[w0], %[t], %[a0]\n\tvpdpbusd %[w1], %[t], %[a1]"            \
+        : [a0] "+v"(A0), [a1] "+v"(A1), [t] "=&v"(t_) : [w0] "v"(W0), [w1] "v"(W1), [m] "m"(*(P)));      \
+  } while (0)
+#define WFN_BDOT3(A0, A1, A2, W0, W1, W2, P)                                                             \
+  do {                                                                                                   \
+    __m512i t_;                                                                                          \
+    asm("vpbroadcastd %[m], %[t]\n\tvpdpbusd %[w0], %[t], %[a0]\n\tvpdpbusd %[w1], %[t], %[a1]\n\t"        \
+        "vpdpbusd %[w2], %[t], %[a2]"                                                                    \
+        : [a0] "+v"(A0), [a1] "+v"(A1), [a2] "+v"(A2), [t] "=&v"(t_)                                     \
+        : [w0] "v"(W0), [w1] "v"(W1), [w2] "v"(W2), [m] "m"(*(P)));                                      \
+  } while (0)
+#define WFN_BDOT4(A0, A1, A2, A3, W0, W1, W2, W3, P)                                                     \
+  do {                                                                                                   \
+    __m512i t_;                                                                                          \
+    asm("vpbroadcastd %[m], %[t]\n\tvpdpbusd %[w0], %[t], %[a0]\n\tvpdpbusd %[w1], %[t], %[a1]\n\t"        \
+        "vpdpbusd %[w2], %[t], %[a2]\n\tvpdpbusd %[w3], %[t], %[a3]"                                      \
+        : [a0] "+v"(A0), [a1] "+v"(A1), [a2] "+v"(A2), [a3] "+v"(A3), [t] "=&v"(t_)                      \
+        : [w0] "v"(W0), [w1] "v"(W1), [w2] "v"(W2), [w3] "v"(W3), [m] "m"(*(P)));                        \
+  } while (0)
+
+struct NhwcCall {
+  const uint8_t* act;  // pixel 0's im2col row; pixel r at act + r * kn
+  int64_t kn, kqn;
+  const int8_t* wg;    // the channel group's packed weights
+  const int32_t* comp; // the group's 64 compensations (-128 * row sum; 0 past n)
+  const float* s;      // pixel 0's output scale
+  const float* bias;   // the group's first bias, or nullptr
+  float* y;            // pixel 0's first output of the group
+  int64_t ldy, nvalid; // NHWC row stride (n); valid channels of the group (<= 16 NB)
+};
+
+template <int MR, int NB>
+__attribute__((noinline)) void nhwc_rows(const NhwcCall& c) {
+  __m512i a0[MR], a1[MR], a2[MR], a3[MR];
+  const int32_t* arow[MR];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) {
+    arow[r] = reinterpret_cast<const int32_t*>(c.act + r * c.kn);
+    a0[r] = _mm512_loadu_si512(c.comp);
+    if (NB > 1) a1[r] = _mm512_loadu_si512(c.comp + 16);
+    if (NB > 2) a2[r] = _mm512_loadu_si512(c.comp + 32);
+    if (NB > 3) a3[r] = _mm512_loadu_si512(c.comp + 48);
+  }
+  const int8_t* wq = c.wg;
+  for (int64_t q = 0; q < c.kqn; ++q, wq += 64 * NB) {
+    const __m512i w0 = _mm512_loadu_si512(wq);
+    if constexpr (NB == 1) {
+#pragma GCC unroll 8
+      for (int r = 0; r < MR; ++r) WFN_BDOT1(a0[r], w0, arow[r] + q);
+    } else if constexpr (NB == 2) {
+      const __m512i w1 = _mm512_loadu_si512(wq + 64);
+#pragma GCC unroll 8
+      for (int r = 0; r < MR; ++r) WFN_BDOT2(a0[r], a1[r], w0, w1, arow[r] + q);
+    } else if constexpr (NB == 3) {
+      const __m512i w1 = _mm512_loadu_si512(wq + 64), w2 = _mm512_loadu_si512(wq + 128);
+#pragma GCC unroll 8
+      for (int r = 0; r < MR; ++r) WFN_BDOT3(a0[r], a1[r], a2[r], w0, w1, w2, arow[r] + q);
+    } else {
+      const __m512i w1 = _mm512_loadu_si512(wq + 64), w2 = _mm512_loadu_si512(wq + 128);
+      const __m512i w3 = _mm512_loadu_si512(wq + 192);
+#pragma GCC unroll 8
+      for (int r = 0; r < MR; ++r) WFN_BDOT4(a0[r], a1[r], a2[r], a3[r], w0, w1, w2, w3, arow[r] + q);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) {
+    const __m512 sv = _mm512_set1_ps(c.s[r]);
+    const __m512i acc[4] = {a0[r], NB > 1 ? a1[r] : a0[r], NB > 2 ? a2[r] : a0[r], NB > 3 ? a3[r] : a0[r]};
+    float* y = c.y + r * c.ldy;
+#pragma GCC unroll 4
+    for (int j = 0; j < NB; ++j) {
+      const int64_t left = c.nvalid - 16 * j;
+      if (left <= 0) break;
+      const __mmask16 m = left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1u);
+      __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[j]), sv);
+      if (c.bias != nullptr) {
+        asm("" : "+v"(v));  // no FMA contraction: rescale, then add (as the reference)
+        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, c.bias + 16 * j));
+      }
+      _mm512_mask_storeu_ps(y + 16 * j, m, v);
+    }
+  }
+}
+
+using NhwcFn = void (*)(const NhwcCall&);
+#define WFN_NHWC_ROW(MR) {&nhwc_rows<MR, 1>, &nhwc_rows<MR, 2>, &nhwc_rows<MR, 3>, &nhwc_rows<MR, 4>}
+const NhwcFn kNhwcFns[6][4] = {WFN_NHWC_ROW(1), WFN_NHWC_ROW(2), WFN_NHWC_ROW(3),
+                               WFN_NHWC_ROW(4), WFN_NHWC_ROW(5), WFN_NHWC_ROW(6)};
+#undef WFN_NHWC_ROW
+
+// dst[0 .. n) = quantised v[0 .. c) + 128 as u8 (128 from c on): a run of one pixel's channels-contiguous
+// input. round(v * inv) with the conversion's own round-to-nearest-even; no clamp is needed: |v| <= amax of
+// the pixel's receptive field, so |v * inv| <= 127 (1 + 2^-22) rounds into [-127, 127]. (A pixel whose field
+// holds NaN / Inf gets NaN outputs whatever its bytes.)
+WFN_INL void quantize_run_u8(const float* v, int64_t c, int64_t n, __m512 inv, uint8_t* dst) {
+  const __m128i flip = _mm_set1_epi8(char(0x80));
+  int64_t j = 0;
+  for (; j + 16 <= c; j += 16) {
+    const __m512i r = _mm512_cvt_roundps_epi32(_mm512_mul_ps(_mm512_loadu_ps(v + j), inv),
+                                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + j), _mm_xor_si128(_mm512_cvtsepi32_epi8(r), flip));
+  }
+  for (; j < n; j += 16) {
+    const int64_t left = c - j, room = n - j;
+    const __mmask16 t = left >= 16 ? __mmask16(0xffff) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1u);
+    const __mmask16 st = room >= 16 ? __mmask16(0xffff) : __mmask16((1u << room) - 1u);
+    const __m512i r = _mm512_cvt_roundps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(t, v + j), inv),
+                                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    _mm_mask_storeu_epi8(dst + j, st, _mm_xor_si128(_mm512_cvtsepi32_epi8(r), flip));  // masked-off lanes -> 128
+  }
+}
+
+// The same for n <= 64 values, returned in one register (bytes past n undefined): building it in memory
+// with masked stores and reloading it stalls on store forwarding.
+WFN_INL __m512i quantize_64_u8(const float* v, int64_t n, __m512 inv) {
+  __m128i q[4];
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) {
+    const int64_t left = n - 16 * j;
+    if (left <= 0) {  // no load at all (an all-masked load can still be slow where it would cross a page)
+      q[j] = _mm_setzero_si128();
+      continue;
+    }
+    const __mmask16 t = left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1u);
+    q[j] = _mm512_cvtsepi32_epi8(_mm512_cvt_roundps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(t, v + 16 * j), inv),
+                                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+  const __m512i lo = _mm512_inserti32x4(_mm512_castsi128_si512(q[0]), q[1], 1);
+  const __m512i r = _mm512_inserti32x4(_mm512_inserti32x4(lo, q[2], 2), q[3], 3);
+  return _mm512_xor_si512(r, _mm512_set1_epi8(char(0x80)));
+}
+
+// Row [C][T] -> [T][C] byte transpose of one decoded weight row (C % 64 == 0), 64 channels at a time: the
+// block's 64 T bytes are T vectors; output vector t (channels c0 .. c0 + 63 at tap t) takes byte c from
+// input byte c T + t, drawn from vector pairs (2 p, 2 p + 1) by vpermt2b under precomputed masks.
+struct TapTranspose {
+  int64_t taps, pairs;
+  std::vector<uint8_t> idx;      // (taps, pairs) vectors of 64 byte indices
+  std::vector<__mmask64> mask;   // (taps, pairs)
+  explicit TapTranspose(int64_t t) : taps(t), pairs((t + 1) / 2), idx(size_t(64 * t * pairs)), mask(size_t(t * pairs), 0) {
+    for (int64_t tap = 0; tap < taps; ++tap)
+      for (int64_t p = 0; p < pairs; ++p) {
+        uint8_t* b = idx.data() + 64 * (tap * pairs + p);
+        __mmask64 m = 0;
+        for (int c = 0; c < 64; ++c) {
+          const int64_t src = c * taps + tap - 128 * p;  // byte within the pair
+          b[c] = uint8_t(src >= 0 && src < 128 ? src : 0);
+          if (src >= 0 && src < 128 && 128 * p + src < 64 * taps) m |= __mmask64(1) << c;
+        }
+        mask[size_t(tap * pairs + p)] = m;
+      }
+  }
+  // in: 64 channels x taps bytes; out: taps rows of 64 bytes, ld apart
+  void run(const int8_t* in, int8_t* out, int64_t ld) const {
+    for (int64_t tap = 0; tap < taps; ++tap) {
+      __m512i r = _mm512_setzero_si512();
+      for (int64_t p = 0; p < pairs; ++p) {
+        const __m512i lo = _mm512_loadu_si512(in + 128 * p);
+        const __m512i hi = 2 * p + 1 < taps ? _mm512_loadu_si512(in + 128 * p + 64) : lo;
+        const size_t e = size_t(tap * pairs + p);
+        r = _mm512_mask_blend_epi8(mask[e], r, _mm512_permutex2var_epi8(lo, _mm512_loadu_si512(idx.data() + 64 * e), hi));
+      }
+      _mm512_storeu_si512(out + tap * ld, r);
+    }
+  }
+};
+
+// Weights of output channels 16 j .. 16 j + 15 into the packed layout (see above), and their compensations:
+// decode 16 rows (canonical (c, kh, kw) order), reorder each to (kh, kw, c) with C padded to cp (tmp2), then
+// gather each K quad's 16 dwords (one per row) into one vector.
+void pack_nhwc_block(const Int8ConvNhwcArgs& a, const NhwcGeom& h, const TapTranspose* tt, int64_t j, int8_t* tmp,
+                     int8_t* tmp2, int64_t kp) {
+  const ConvGeom& g = a.g;
+  const int64_t r0 = 16 * j, rows = std::min<int64_t>(16, a.n - r0);
+  const int64_t gi = j / 4, jj = j % 4, nbg = std::min<int64_t>(4, h.np16 / 16 - 4 * gi);
+  int8_t* wg = a.wpk + gi * 256 * h.kqn;
+  int32_t* comp = reinterpret_cast<int32_t*>(a.wpk + h.np16 * h.kn) + r0;
+  if (rows < 16) std::memset(tmp + rows * kp, 0, size_t((16 - rows) * kp));
+  int8_decode_rows_avx512(a.packed, a.row_bytes, a.k, a.bits, a.table8, r0, r0 + rows, tmp, kp);
+  int8_row_sums_vnni(tmp, 16, kp, comp);
+  for (int i = 0; i < 16; ++i) comp[i] *= -128;
+  const int8_t* src = tmp;  // rows of h.kn bytes in (kh, kw, c) order
+  int64_t ld = kp;
+  if (h.taps > 1) {
+    src = tmp2;
+    ld = h.kn;
+    for (int i = 0; i < 16; ++i) {
+      const int8_t* row = tmp + i * kp;
+      int8_t* out = tmp2 + i * h.kn;
+      if (tt != nullptr) {
+        for (int64_t c0 = 0; c0 < g.c; c0 += 64) tt->run(row + c0 * h.taps, out + c0, h.cp);
+      } else {
+        for (int64_t tap = 0; tap < h.taps; ++tap)
+          for (int64_t c = 0; c < h.cp; ++c) out[tap * h.cp + c] = c < g.c ? row[c * h.taps + tap] : int8_t(0);
+      }
+    }
+  }  // taps == 1: (c) order is already (kh, kw, c), and kp == cp
+  const __m512i rowoff = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32(int32_t(ld)));
+  for (int64_t q = 0; q < h.kqn; ++q)
+    _mm512_storeu_si512(wg + (q * nbg + jj) * 64, _mm512_i32gather_epi32(rowoff, src + 4 * q, 1));
+}
+
+}  // namespace
+
+int64_t int8_conv_nhwc_workspace_bytes(const ConvGeom& g, int64_t n) {
+  const NhwcGeom h = nhwc_geom(g, n);
+  return h.np16 * h.kn + 4 * h.np16;  // packed weights, then the compensations (int32)
+}
+
+void absmax_pixels_avx512(const float* x, int64_t pixels, int64_t c, float* am) {
+  const __m512 inf = _mm512_set1_ps(std::numeric_limits<float>::infinity());
+  const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff);
+  if (c < 16) {  // few channels (an RGB input): scalar beats a masked vector and its reduction
+    const float big = std::numeric_limits<float>::max(), finf = std::numeric_limits<float>::infinity();
+    for (int64_t p = 0; p < pixels; ++p) {
+      float m = 0.f;
+      for (int64_t j = 0; j < c; ++j) {
+        float v = std::fabs(x[p * c + j]);
+        v = v <= big ? v : finf;  // NaN -> Inf
+        m = m > v ? m : v;
+      }
+      am[p] = m;
+    }
+    return;
+  }
+  for (int64_t p = 0; p < pixels; ++p) {
+    const float* xp = x + p * c;
+    __m512 m = _mm512_setzero_ps();
+    for (int64_t j = 0; j < c; j += 16) {
+      const __mmask16 t = c - j >= 16 ? __mmask16(0xffff) : __mmask16((1u << (c - j)) - 1u);
+      __m512 v = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(_mm512_maskz_loadu_ps(t, xp + j)), abs_mask));
+      v = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), v, inf);  // NaN -> Inf
+      m = _mm512_max_ps(m, v);
+    }
+    am[p] = _mm512_reduce_max_ps(m);
+  }
+}
+
+void int8_conv_nhwc_vnni(const Int8ConvNhwcArgs& a) {
+  const ConvGeom& g = a.g;
+  const NhwcGeom h = nhwc_geom(g, a.n);
+  const int64_t kp = (a.k + 3) / 4 * 4;
+  std::unique_ptr<TapTranspose> tt;
+  if (h.taps > 1 && g.c % 64 == 0) tt = std::make_unique<TapTranspose>(h.taps);
+  at::parallel_for(0, h.np16 / 16, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<int8_t> tmp(size_t(16 * kp) + 64), tmp2(size_t(16 * h.kn) + 64);
+    for (int64_t j = lo; j < hi; ++j) pack_nhwc_block(a, h, tt.get(), j, tmp.data(), tmp2.data(), kp);
+  });
+  const int32_t* comp = reinterpret_cast<const int32_t*>(a.wpk + h.np16 * h.kn);
+  // Small C (cp != C, a row of kernel taps within 64 bytes, dilation 1; e.g. an RGB stem): per (kw0, kw1),
+  // byte t cp + c of the row is byte (t - kw0) C + c of the quantised run of taps kw0 .. kw1 - 1, and 128
+  // (zero) for padding channels c >= C and for taps outside [kw0, kw1).
+  const bool small_c = g.dw == 1 && h.cp != g.c && g.kw * h.cp <= 64;
+  std::vector<uint8_t> spread_idx;
+  std::vector<__mmask64> spread_keep;
+  if (small_c) {
+    spread_idx.assign(size_t(64 * (g.kw + 1) * (g.kw + 1)), 0);
+    spread_keep.assign(size_t((g.kw + 1) * (g.kw + 1)), 0);
+    for (int64_t k0 = 0; k0 <= g.kw; ++k0)
+      for (int64_t k1 = k0; k1 <= g.kw; ++k1) {
+        const size_t e = size_t(k0 * (g.kw + 1) + k1);
+        for (int64_t t = k0; t < k1; ++t)
+          for (int64_t c = 0; c < g.c; ++c) {
+            spread_idx[64 * e + size_t(t * h.cp + c)] = uint8_t((t - k0) * g.c + c);
+            spread_keep[e] |= __mmask64(1) << (t * h.cp + c);
+          }
+      }
+  }
+  const int64_t l = g.oh * g.ow, total = a.batch * l, tasks = (total + kPixN - 1) / kPixN;
+  const int64_t threads = at::get_num_threads();
+  const int64_t parts = threads == 1 || tasks >= 2 * threads ? 1 : std::min(h.groups, (2 * threads + tasks - 1) / tasks);
+  const int64_t per_part = (h.groups + parts - 1) / parts;
+  at::parallel_for(0, tasks * parts, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<uint8_t> act_buf(size_t(kPixN * h.kn) + 64);
+    uint8_t* act = act_buf.data();
+    const __m512i pad128 = _mm512_set1_epi8(char(0x80));
+    for (int64_t task = lo; task < hi; ++task) {
+      const int64_t tp = task / parts, part = task % parts;
+      const int64_t g0 = part * per_part, g1 = std::min(h.groups, g0 + per_part);
+      if (g0 >= g1) continue;
+      const int64_t p0 = tp * kPixN, width = std::min(kPixN, total - p0);
+      int64_t bi = p0 / l, oh = (p0 % l) / g.ow, ow = p0 % g.ow;  // advanced per pixel (no divisions)
+      for (int64_t r = 0; r < width; ++r) {
+        const __m512 inv = _mm512_set1_ps(a.inv[p0 + r]);
+        uint8_t* ar = act + r * h.kn;
+        const int64_t iw0 = ow * g.sw - g.pw;
+        // kernel columns [kw0, kw1) read inside the row
+        int64_t kw0, kw1;
+        if (g.dw == 1) {
+          kw0 = std::min(g.kw, std::max<int64_t>(0, -iw0));
+          kw1 = std::max(kw0, std::min(g.kw, g.w - iw0));
+        } else {
+          kw0 = std::min(g.kw, iw0 >= 0 ? 0 : (-iw0 + g.dw - 1) / g.dw);
+          kw1 = std::max(kw0, std::min(g.kw, iw0 >= g.w ? 0 : (g.w - iw0 + g.dw - 1) / g.dw));
+        }
+        const int64_t row_bytes = g.kw * h.cp;
+        for (int64_t kh = 0; kh < g.kh; ++kh) {
+          const int64_t ih = oh * g.sh + kh * g.dh - g.ph;
+          uint8_t* dst = ar + kh * row_bytes;
+          if (ih < 0 || ih >= g.h) {
+            std::memset(dst, 128, size_t(row_bytes));
+            continue;
+          }
+          const float* src = a.x + ((bi * g.h + ih) * g.w + iw0) * g.c;
+          if (small_c) {  // the row's taps in one quantise, spread to cp bytes per tap (128 outside) by one vpermb
+            const __m512i run = quantize_64_u8(src + kw0 * g.c, (kw1 - kw0) * g.c, inv);
+            const size_t e = size_t(kw0 * (g.kw + 1) + kw1);
+            _mm512_mask_storeu_epi8(dst, _bzhi_u64(~0ULL, unsigned(row_bytes)),
+                                    _mm512_mask_permutexvar_epi8(pad128, spread_keep[e],
+                                                                 _mm512_loadu_si512(spread_idx.data() + 64 * e), run));
+            continue;
+          }
+          if (kw0 > 0) std::memset(dst, 128, size_t(kw0 * h.cp));
+          if (kw1 < g.kw) std::memset(dst + kw1 * h.cp, 128, size_t((g.kw - kw1) * h.cp));
+          if (g.dw == 1 && h.cp == g.c) {  // the taps are one run of the input
+            const int64_t len = (kw1 - kw0) * g.c;
+            quantize_run_u8(src + kw0 * g.c, len, len, inv, dst + kw0 * h.cp);
+          } else {
+            for (int64_t kw = kw0; kw < kw1; ++kw)
+              quantize_run_u8(src + kw * g.dw * g.c, g.c, h.cp, inv, dst + kw * h.cp);
+          }
+        }
+        if (++ow == g.ow) {
+          ow = 0;
+          if (++oh == g.oh) oh = 0, ++bi;
+        }
+      }
+      for (int64_t gi = g0; gi < g1; ++gi) {
+        const int64_t nbg = std::min<int64_t>(4, h.np16 / 16 - 4 * gi);
+        for (int64_t r0 = 0; r0 < width; r0 += kRowsN) {
+          const int64_t mr = std::min<int64_t>(kRowsN, width - r0);
+          const NhwcCall c{act + r0 * h.kn, h.kn, h.kqn, a.wpk + gi * 256 * h.kqn, comp + 64 * gi,
+                           a.s + p0 + r0, a.bias != nullptr ? a.bias + 64 * gi : nullptr,
+                           a.y + (p0 + r0) * a.n + 64 * gi, a.n, std::min<int64_t>(64, a.n - 64 * gi)};
+          kNhwcFns[mr - 1][nbg - 1](c);
+        }
+      }
     }
   });
 }

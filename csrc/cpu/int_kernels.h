@@ -166,6 +166,31 @@ struct Int8ConvArgs {
   float* y;
 };
 void int8_conv_vnni(const Int8ConvArgs& a);
+
+// The same conv on channels_last (NHWC) activations (conv_int8_avx512.cpp): x (B, H, W, C) fp32, y (B, OH,
+// OW, n) fp32, the same integers and rescale (so the same values, bit for bit). Pixels are the broadcast
+// operand and 16 output channels one vector, so a pixel's outputs land as whole vectors in its NHWC row;
+// the weights are decoded from the codes and packed per call into wpk (K reordered (kh, kw, c), C padded
+// to a multiple of 4, 16 channels per vector: int8_conv_nhwc_workspace_bytes).
+struct Int8ConvNhwcArgs {
+  const float* x;
+  ConvGeom g;
+  int64_t batch;
+  const uint8_t* packed;  // (n, row_bytes) codes, canonical (c, kh, kw) order
+  int64_t row_bytes;
+  int bits;
+  const int8_t* table8;   // 256 int8 weights (narrow tables only)
+  int64_t n, k;
+  const float* inv;       // (B * OH * OW) 1 / scale per output pixel
+  const float* s;         // (B * OH * OW) scale * step; NaN where the receptive field is not finite
+  const float* bias;      // (n) or nullptr
+  float* y;
+  int8_t* wpk;            // workspace
+};
+int64_t int8_conv_nhwc_workspace_bytes(const ConvGeom& g, int64_t n);
+void int8_conv_nhwc_vnni(const Int8ConvNhwcArgs& a);
+// am[p] = max over c of |x[p * c + ci]| (+Inf where any is NaN or Inf), p < pixels (NHWC channel max).
+void absmax_pixels_avx512(const float* x, int64_t pixels, int64_t c, float* am);
 // out[r] = sum of w[r * ld .. r * ld + ld) (int8), r < rows (VNNI).
 void int8_row_sums_vnni(const int8_t* w, int64_t rows, int64_t ld, int32_t* out);
 

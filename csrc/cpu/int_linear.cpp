@@ -417,15 +417,40 @@ at::Tensor int8_linear_float(const at::Tensor& xf, const at::Tensor& packed, con
 
 // Per output pixel of every image: amax over its receptive field, +Inf where any value there is non-finite
 // (Inf and NaN count as +Inf, so "bad" is amax == Inf). One pass over the channels builds the max |x| map,
-// then a separable window max: along rows (kw taps), then along columns (kh taps).
-void conv_pixel_amax(const float* x, const ConvGeom& g, int64_t batch, float* amax) {
+// then a separable window max: along rows (kw taps), then along columns (kh taps). x is (B, C, H, W), or
+// (B, H, W, C) with nhwc.
+void conv_pixel_amax(const float* x, const ConvGeom& g, int64_t batch, float* amax, bool nhwc = false) {
   const int64_t hw = g.h * g.w, l = g.oh * g.ow;
   const float inf = std::numeric_limits<float>::infinity(), big = std::numeric_limits<float>::max();
+  if (nhwc && g.kh == 1 && g.kw == 1 && active_isa() == Isa::Avx512) {  // 1x1: each output pixel reads one
+    at::parallel_for(0, batch * l, 256, [&](int64_t lo, int64_t hi) {   // input pixel (a strided one skips 3/4)
+      for (int64_t j = lo; j < hi; ++j) {
+        const int64_t bi = j / l, oh = (j % l) / g.ow, ow = j % g.ow;
+        const int64_t ih = oh * g.sh - g.ph, iw = ow * g.sw - g.pw;
+        amax[j] = 0.f;
+        if (ih >= 0 && ih < g.h && iw >= 0 && iw < g.w) absmax_pixels_avx512(x + ((bi * g.h + ih) * g.w + iw) * g.c, 1, g.c, amax + j);
+      }
+    });
+    return;
+  }
   at::parallel_for(0, batch, 1, [&](int64_t lo, int64_t hi) {
     std::vector<float> am(static_cast<size_t>(hw)), rows(static_cast<size_t>(g.h * g.ow));
     for (int64_t bi = lo; bi < hi; ++bi) {
       float* a = am.data();
-      if (active_isa() == Isa::Avx512) {
+      if (nhwc && active_isa() == Isa::Avx512) {
+        absmax_pixels_avx512(x + bi * g.c * hw, hw, g.c, a);
+      } else if (nhwc) {
+        for (int64_t p = 0; p < hw; ++p) {
+          const float* xp = x + (bi * hw + p) * g.c;
+          float m = 0.f;
+          for (int64_t c = 0; c < g.c; ++c) {
+            float v = std::fabs(xp[c]);
+            v = v <= big ? v : inf;  // NaN -> Inf
+            m = m > v ? m : v;
+          }
+          a[p] = m;
+        }
+      } else if (active_isa() == Isa::Avx512) {
         absmax_planes_avx512(x + bi * g.c * hw, g.c, hw, a);
       } else {
         std::fill(am.begin(), am.end(), 0.f);
@@ -470,6 +495,27 @@ void rescale_span(const int32_t* acc, const float* s, int64_t n, bool has_bias, 
   } else {
     for (int64_t j = 0; j < n; ++j) y[j] = float(acc[j]) * s[j];
   }
+}
+
+// The channels_last int8 conv on VNNI CPUs without AMX (conv_int8_avx512.cpp): x (B, H, W, C) fp32
+// contiguous, y (B, n, OH, OW) in channels_last memory; the same scales and integers as the NCHW kernel.
+at::Tensor int8_conv_nhwc(const at::Tensor& x, const ConvGeom& g, const at::Tensor& packed, const IntTable& t,
+                          int bits, int64_t k, double step, const at::Tensor& bias, const int64_t (&out_hw)[2]) {
+  const int64_t batch = x.size(0), l = g.oh * g.ow, n = packed.size(0), ml = batch * l;
+  std::vector<float> amax(size_t(ml), 0.f), inv(size_t(ml), 1.f), s(size_t(ml), 0.f);
+  conv_pixel_amax(x.data_ptr<float>(), g, batch, amax.data(), true);
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  for (int64_t j = 0; j < ml; ++j) {
+    const float scale = amax[size_t(j)] == inf ? 1.f : row_scale(amax[size_t(j)]);
+    inv[size_t(j)] = 1.f / scale;
+    s[size_t(j)] = amax[size_t(j)] == inf ? nan : scale * float(step);
+  }
+  at::Tensor y = at::empty({batch, n, out_hw[0], out_hw[1]}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  int8_t* wpk = int8_workspace(int8_conv_nhwc_workspace_bytes(g, n), 0);
+  int8_conv_nhwc_vnni({x.data_ptr<float>(), g, batch, packed.data_ptr<uint8_t>(), packed.size(1), bits, t.lo, n, k,
+                       inv.data(), s.data(), bias.defined() ? bias.data_ptr<float>() : nullptr, y.data_ptr<float>(),
+                       wpk});
+  return y;
 }
 
 // The int8 conv. A pixel's scale needs the max |x| over its receptive field: the kh x kw window max of the
@@ -646,12 +692,20 @@ at::Tensor int8_conv2d_cpu(const at::Tensor& x, const at::Tensor& packed, const 
   const int64_t pixels = out_hw[0] * out_hw[1];
   at::Tensor b;
   if (bias.has_value() && bias->defined()) b = bias->to(at::kFloat).contiguous();
-  if (batch * pixels == 0) return at::empty({batch, n, out_hw[0], out_hw[1]}, x.options());
+  // The output's memory format follows the input's, as torch's convolutions do.
+  const at::MemoryFormat fmt = x.suggest_memory_format();
+  if (batch * pixels == 0) return at::empty({batch, n, out_hw[0], out_hw[1]}, x.options().memory_format(fmt));
+  const ConvGeom g{x.size(1), x.size(2), x.size(3), weight_shape[2], weight_shape[3], out_hw[0], out_hw[1],
+                   stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1]};
+  if (fmt == at::MemoryFormat::ChannelsLast && k >= 2 && use_panel(int_isa(), t.narrow)) {
+    const at::Tensor xl = x.to(at::kFloat).contiguous(at::MemoryFormat::ChannelsLast);
+    return int8_conv_nhwc(xl, g, packed.contiguous(), t, int(bits), k, step, b, out_hw).to(x.scalar_type());
+  }
   const at::Tensor xf = x.to(at::kFloat).contiguous();
   if (k >= 2) {
-    const ConvGeom g{x.size(1), x.size(2), x.size(3), weight_shape[2], weight_shape[3], out_hw[0], out_hw[1],
-                     stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1]};
-    return int8_conv_columns(xf, g, packed.contiguous(), t, int(bits), k, step, b, out_hw).to(x.scalar_type());
+    return int8_conv_columns(xf, g, packed.contiguous(), t, int(bits), k, step, b, out_hw)
+        .to(x.scalar_type())
+        .contiguous(fmt);
   }
   // GEMM view: one row per output pixel, (c, kh, kw)-major like the flattened weight rows
   const at::Tensor cols = at::im2col(xf, {weight_shape[2], weight_shape[3]}, dilation, padding, stride);  // (B, K, L)
@@ -659,7 +713,7 @@ at::Tensor int8_conv2d_cpu(const at::Tensor& x, const at::Tensor& packed, const 
     const at::Tensor xm = cols.transpose(1, 2).reshape({batch * pixels, k}).contiguous();
     at::Tensor y = int8_linear_float(xm, packed.contiguous(), t, int(bits), k, step, b);
     return y.view({batch, pixels, n}).transpose(1, 2).reshape({batch, n, out_hw[0], out_hw[1]})
-        .to(x.scalar_type()).contiguous();
+        .to(x.scalar_type()).contiguous(fmt);
   }
 }
 

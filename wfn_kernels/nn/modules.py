@@ -294,7 +294,8 @@ class WFNConv2d(_WFNBase):
         direct = x.dim() == 4 and x.shape[1] == self.in_channels and _direct_call_ok(self, bufs["packed"], x)
         if self.compute == "int8":
             if direct:
-                return ti.redispatch_cpu(torch.ops.wfn.int8_conv2d.default, x.contiguous(), bufs["packed"],
+                xc = x.contiguous(memory_format=int8_ops.memory_format_of(x))  # channels_last stays so
+                return ti.redispatch_cpu(torch.ops.wfn.int8_conv2d.default, xc, bufs["packed"],
                                          bufs["int_table"], self.bits, list(self.weight_shape), bufs["bias"], *geo,
                                          self.int_step)
             return int8_ops.int8_conv2d(x, self.packed, self.int_table, self.bits, self.weight_shape, self.int_step,

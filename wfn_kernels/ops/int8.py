@@ -146,6 +146,14 @@ def int8_linear_reference(x, packed, int_table, bits: int, in_features: int, ste
     return y.to(x.dtype)
 
 
+def memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    """The int8 conv's output memory format for input x: channels_last when x is (and is not also plain
+    contiguous), else contiguous, as torch's own convolutions follow their input."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def int8_conv2d_reference(x, packed, int_table, bits, weight_shape, bias, stride, padding, dilation, groups, step):
     if groups != 1:
         raise ValueError(f"the int8 conv supports groups=1 only, got groups={groups}")
@@ -157,7 +165,8 @@ def int8_conv2d_reference(x, packed, int_table, bits, weight_shape, bias, stride
     cols = F.unfold(x.float(), (kh, kw), dilation, padding, stride)  # (B, K, L), (c, kh, kw)-major
     xm = cols.transpose(1, 2).reshape(-1, k)
     y = int8_linear_reference(xm, packed, int_table, bits, k, step, bias)
-    return y.view(b, oh * ow, -1).transpose(1, 2).reshape(b, -1, oh, ow).to(x.dtype).contiguous()
+    y = y.view(b, oh * ow, -1).transpose(1, 2).reshape(b, -1, oh, ow).to(x.dtype)
+    return y.contiguous(memory_format=memory_format_of(x))
 
 
 _lib.impl("int_linear", int_linear_reference, "CompositeExplicitAutograd")
@@ -179,7 +188,8 @@ def _int8_linear_fake(x, packed, int_table, bits, in_features, step, bias=None):
 def _int8_conv2d_fake(x, packed, int_table, bits, weight_shape, bias, stride, padding, dilation, groups, step):
     out_hw = [(x.shape[2 + i] + 2 * padding[i] - dilation[i] * (weight_shape[2 + i] - 1) - 1) // stride[i] + 1
               for i in range(2)]
-    return x.new_empty(x.shape[0], weight_shape[0], *out_hw)
+    return torch.empty(x.shape[0], weight_shape[0], *out_hw, dtype=x.dtype, device=x.device,
+                       memory_format=memory_format_of(x))
 
 
 def _check(packed, int_table, bits: int, in_features: int) -> None:
@@ -241,7 +251,8 @@ def int8_conv2d(x, packed, int_table, bits: int, weight_shape, step: float, bias
     if backends.resolve_backend(backend, x.device) is backends.Backend.REFERENCE:
         return int8_conv2d_reference(x, packed, int_table, bits, *args)
     _no_triton(backend, x.device)
-    return torch.ops.wfn.int8_conv2d(x.contiguous(), packed.contiguous(), int_table, bits, *args)
+    return torch.ops.wfn.int8_conv2d(x.contiguous(memory_format=memory_format_of(x)), packed.contiguous(), int_table,
+                                     bits, *args)
 
 
 def error_bound(x: torch.Tensor, dense_weight: torch.Tensor) -> torch.Tensor:
