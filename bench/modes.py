@@ -11,7 +11,10 @@ Model rows: the ResNet-18-shaped net (shapes.py) with 4-bit power-of-two weights
 fp32 channels_last, TorchScript frozen + torch.jit.optimize_for_inference, bf16 eager and bf16 channels_last
 (NCHW max-pooling is a slow path in torch on CPU: 6.3 ms at 64x112x112 vs 0.3 channels_last), and an int8 static
 model (torchao PT2E + X86InductorQuantizer, torch.compile) where it runs (else the reason is recorded).
-WFN: float with optimize_for_inference, bf16, int8. Logit error of each mode against the WFN float model.
+WFN: float with optimize_for_inference, bf16, int8 (NCHW), and int8 channels_last (the model and its input
+moved to channels_last as for the channels_last peers: the int8 convs then read and write NHWC, and the
+BatchNorm / ReLU / max-pool between them run on torch's channels_last kernels). Logit error of each mode
+against the WFN float model.
 Runtime weight memory counts packed codes, biases and every decode workspace the kernels hold
 (torch.ops.wfn_cpu.workspace_bytes, weight tiles included) plus the oneDNN-layout workspaces of
 optimize_for_inference; the AMX path's packed-activation buffer (activation_workspace_bytes) holds
@@ -231,16 +234,19 @@ def model_mode_rows(batches, repeats: int, threads: int, int8_static: bool = Tru
         if not onednn.unavailable_reason():
             float_opt = copy.deepcopy(wfn["float"])
             wk.optimize_for_inference(float_opt, x)
-        cands = {"wfn_float": float_opt, "wfn_bf16": wfn["bf16"], "wfn_int8": wfn["int8"]}
+        cands = {"wfn_float": float_opt, "wfn_bf16": wfn["bf16"], "wfn_int8": wfn["int8"],
+                 "wfn_int8_cl": copy.deepcopy(wfn["int8"]).to(memory_format=torch.channels_last)}
+        inputs = {name: x_cl if name.endswith("_cl") else x for name in cands}
         with torch.no_grad():
             ref = wfn["float"](x)
-            errs = {name: float((m(x) - ref).abs().max() / ref.abs().max()) for name, m in cands.items()}
+            errs = {name: float((m(inputs[name]) - ref).abs().max() / ref.abs().max()) for name, m in cands.items()}
             peer_errs = {}
             for name, fn in peers.items():
                 y = fn().float()
                 peer_errs[name] = float((y - ref).abs().max() / ref.abs().max())
         names = list(peers) + list(cands)
-        fns = [torch.no_grad()(fn) for fn in peers.values()] + [torch.no_grad()(lambda m=m: m(x)) for m in cands.values()]
+        fns = [torch.no_grad()(fn) for fn in peers.values()]
+        fns += [torch.no_grad()(lambda m=m, xi=inputs[name]: m(xi)) for name, m in cands.items()]
         times = interleaved_times(fns, repeats, warmup=1)
         med = {name: _median(ts) for name, ts in zip(names, times)}
         row = {"kind": "modes-model", "name": f"resnet18-shaped (4-bit, {resolution}x{resolution})", "M": batch,
@@ -266,7 +272,7 @@ def model_mode_rows(batches, repeats: int, threads: int, int8_static: bool = Tru
         for name, m in cands.items():
             torch.ops.wfn_cpu.reset_workspaces()
             with torch.no_grad():
-                m(x)
+                m(inputs[name])
             onednn_ws = onednn.workspace_bytes() if name == "wfn_float" else 0
             mem = wk.weight_bytes(m)
             act = int(torch.ops.wfn_cpu.activation_workspace_bytes())

@@ -77,17 +77,21 @@ def mode_targets(rows: list[dict]) -> list[tuple[str, str, float | None, str]]:
             lambda v: v >= 1.0)
         add(f"ResNet-18-shaped batch {b}: bf16 vs bf16 eager", ">= 1.0x", r.get("wfn_bf16_vs_bf16_eager"),
             lambda v: v >= 1.0)
-        add(f"ResNet-18-shaped batch {b}: int8 vs bf16 eager", ">= 1.3x", r.get("wfn_int8_vs_bf16_eager"),
+        add(f"ResNet-18-shaped batch {b}: int8 channels_last vs bf16 eager", ">= 1.3x",
+            r.get("wfn_int8_cl_vs_bf16_eager"), lambda v: v >= 1.3)
+        add(f"ResNet-18-shaped batch {b}: int8 channels_last vs bf16 channels_last (same layout; stricter)",
+            ">= 1.3x", r.get("wfn_int8_cl_vs_bf16_channels_last"), lambda v: v >= 1.3)
+        add(f"ResNet-18-shaped batch {b}: int8 NCHW vs bf16 eager", ">= 1.3x", r.get("wfn_int8_vs_bf16_eager"),
             lambda v: v >= 1.3)
-        add(f"ResNet-18-shaped batch {b}: int8 vs fastest bf16 path (eager, channels_last; stricter)", ">= 1.3x",
-            r.get("wfn_int8_vs_fastest_bf16"), lambda v: v >= 1.3)
-        add(f"ResNet-18-shaped batch {b}: int8 vs int8 static", ">= 1.0x", r.get("wfn_int8_vs_int8_static"),
-            lambda v: v >= 1.0)
+        add(f"ResNet-18-shaped batch {b}: int8 channels_last vs int8 static", ">= 1.0x",
+            r.get("wfn_int8_cl_vs_int8_static"), lambda v: v >= 1.0)
         add(f"ResNet-18-shaped batch {b}: bf16 logits vs float (max rel.)", "<= 0.03", r.get("wfn_bf16_err"),
             lambda v: v <= 0.03)
         add(f"ResNet-18-shaped batch {b}: int8 logits vs float (max rel.)", "<= 0.10", r.get("wfn_int8_err"),
             lambda v: v <= 0.10)
-        for mode in ("float", "bf16", "int8"):
+        add(f"ResNet-18-shaped batch {b}: int8 channels_last logits vs float (max rel.)", "<= 0.10",
+            r.get("wfn_int8_cl_err"), lambda v: v <= 0.10)
+        for mode in ("float", "bf16", "int8", "int8_cl"):
             add(f"ResNet-18-shaped batch {b}: {mode} runtime weight memory vs fp32", "<= 0.25",
                 r.get(f"wfn_{mode}_memory_ratio"), lambda v: v <= 0.25)
     return out
@@ -112,21 +116,28 @@ def _modes_linear_table(rows) -> str:
 
 def _modes_model_table(rows) -> str:
     head = ("| model | threads | batch | " + " | ".join(MODEL_PEERS) + " | WFN float | WFN bf16 | WFN int8 | "
-            "float vs fastest fp32 | bf16 vs bf16 eager | int8 vs bf16 eager | bf16 / int8 vs fastest bf16 | "
-            "int8 vs int8 static | "
-            "err bf16 | err int8 | memory float / bf16 / int8 (of fp32) | activation workspace MB float / bf16 / int8 |")
+            "WFN int8 channels_last | "
+            "float vs fastest fp32 | bf16 vs bf16 eager | int8 vs bf16 eager | int8 channels_last vs bf16 eager | "
+            "int8 channels_last vs bf16 channels_last | int8 channels_last vs int8 static | "
+            "err bf16 | err int8 | err int8 channels_last | memory float / bf16 / int8 / int8 channels_last (of fp32) | "
+            "activation workspace MB float / bf16 / int8 |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in _find(rows, kind="modes-model"):
         cells = [r["name"], r["threads"], r["M"]] + [_fmt(r[f"{p}_s"] * 1e3, 2) if f"{p}_s" in r else "n/a"
                                                      for p in MODEL_PEERS]
-        cells += [_fmt(r[f"wfn_{m}_s"] * 1e3, 2) for m in ("float", "bf16", "int8")]
-        cells += [_fmt(r["wfn_float_vs_fastest_fp32"]) + "x", _fmt(r["wfn_bf16_vs_bf16_eager"]) + "x",
-                  _fmt(r["wfn_int8_vs_bf16_eager"]) + "x",
-                  (_fmt(r["wfn_bf16_vs_fastest_bf16"]) + "x / " + _fmt(r["wfn_int8_vs_fastest_bf16"]) + "x")
-                  if "wfn_int8_vs_fastest_bf16" in r else "n/a",
-                  (_fmt(r["wfn_int8_vs_int8_static"]) + "x") if "wfn_int8_vs_int8_static" in r else "n/a",
+        modes = ("float", "bf16", "int8", "int8_cl")
+        cells += [_fmt(r[f"wfn_{m}_s"] * 1e3, 2) if f"wfn_{m}_s" in r else "n/a" for m in modes]
+
+        def ratio(key):
+            return (_fmt(r[key]) + "x") if key in r else "n/a"
+
+        cells += [ratio("wfn_float_vs_fastest_fp32"), ratio("wfn_bf16_vs_bf16_eager"), ratio("wfn_int8_vs_bf16_eager"),
+                  ratio("wfn_int8_cl_vs_bf16_eager"), ratio("wfn_int8_cl_vs_bf16_channels_last"),
+                  ratio("wfn_int8_cl_vs_int8_static"),
                   f"{r['wfn_bf16_err']:.1e}", f"{r['wfn_int8_err']:.1e}",
-                  " / ".join(_fmt(r[f"wfn_{m}_memory_ratio"], 3) for m in ("float", "bf16", "int8")),
+                  f"{r['wfn_int8_cl_err']:.1e}" if "wfn_int8_cl_err" in r else "n/a",
+                  " / ".join(_fmt(r[f"wfn_{m}_memory_ratio"], 3) if f"wfn_{m}_memory_ratio" in r else "n/a"
+                             for m in modes),
                   " / ".join(_fmt(r.get(f"wfn_{m}_activation_workspace_bytes", 0) / 1e6, 2)
                              for m in ("float", "bf16", "int8"))]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")

@@ -258,7 +258,69 @@ def test_conv_modes_match_reference(level, mode, geom, rng):
                      + 1e-6).all())
 
 
+@needs_ext
+@pytest.mark.parametrize("geom", [(2, 64, 7, 6, 70, 3, 1, 1), (1, 3, 15, 15, 16, 7, 2, 3), (2, 5, 8, 8, 9, 1, 2, 0)])
+def test_int8_conv_channels_last(level, geom, rng):
+    """A channels_last input gives a channels_last output with the NCHW values, bit for bit, at every dispatch
+    level (the NHWC kernel where AVX-512 VNNI runs it, else the NCHW path with the layout restored)."""
+    b, c, h, w_, o, kk, s, p = geom
+    cb = order0_codebook()
+    iw = int8_ops.integer_weights(cb.values, c * kk * kk)
+    packed = pack_codes(torch.randint(0, len(cb), (o, c * kk * kk), generator=rng), 4)
+    x = torch.randn(b, c, h, w_, generator=rng)
+    bias = torch.randn(o, generator=rng)
+    args = (packed, iw.table, 4, (o, c, kk, kk), iw.step, bias, s, p)
+    y = int8_ops.int8_conv2d(x, *args, backend="extension")
+    y_cl = int8_ops.int8_conv2d(x.contiguous(memory_format=torch.channels_last), *args, backend="extension")
+    assert y.is_contiguous() and y_cl.is_contiguous(memory_format=torch.channels_last) and not y_cl.is_contiguous()
+    assert torch.equal(y, y_cl)
+    assert torch.equal(y_cl, int8_ops.int8_conv2d(x, *args, backend="reference"))
+
+
+@needs_ext
+def test_int8_conv_channels_last_opcheck(rng):
+    """The op's fake kernel gives a channels_last input a channels_last output, as the CPU kernel does."""
+    cb = order0_codebook()
+    iw = int8_ops.integer_weights(cb.values, 8 * 9)
+    packed = pack_codes(torch.randint(0, len(cb), (16, 72), generator=rng), 4)
+    x = torch.randn(2, 8, 6, 6, generator=rng).contiguous(memory_format=torch.channels_last)
+    torch.library.opcheck(torch.ops.wfn.int8_conv2d.default,
+                          (x, packed, iw.table, 4, [16, 8, 3, 3], None, [1, 1], [1, 1], [1, 1], 1, iw.step))
+
+
 # ---------------------------------------------------------------------------------------------- modules
+
+
+@needs_ext
+def test_int8_net_runs_channels_last(rng):
+    """A converted convnet moved to channels_last (as PyTorch recommends for CPU convnets) keeps that layout
+    through every int8 conv and gives the NCHW model's logits."""
+    cb = order0_codebook()
+    g = torch.Generator().manual_seed(3)
+    net = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1),
+                        nn.Conv2d(64, 64, 3, 1, 1), nn.ReLU(), nn.Conv2d(64, 32, 1, 2), nn.AdaptiveAvgPool2d(1),
+                        nn.Flatten(), nn.Linear(32, 10))
+    with torch.no_grad():
+        for mod in net.modules():
+            if isinstance(mod, (nn.Linear, nn.Conv2d)):
+                values = cb.values.float()
+                mod.weight.copy_(values[torch.randint(0, values.numel(), mod.weight.shape, generator=g)])
+    net.eval()
+    wk.convert(net, compute="int8")
+    x = torch.randn(2, 3, 32, 32, generator=rng)
+    formats = []
+    hooks = [m.register_forward_hook(lambda m, i, o: formats.append(o.is_contiguous(memory_format=torch.channels_last)))
+             for m in net.modules() if type(m).__name__ == "WFNConv2d"]
+    with torch.no_grad():
+        ref = net(x)
+        assert formats == [False] * 3
+        formats.clear()
+        net_cl = net.to(memory_format=torch.channels_last)
+        y = net_cl(x.contiguous(memory_format=torch.channels_last))
+    assert formats == [True] * 3
+    for hk in hooks:
+        hk.remove()
+    torch.testing.assert_close(y, ref, rtol=1e-6, atol=1e-6)
 
 
 def small_net(values, seed=0):

@@ -191,6 +191,16 @@ CONV_GEOMS = {  # (B, C, H, W, O, kh, kw, stride, padding, dilation)
     "stride3_gather": (2, 2, 11, 20, 5, 2, 3, (1, 3), (1, 1), (1, 1)),  # neither the stride-1 nor -2 loads
     "1x1_stride2_wide": (2, 8, 9, 150, 6, 1, 1, (2, 2), (0, 0), (1, 1)),  # 75-pixel output rows
     "one_block_rows_split": (1, 16, 7, 7, 50, 3, 3, (1, 1), (1, 1), (1, 1)),  # one pixel block: rows in 2 parts
+    # channels_last kernel branches: the vpermt2b tap transpose (C % 64 == 0) with a 20-channel tail group;
+    # 2 channel groups (4 + 3 vectors); an RGB stem (one quantise + vpermb per row of taps, 6-channel last
+    # group); C = 13 (padded to 16, taps one by one); a padded strided 1x1 (per-pixel amax); 9 pixels x 200
+    # channels (one pixel block, channel groups split between threads)
+    "c64_tap_transpose": (2, 64, 6, 5, 20, 3, 3, (1, 1), (1, 1), (1, 1)),
+    "c128_two_groups": (1, 128, 5, 5, 100, 3, 3, (2, 2), (1, 1), (1, 1)),
+    "rgb_stem_7x7": (2, 3, 20, 18, 70, 7, 7, (2, 2), (3, 3), (1, 1)),
+    "c13_5x5_per_tap": (1, 13, 9, 9, 17, 5, 5, (1, 1), (2, 2), (1, 1)),
+    "1x1_padded_stride2": (2, 16, 5, 6, 9, 1, 1, (2, 2), (1, 1), (1, 1)),
+    "few_pixels_many_channels": (1, 32, 3, 3, 200, 3, 3, (1, 1), (1, 1), (1, 1)),
 }
 
 
@@ -203,9 +213,11 @@ def threads(request):
     torch.set_num_threads(prev)
 
 
-@pytest.fixture(params=["fused", "int_mm"])
+@pytest.fixture(params=["fused", "int_mm", "fused_channels_last", "int_mm_channels_last"])
 def conv_path(request):
-    prev = torch.ops.wfn_cpu.set_panel_gemm(request.param == "fused")
+    """The fused kernel (NCHW, or NHWC for a channels_last input) and, with it off, the columns path (which
+    takes a channels_last input through an NCHW copy and returns channels_last)."""
+    prev = torch.ops.wfn_cpu.set_panel_gemm(request.param.startswith("fused"))
     yield request.param
     torch.ops.wfn_cpu.set_panel_gemm(prev)
 
@@ -214,9 +226,10 @@ def conv_path(request):
 @pytest.mark.parametrize("bits", [2, 4, 8])
 @pytest.mark.parametrize("geom", list(CONV_GEOMS))
 def test_int8_conv_bit_exact(conv_path, threads, geom, bits):
-    """Both conv paths (the fused VNNI kernel and the quantised-columns + at::_int_mm one) against the reference,
-    bit for bit, with a bias and without, an all-zero image, zero patches and a NaN / Inf pixel (NaN outputs
-    wherever a receptive field holds it)."""
+    """Every conv path (the fused VNNI kernels, NCHW and channels_last, and the quantised-columns + at::_int_mm
+    one) against the reference, bit for bit, with a bias and without, an all-zero image, zero patches and a
+    NaN / Inf pixel (NaN outputs wherever a receptive field holds it); the output's memory format is the
+    input's."""
     b, c, h, w, o, kh, kw, stride, padding, dilation = CONV_GEOMS[geom]
     g = torch.Generator().manual_seed(hash(geom) % 1000 + bits)
     k = c * kh * kw
@@ -230,11 +243,16 @@ def test_int8_conv_bit_exact(conv_path, threads, geom, bits):
         x[0, 0, h // 2, w // 2] = float("nan")
         x[0, c - 1, 1, w - 1] = float("inf")
     bias = torch.randn(o, generator=g)
+    channels_last = conv_path.endswith("channels_last")
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     for bb in (None, bias):
         args = (x, packed, table, bits, (o, c, kh, kw), 2.0 ** -5, bb, stride, padding, dilation)
         y = int8_ops.int8_conv2d(*args, backend="extension")
         ref = int8_ops.int8_conv2d(*args, backend="reference")
         assert y.shape == ref.shape
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        assert y.is_contiguous(memory_format=fmt) and ref.is_contiguous(memory_format=fmt)
         torch.testing.assert_close(y, ref, rtol=0, atol=0, equal_nan=True)
         if b > 1:  # NaN exactly where a receptive field holds the NaN or the Inf
             bad = (~x[:1].isfinite()).any(1, keepdim=True).float()
