@@ -11,9 +11,10 @@ Model rows: the ResNet-18-shaped net (shapes.py) with 4-bit power-of-two weights
 fp32 channels_last, TorchScript frozen + torch.jit.optimize_for_inference, bf16 eager and bf16 channels_last
 (NCHW max-pooling is a slow path in torch on CPU: 6.3 ms at 64x112x112 vs 0.3 channels_last), and an int8 static
 model (torchao PT2E + X86InductorQuantizer, torch.compile) where it runs (else the reason is recorded).
-WFN: float with optimize_for_inference, bf16, int8 (NCHW), and int8 channels_last (the model and its input
-moved to channels_last as for the channels_last peers: the int8 convs then read and write NHWC, and the
-BatchNorm / ReLU / max-pool between them run on torch's channels_last kernels). Logit error of each mode
+WFN: float with optimize_for_inference, bf16 and int8 (NCHW), and bf16 / int8 channels_last (the model and
+its input moved to channels_last as for the channels_last peers: the int8 convs then read and write NHWC, the
+bf16 ones run oneDNN's channels_last conv, and the BatchNorm / ReLU / max-pool between them run on torch's
+channels_last kernels). Logit error of each mode
 against the WFN float model.
 Runtime weight memory counts packed codes, biases and every decode workspace the kernels hold
 (torch.ops.wfn_cpu.workspace_bytes, weight tiles included) plus the oneDNN-layout workspaces of
@@ -235,6 +236,7 @@ def model_mode_rows(batches, repeats: int, threads: int, int8_static: bool = Tru
             float_opt = copy.deepcopy(wfn["float"])
             wk.optimize_for_inference(float_opt, x)
         cands = {"wfn_float": float_opt, "wfn_bf16": wfn["bf16"], "wfn_int8": wfn["int8"],
+                 "wfn_bf16_cl": copy.deepcopy(wfn["bf16"]).to(memory_format=torch.channels_last),
                  "wfn_int8_cl": copy.deepcopy(wfn["int8"]).to(memory_format=torch.channels_last)}
         inputs = {name: x_cl if name.endswith("_cl") else x for name in cands}
         with torch.no_grad():

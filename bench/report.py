@@ -75,7 +75,11 @@ def mode_targets(rows: list[dict]) -> list[tuple[str, str, float | None, str]]:
         r = _find(rows, kind="modes-model", M=b, threads=1)[0]
         add(f"ResNet-18-shaped batch {b}: float vs fastest fp32 path", ">= 1.0x", r.get("wfn_float_vs_fastest_fp32"),
             lambda v: v >= 1.0)
-        add(f"ResNet-18-shaped batch {b}: bf16 vs bf16 eager", ">= 1.0x", r.get("wfn_bf16_vs_bf16_eager"),
+        add(f"ResNet-18-shaped batch {b}: bf16 channels_last vs bf16 eager", ">= 1.0x",
+            r.get("wfn_bf16_cl_vs_bf16_eager"), lambda v: v >= 1.0)
+        add(f"ResNet-18-shaped batch {b}: bf16 channels_last vs bf16 channels_last (same layout; stricter)",
+            ">= 1.0x", r.get("wfn_bf16_cl_vs_bf16_channels_last"), lambda v: v >= 1.0)
+        add(f"ResNet-18-shaped batch {b}: bf16 NCHW vs bf16 eager", ">= 1.0x", r.get("wfn_bf16_vs_bf16_eager"),
             lambda v: v >= 1.0)
         add(f"ResNet-18-shaped batch {b}: int8 channels_last vs bf16 eager", ">= 1.3x",
             r.get("wfn_int8_cl_vs_bf16_eager"), lambda v: v >= 1.3)
@@ -91,7 +95,9 @@ def mode_targets(rows: list[dict]) -> list[tuple[str, str, float | None, str]]:
             lambda v: v <= 0.10)
         add(f"ResNet-18-shaped batch {b}: int8 channels_last logits vs float (max rel.)", "<= 0.10",
             r.get("wfn_int8_cl_err"), lambda v: v <= 0.10)
-        for mode in ("float", "bf16", "int8", "int8_cl"):
+        add(f"ResNet-18-shaped batch {b}: bf16 channels_last logits vs float (max rel.)", "<= 0.03",
+            r.get("wfn_bf16_cl_err"), lambda v: v <= 0.03)
+        for mode in ("float", "bf16", "int8", "bf16_cl", "int8_cl"):
             add(f"ResNet-18-shaped batch {b}: {mode} runtime weight memory vs fp32", "<= 0.25",
                 r.get(f"wfn_{mode}_memory_ratio"), lambda v: v <= 0.25)
     return out
@@ -116,26 +122,29 @@ def _modes_linear_table(rows) -> str:
 
 def _modes_model_table(rows) -> str:
     head = ("| model | threads | batch | " + " | ".join(MODEL_PEERS) + " | WFN float | WFN bf16 | WFN int8 | "
-            "WFN int8 channels_last | "
-            "float vs fastest fp32 | bf16 vs bf16 eager | int8 vs bf16 eager | int8 channels_last vs bf16 eager | "
+            "WFN bf16 channels_last | WFN int8 channels_last | "
+            "float vs fastest fp32 | bf16 vs bf16 eager | bf16 channels_last vs bf16 eager | "
+            "bf16 channels_last vs bf16 channels_last | int8 vs bf16 eager | int8 channels_last vs bf16 eager | "
             "int8 channels_last vs bf16 channels_last | int8 channels_last vs int8 static | "
-            "err bf16 | err int8 | err int8 channels_last | memory float / bf16 / int8 / int8 channels_last (of fp32) | "
+            "err bf16 | err int8 | err bf16 / int8 channels_last | "
+            "memory float / bf16 / int8 / bf16 channels_last / int8 channels_last (of fp32) | "
             "activation workspace MB float / bf16 / int8 |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in _find(rows, kind="modes-model"):
         cells = [r["name"], r["threads"], r["M"]] + [_fmt(r[f"{p}_s"] * 1e3, 2) if f"{p}_s" in r else "n/a"
                                                      for p in MODEL_PEERS]
-        modes = ("float", "bf16", "int8", "int8_cl")
+        modes = ("float", "bf16", "int8", "bf16_cl", "int8_cl")
         cells += [_fmt(r[f"wfn_{m}_s"] * 1e3, 2) if f"wfn_{m}_s" in r else "n/a" for m in modes]
 
         def ratio(key):
             return (_fmt(r[key]) + "x") if key in r else "n/a"
 
-        cells += [ratio("wfn_float_vs_fastest_fp32"), ratio("wfn_bf16_vs_bf16_eager"), ratio("wfn_int8_vs_bf16_eager"),
+        cells += [ratio("wfn_float_vs_fastest_fp32"), ratio("wfn_bf16_vs_bf16_eager"), ratio("wfn_bf16_cl_vs_bf16_eager"),
+                  ratio("wfn_bf16_cl_vs_bf16_channels_last"), ratio("wfn_int8_vs_bf16_eager"),
                   ratio("wfn_int8_cl_vs_bf16_eager"), ratio("wfn_int8_cl_vs_bf16_channels_last"),
                   ratio("wfn_int8_cl_vs_int8_static"),
                   f"{r['wfn_bf16_err']:.1e}", f"{r['wfn_int8_err']:.1e}",
-                  f"{r['wfn_int8_cl_err']:.1e}" if "wfn_int8_cl_err" in r else "n/a",
+                  " / ".join(f"{r[k]:.1e}" if k in r else "n/a" for k in ("wfn_bf16_cl_err", "wfn_int8_cl_err")),
                   " / ".join(_fmt(r[f"wfn_{m}_memory_ratio"], 3) if f"wfn_{m}_memory_ratio" in r else "n/a"
                              for m in modes),
                   " / ".join(_fmt(r.get(f"wfn_{m}_activation_workspace_bytes", 0) / 1e6, 2)

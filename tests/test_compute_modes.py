@@ -278,6 +278,26 @@ def test_int8_conv_channels_last(level, geom, rng):
 
 
 @needs_ext
+def test_bf16_conv_channels_last(level, rng):
+    """The bf16 conv keeps a channels_last input's layout (oneDNN's channels_last conv), within the bf16 bound of
+    the exact conv, like the NCHW result."""
+    cb = order0_codebook()
+    codes = torch.randint(0, len(cb), (24, 16 * 9), generator=rng)
+    packed = pack_codes(codes, 4)
+    x = torch.randn(2, 16, 9, 8, generator=rng)
+    bias = torch.randn(24, generator=rng)
+    dense = cb.values.float()[codes].reshape(24, 16, 3, 3)
+    exact = F.conv2d(x.double(), dense.double(), bias.double(), 1, 1)
+    mag = F.conv2d(x.double().abs(), dense.double().abs(), None, 1, 1)
+    for xi in (x, x.contiguous(memory_format=torch.channels_last)):
+        y = bf16_ops.bf16_conv2d(xi, packed, cb.values.float(), 4, (24, 16, 3, 3), bias, 1, 1, backend="extension")
+        assert y.is_contiguous(memory_format=int8_ops.memory_format_of(xi))
+        assert bool(((y.double() - exact).abs() <= mag * 2.0 ** -7 + bias.double().abs().view(1, -1, 1, 1) * 2.0 ** -8
+                     + 1e-6).all())
+    assert int8_ops.memory_format_of(x.contiguous(memory_format=torch.channels_last)) == torch.channels_last
+
+
+@needs_ext
 def test_int8_conv_channels_last_opcheck(rng):
     """The op's fake kernel gives a channels_last input a channels_last output, as the CPU kernel does."""
     cb = order0_codebook()
@@ -292,9 +312,11 @@ def test_int8_conv_channels_last_opcheck(rng):
 
 
 @needs_ext
-def test_int8_net_runs_channels_last(rng):
+@pytest.mark.parametrize("mode", ["int8", "bf16"])
+def test_net_runs_channels_last(mode, rng):
     """A converted convnet moved to channels_last (as PyTorch recommends for CPU convnets) keeps that layout
-    through every int8 conv and gives the NCHW model's logits."""
+    through every int8 / bf16 conv and gives the NCHW model's logits (int8: the same integers and scales;
+    bf16: oneDNN's channels_last conv sums in another order)."""
     cb = order0_codebook()
     g = torch.Generator().manual_seed(3)
     net = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1),
@@ -306,7 +328,7 @@ def test_int8_net_runs_channels_last(rng):
                 values = cb.values.float()
                 mod.weight.copy_(values[torch.randint(0, values.numel(), mod.weight.shape, generator=g)])
     net.eval()
-    wk.convert(net, compute="int8")
+    wk.convert(net, compute=mode)
     x = torch.randn(2, 3, 32, 32, generator=rng)
     formats = []
     hooks = [m.register_forward_hook(lambda m, i, o: formats.append(o.is_contiguous(memory_format=torch.channels_last)))
@@ -320,7 +342,8 @@ def test_int8_net_runs_channels_last(rng):
     assert formats == [True] * 3
     for hk in hooks:
         hk.remove()
-    torch.testing.assert_close(y, ref, rtol=1e-6, atol=1e-6)
+    tol = 1e-6 if mode == "int8" else 2e-2 * float(ref.abs().max())
+    torch.testing.assert_close(y, ref, rtol=0, atol=tol)
 
 
 def small_net(values, seed=0):

@@ -187,14 +187,15 @@ at::Tensor bf16_conv2d_cpu(const at::Tensor& x, const at::Tensor& packed, const 
     at::Tensor y = amx_bf16_conv2d(x.to(at::kBFloat16), 1, packed.contiguous(), t.t, int(bits), weight_shape, stride,
                                    padding, dilation);
     if (bias.has_value() && bias->defined()) y.add_(bias->to(at::kFloat).view({1, n, 1, 1}));
-    return y.to(x.scalar_type());
+    return y.to(x.scalar_type()).contiguous(x.suggest_memory_format());
   }
   at::Tensor w = bf16_workspace(std::max<int64_t>(n * k, 1)).narrow(0, 0, n * k);
   decode_parallel_u16(packed.contiguous(), k, int(bits), t.t, 0, n, reinterpret_cast<uint16_t*>(w.data_ptr()));
+  // a channels_last input runs oneDNN's channels_last conv and gets a channels_last output (as at::conv2d)
   at::Tensor y = at::conv2d(x.to(at::kBFloat16), w.view(weight_shape), {}, stride, padding, dilation, groups)
                      .to(at::kFloat);
   if (bias.has_value() && bias->defined()) y.add_(bias->to(at::kFloat).view({1, n, 1, 1}));
-  return y.to(x.scalar_type());
+  return y.to(x.scalar_type()).contiguous(x.suggest_memory_format());
 }
 
 }  // namespace

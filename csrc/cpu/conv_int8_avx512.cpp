@@ -563,9 +563,15 @@ void int8_conv_nhwc_vnni(const Int8ConvNhwcArgs& a) {
           }
       }
   }
-  const int64_t l = g.oh * g.ow, total = a.batch * l, tasks = (total + kPixN - 1) / kPixN;
+  // Pixel blocks of at most kPixN, all about the same size (49 pixels: 30 + 19, not 48 + 1); with few blocks
+  // per thread the channel groups are split too (each part quantises its own copy of the block), so that
+  // every thread gets a similar share.
+  const int64_t l = g.oh * g.ow, total = a.batch * l;
+  const int64_t nblk = (total + kPixN - 1) / kPixN;
+  const int64_t blk = std::min(kPixN, ((total + nblk - 1) / nblk + kRowsN - 1) / kRowsN * kRowsN);
+  const int64_t tasks = (total + blk - 1) / blk;
   const int64_t threads = at::get_num_threads();
-  const int64_t parts = threads == 1 || tasks >= 2 * threads ? 1 : std::min(h.groups, (2 * threads + tasks - 1) / tasks);
+  const int64_t parts = threads == 1 || tasks >= 8 * threads ? 1 : std::min(h.groups, (8 * threads + tasks - 1) / tasks);
   const int64_t per_part = (h.groups + parts - 1) / parts;
   at::parallel_for(0, tasks * parts, 1, [&](int64_t lo, int64_t hi) {
     std::vector<uint8_t> act_buf(size_t(kPixN * h.kn) + 64);
@@ -575,7 +581,7 @@ void int8_conv_nhwc_vnni(const Int8ConvNhwcArgs& a) {
       const int64_t tp = task / parts, part = task % parts;
       const int64_t g0 = part * per_part, g1 = std::min(h.groups, g0 + per_part);
       if (g0 >= g1) continue;
-      const int64_t p0 = tp * kPixN, width = std::min(kPixN, total - p0);
+      const int64_t p0 = tp * blk, width = std::min(blk, total - p0);
       int64_t bi = p0 / l, oh = (p0 % l) / g.ow, ow = p0 % g.ow;  // advanced per pixel (no divisions)
       for (int64_t r = 0; r < width; ++r) {
         const __m512 inv = _mm512_set1_ps(a.inv[p0 + r]);

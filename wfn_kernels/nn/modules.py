@@ -15,7 +15,7 @@ from ..format.codebook import Codebook
 from ..format.packing import PackedWeight, pack_codes, pack_weight, unpack_codes
 from ..ops import bf16 as bf16_ops
 from ..ops import int8 as int8_ops
-from ..ops.reference import ACTIVATION_DTYPES, check_codebook, check_codes_in_range
+from ..ops.reference import ACTIVATION_DTYPES, check_codebook, check_codes_in_range, memory_format_of
 from . import torch_internals as ti
 
 COMPUTE_MODES = ("float", "bf16", "int8")
@@ -294,7 +294,7 @@ class WFNConv2d(_WFNBase):
         direct = x.dim() == 4 and x.shape[1] == self.in_channels and _direct_call_ok(self, bufs["packed"], x)
         if self.compute == "int8":
             if direct:
-                xc = x.contiguous(memory_format=int8_ops.memory_format_of(x))  # channels_last stays so
+                xc = x.contiguous(memory_format=memory_format_of(x))  # channels_last stays so
                 return ti.redispatch_cpu(torch.ops.wfn.int8_conv2d.default, xc, bufs["packed"],
                                          bufs["int_table"], self.bits, list(self.weight_shape), bufs["bias"], *geo,
                                          self.int_step)
@@ -302,7 +302,8 @@ class WFNConv2d(_WFNBase):
                                         self.bias, self.stride, self.padding, self.dilation, self.groups,
                                         backend=self.backend)
         if direct:
-            return ti.redispatch_cpu(torch.ops.wfn.bf16_conv2d.default, x.contiguous(), bufs["packed"],
+            xc = x.contiguous(memory_format=memory_format_of(x))
+            return ti.redispatch_cpu(torch.ops.wfn.bf16_conv2d.default, xc, bufs["packed"],
                                      bufs["codebook"], self.bits, list(self.weight_shape), bufs["bias"], *geo)
         return bf16_ops.bf16_conv2d(x, self.packed, self.codebook, self.bits, self.weight_shape, self.bias,
                                     self.stride, self.padding, self.dilation, self.groups, backend=self.backend)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from . import backends
 from . import reference as ref
+from .reference import memory_format_of
 
 _lib = torch.library.Library("wfn", "FRAGMENT")  # noqa: TOR901 (kept alive for the process lifetime)
 _lib.define("bf16_linear(Tensor x, Tensor packed, Tensor codebook, int bits, int in_features, "
@@ -48,7 +49,7 @@ def bf16_conv2d_reference(x, packed, codebook, bits, weight_shape, bias, stride,
     k = weight_shape[1] * weight_shape[2] * weight_shape[3]
     w = ref.decode_weight(packed, codebook, bits, k).reshape(weight_shape)
     y = F.conv2d(x.bfloat16().float(), w, None if bias is None else bias.float(), stride, padding, dilation, groups)
-    return y.to(x.dtype)
+    return y.to(x.dtype).contiguous(memory_format=memory_format_of(x))
 
 
 _lib.impl("bf16_linear", bf16_linear_reference, "CompositeExplicitAutograd")
@@ -64,7 +65,8 @@ def _bf16_linear_fake(x, packed, codebook, bits, in_features, bias=None):
 def _bf16_conv2d_fake(x, packed, codebook, bits, weight_shape, bias, stride, padding, dilation, groups):
     out_hw = [(x.shape[2 + i] + 2 * padding[i] - dilation[i] * (weight_shape[2 + i] - 1) - 1) // stride[i] + 1
               for i in range(2)]
-    return x.new_empty(x.shape[0], weight_shape[0], *out_hw)
+    return torch.empty(x.shape[0], weight_shape[0], *out_hw, dtype=x.dtype, device=x.device,
+                       memory_format=memory_format_of(x))
 
 
 def _check_exact(codebook) -> None:
@@ -103,7 +105,8 @@ def bf16_conv2d(x, packed, codebook, bits: int, weight_shape, bias=None, stride=
         return bf16_conv2d_reference(x, packed, codebook, bits, *args)
     if b is backends.Backend.TRITON:
         raise backends.BackendUnavailableError("backend 'triton' has no conv2d kernel; use 'extension' or 'reference'")
-    return torch.ops.wfn.bf16_conv2d(x.contiguous(), packed.contiguous(), codebook.contiguous(), bits, *args)
+    return torch.ops.wfn.bf16_conv2d(x.contiguous(memory_format=memory_format_of(x)), packed.contiguous(),
+                                     codebook.contiguous(), bits, *args)
 
 
 def error_bound(x: torch.Tensor, dense_weight: torch.Tensor, output_rounding: bool = True) -> torch.Tensor:

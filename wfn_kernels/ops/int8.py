@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from ..format.packing import row_bytes, unpack_codes
+from .reference import memory_format_of
 from . import backends  # loads wfn_kernels._C, which registers the CPU kernels, when built
 
 INT16_MIN, INT16_MAX = -32768, 32639  # the GEMM path splits int16 weights as 256 * hi + lo, hi in int8
@@ -144,14 +145,6 @@ def int8_linear_reference(x, packed, int_table, bits: int, in_features: int, ste
         y = y + bias.float()
     y = torch.where(bad[:, None], torch.full_like(y, float("nan")), y)
     return y.to(x.dtype)
-
-
-def memory_format_of(x: torch.Tensor) -> torch.memory_format:
-    """The int8 conv's output memory format for input x: channels_last when x is (and is not also plain
-    contiguous), else contiguous, as torch's own convolutions follow their input."""
-    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
 
 
 def int8_conv2d_reference(x, packed, int_table, bits, weight_shape, bias, stride, padding, dilation, groups, step):

@@ -137,3 +137,11 @@ def codebook_conv2d(x, packed, codebook, bits: int, weight_shape, bias=None, str
     w = decode_weight(packed, codebook, bits, k).reshape(list(weight_shape))
     b = bias.float() if bias is not None else None
     return F.conv2d(x.float(), w, b, list(stride), list(padding), list(dilation), groups).to(x.dtype)
+
+
+def memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    """A WFN conv's output memory format for input x: channels_last when x is (and is not also plain
+    contiguous), else contiguous, as torch's own convolutions follow their input."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
