@@ -14,7 +14,9 @@ model (torchao PT2E + X86InductorQuantizer, torch.compile) where it runs (else t
 WFN: float with optimize_for_inference, bf16 and int8 (NCHW), and bf16 / int8 channels_last (the model and
 its input moved to channels_last as for the channels_last peers: the int8 convs then read and write NHWC, the
 bf16 ones run oneDNN's channels_last conv, and the BatchNorm / ReLU / max-pool between them run on torch's
-channels_last kernels). Logit error of each mode
+channels_last kernels), and int8 channels_last with every BatchNorm (+ ReLU) folded into its conv's epilogue
+(wk.fuse_batchnorm). bf16 peers also include the channels_last model under torch.compile (inductor fuses its
+BatchNorm / ReLU), where it compiles. Logit error of each mode
 against the WFN float model.
 Runtime weight memory counts packed codes, biases and every decode workspace the kernels hold
 (torch.ops.wfn_cpu.workspace_bytes, weight tiles included) plus the oneDNN-layout workspaces of
@@ -188,7 +190,7 @@ def _int8_static(float_model: nn.Module, x: torch.Tensor):
 
 
 def model_mode_rows(batches, repeats: int, threads: int, int8_static: bool = True,
-                    resolution: int = 224) -> tuple[list[dict], list[str]]:
+                    resolution: int = 224, bf16_compile: bool = True) -> tuple[list[dict], list[str]]:
     from shapes import ResNet18, put_on_codebook
 
     from wfn_kernels.nn import onednn_layout as onednn
@@ -221,6 +223,17 @@ def model_mode_rows(batches, repeats: int, threads: int, int8_static: bool = Tru
         net_bf_cl = copy.deepcopy(net_bf).to(memory_format=torch.channels_last)
         xb_cl = xb.to(memory_format=torch.channels_last)
         peers["bf16_channels_last"] = lambda: net_bf_cl(xb_cl)
+        if not bf16_compile:
+            notes.append("bf16 torch.compile peer skipped (--no-bf16-compile)")
+        else:
+            try:  # inductor fuses BatchNorm / ReLU into its bf16 channels_last graph: the strongest bf16 path
+                with torch.no_grad():
+                    net_bf_comp = torch.compile(copy.deepcopy(net_bf_cl))
+                    net_bf_comp(xb_cl)
+                peers["bf16_compiled"] = lambda: net_bf_comp(xb_cl)
+            except Exception as exc:  # noqa: BLE001 (the reason goes into the results header)
+                notes.append(f"bf16 torch.compile peer did not run: {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:200]}")
         if int8_static:
             try:
                 q = _int8_static(net, x)
@@ -237,7 +250,8 @@ def model_mode_rows(batches, repeats: int, threads: int, int8_static: bool = Tru
             wk.optimize_for_inference(float_opt, x)
         cands = {"wfn_float": float_opt, "wfn_bf16": wfn["bf16"], "wfn_int8": wfn["int8"],
                  "wfn_bf16_cl": copy.deepcopy(wfn["bf16"]).to(memory_format=torch.channels_last),
-                 "wfn_int8_cl": copy.deepcopy(wfn["int8"]).to(memory_format=torch.channels_last)}
+                 "wfn_int8_cl": copy.deepcopy(wfn["int8"]).to(memory_format=torch.channels_last),
+                 "wfn_int8_cl_fused": wk.fuse_batchnorm(wfn["int8"]).to(memory_format=torch.channels_last)}
         inputs = {name: x_cl if name.endswith("_cl") else x for name in cands}
         with torch.no_grad():
             ref = wfn["float"](x)
@@ -260,7 +274,7 @@ def model_mode_rows(batches, repeats: int, threads: int, int8_static: bool = Tru
             row[f"{name}_err"] = e
         fp32_paths = [p for p in ("fp32_eager", "fp32_channels_last", "fp32_frozen") if p in med]
         best_fp32 = min(med[p] for p in fp32_paths)
-        best_bf16 = min(med[p] for p in ("bf16_eager", "bf16_channels_last"))
+        best_bf16 = min(med[p] for p in ("bf16_eager", "bf16_channels_last", "bf16_compiled") if p in med)
         best = min((med[p], p) for p in peers)
         row["best_peer"] = best[1]
         for name in cands:

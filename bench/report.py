@@ -49,7 +49,8 @@ def targets(rows: list[dict], backend: str) -> list[tuple[str, str, float | None
 
 
 LINEAR_PEERS = ("fp32", "bf16", "int8_dynamic", "int8_weight_only", "int4_weight_only_g128")
-MODEL_PEERS = ("fp32_eager", "fp32_channels_last", "fp32_frozen", "bf16_eager", "bf16_channels_last", "int8_static")
+MODEL_PEERS = ("fp32_eager", "fp32_channels_last", "fp32_frozen", "bf16_eager", "bf16_channels_last", "bf16_compiled",
+               "int8_static")
 
 
 def mode_targets(rows: list[dict]) -> list[tuple[str, str, float | None, str]]:
@@ -85,6 +86,9 @@ def mode_targets(rows: list[dict]) -> list[tuple[str, str, float | None, str]]:
             r.get("wfn_int8_cl_vs_bf16_eager"), lambda v: v >= 1.3)
         add(f"ResNet-18-shaped batch {b}: int8 channels_last vs bf16 channels_last (same layout; stricter)",
             ">= 1.3x", r.get("wfn_int8_cl_vs_bf16_channels_last"), lambda v: v >= 1.3)
+        add(f"ResNet-18-shaped batch {b}: int8 channels_last + folded BatchNorm/ReLU vs fastest bf16 path "
+            "(eager, channels_last, torch.compile; stricter)", ">= 1.3x", r.get("wfn_int8_cl_fused_vs_fastest_bf16"),
+            lambda v: v >= 1.3)
         add(f"ResNet-18-shaped batch {b}: int8 NCHW vs bf16 eager", ">= 1.3x", r.get("wfn_int8_vs_bf16_eager"),
             lambda v: v >= 1.3)
         add(f"ResNet-18-shaped batch {b}: int8 channels_last vs int8 static", ">= 1.0x",
@@ -97,7 +101,9 @@ def mode_targets(rows: list[dict]) -> list[tuple[str, str, float | None, str]]:
             r.get("wfn_int8_cl_err"), lambda v: v <= 0.10)
         add(f"ResNet-18-shaped batch {b}: bf16 channels_last logits vs float (max rel.)", "<= 0.03",
             r.get("wfn_bf16_cl_err"), lambda v: v <= 0.03)
-        for mode in ("float", "bf16", "int8", "bf16_cl", "int8_cl"):
+        add(f"ResNet-18-shaped batch {b}: int8 channels_last + folded BatchNorm/ReLU logits vs float (max rel.)",
+            "<= 0.10", r.get("wfn_int8_cl_fused_err"), lambda v: v <= 0.10)
+        for mode in ("float", "bf16", "int8", "bf16_cl", "int8_cl", "int8_cl_fused"):
             add(f"ResNet-18-shaped batch {b}: {mode} runtime weight memory vs fp32", "<= 0.25",
                 r.get(f"wfn_{mode}_memory_ratio"), lambda v: v <= 0.25)
     return out
@@ -122,18 +128,19 @@ def _modes_linear_table(rows) -> str:
 
 def _modes_model_table(rows) -> str:
     head = ("| model | threads | batch | " + " | ".join(MODEL_PEERS) + " | WFN float | WFN bf16 | WFN int8 | "
-            "WFN bf16 channels_last | WFN int8 channels_last | "
+            "WFN bf16 channels_last | WFN int8 channels_last | WFN int8 channels_last + folded BN | "
             "float vs fastest fp32 | bf16 vs bf16 eager | bf16 channels_last vs bf16 eager | "
             "bf16 channels_last vs bf16 channels_last | int8 vs bf16 eager | int8 channels_last vs bf16 eager | "
             "int8 channels_last vs bf16 channels_last | int8 channels_last vs int8 static | "
+            "int8 cl + folded BN vs fastest bf16 | "
             "err bf16 | err int8 | err bf16 / int8 channels_last | "
-            "memory float / bf16 / int8 / bf16 channels_last / int8 channels_last (of fp32) | "
+            "memory float / bf16 / int8 / bf16 cl / int8 cl / int8 cl folded (of fp32) | "
             "activation workspace MB float / bf16 / int8 |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in _find(rows, kind="modes-model"):
         cells = [r["name"], r["threads"], r["M"]] + [_fmt(r[f"{p}_s"] * 1e3, 2) if f"{p}_s" in r else "n/a"
                                                      for p in MODEL_PEERS]
-        modes = ("float", "bf16", "int8", "bf16_cl", "int8_cl")
+        modes = ("float", "bf16", "int8", "bf16_cl", "int8_cl", "int8_cl_fused")
         cells += [_fmt(r[f"wfn_{m}_s"] * 1e3, 2) if f"wfn_{m}_s" in r else "n/a" for m in modes]
 
         def ratio(key):
@@ -142,7 +149,7 @@ def _modes_model_table(rows) -> str:
         cells += [ratio("wfn_float_vs_fastest_fp32"), ratio("wfn_bf16_vs_bf16_eager"), ratio("wfn_bf16_cl_vs_bf16_eager"),
                   ratio("wfn_bf16_cl_vs_bf16_channels_last"), ratio("wfn_int8_vs_bf16_eager"),
                   ratio("wfn_int8_cl_vs_bf16_eager"), ratio("wfn_int8_cl_vs_bf16_channels_last"),
-                  ratio("wfn_int8_cl_vs_int8_static"),
+                  ratio("wfn_int8_cl_vs_int8_static"), ratio("wfn_int8_cl_fused_vs_fastest_bf16"),
                   f"{r['wfn_bf16_err']:.1e}", f"{r['wfn_int8_err']:.1e}",
                   " / ".join(f"{r[k]:.1e}" if k in r else "n/a" for k in ("wfn_bf16_cl_err", "wfn_int8_cl_err")),
                   " / ".join(_fmt(r[f"wfn_{m}_memory_ratio"], 3) if f"wfn_{m}_memory_ratio" in r else "n/a"

@@ -44,6 +44,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model-batches", default="1,8", help="batches of the ResNet-18-shaped compute-mode rows")
     p.add_argument("--int8-static", action=argparse.BooleanOptionalAction, default=True,
                    help="build the torchao PT2E int8 static peer (torch.compile; minutes)")
+    p.add_argument("--bf16-compile", action=argparse.BooleanOptionalAction, default=True,
+                   help="build the bf16 channels_last torch.compile peer")
     p.add_argument("--only-modes", action="store_true", help="run the compute-mode rows only")
     p.add_argument("--mode-shape", default="4096,14336", help="N,K of the compute-mode linear rows")
     p.add_argument("--model-resolution", type=int, default=224, help="input size of the ResNet-18-shaped rows")
@@ -141,7 +143,8 @@ def run(args) -> list[dict]:
             rows += r
             notes += n
             r, n = modes.model_mode_rows(args.model_batches_list, max(3, args.repeats // 2), threads,
-                                         int8_static=args.int8_static, resolution=args.model_resolution)
+                                         int8_static=args.int8_static, resolution=args.model_resolution,
+                                         bf16_compile=args.bf16_compile)
             rows += r
             notes += n
         torch.set_num_threads(args.threads)

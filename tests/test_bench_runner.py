@@ -60,7 +60,7 @@ def test_runner_compute_mode_rows(tmp_path):
         pytest.skip("the compute-mode rows need the C++ extension on a CPU-only run")
     out = tmp_path / "modes"
     proc = run("--out", str(out), "--only-modes", "--mode-shape", "64,256", "--mode-batches", "1,32",
-               "--model-batches", "1", "--model-resolution", "32", "--mode-threads", "1", "--no-int8-static",
+               "--model-batches", "1", "--model-resolution", "32", "--mode-threads", "1", "--no-int8-static", "--no-bf16-compile",
                "--repeats", "2", "--threads", "1")
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader(open(out / "results.csv")))
@@ -72,12 +72,15 @@ def test_runner_compute_mode_rows(tmp_path):
         assert float(r["wfn_float_err"]) == 0 and 0 < float(r["wfn_int8_err"]) < 0.1
     (model,) = [r for r in rows if r["kind"] == "modes-model"]
     for name in ("fp32_eager", "fp32_channels_last", "fp32_frozen", "bf16_eager", "bf16_channels_last", "wfn_float",
-                 "wfn_bf16", "wfn_int8", "wfn_bf16_cl", "wfn_int8_cl"):
+                 "wfn_bf16", "wfn_int8", "wfn_bf16_cl", "wfn_int8_cl", "wfn_int8_cl_fused"):
         assert float(model[f"{name}_s"]) > 0, name
     assert float(model["wfn_int8_memory_ratio"]) < 0.25 and float(model["wfn_bf16_err"]) < 0.03
     # the channels_last int8 model computes the same logits as the NCHW one
     assert float(model["wfn_int8_cl_err"]) == float(model["wfn_int8_err"])
     assert float(model["wfn_int8_cl_memory_ratio"]) < 0.25 and float(model["wfn_bf16_cl_err"]) < 0.03
+    assert float(model["wfn_int8_cl_fused_err"]) < 0.1 and float(model["wfn_int8_cl_fused_memory_ratio"]) < 0.25
     md = (out / "results.md").read_text()
     assert "## Compute-mode targets (1 thread)" in md and "| M=1 int8 mode vs torch int8 dynamic | >= 2.0x |  | not measured |" in md
-    assert "compute_mode_notes: int8 static peer skipped (--no-int8-static)" in md
+    notes = next(line for line in md.splitlines() if line.startswith("- compute_mode_notes: "))
+    assert "int8 static peer skipped (--no-int8-static)" in notes
+    assert "bf16 torch.compile peer skipped (--no-bf16-compile)" in notes

@@ -15,14 +15,15 @@ The simulator is the separate package ``wfn_sim`` (``sim/``).
 
 from .format import (Codebook, CorruptFileError, PackedWeight, pack_codes, pack_weight, power_of_two_terms,
                      read_packed, unpack_codes)
-from .nn import (ConversionReport, WFNConv2d, WFNLinear, convert, load_packed, optimize_for_inference, save_packed,
+from .nn import (ConversionReport, WFNConv2d, WFNLinear, convert, fuse_batchnorm, load_packed,
+                 optimize_for_inference, save_packed,
                  set_backend, set_compute, weight_bytes)
 from .ops import Backend, BackendUnavailableError, available_backends, codebook_conv2d, codebook_linear
 from .ops.shift_add import ShiftAddWeight, encode_shift_add, quantize_activations_int8, shift_add_linear
 
 __all__ = [
     "Backend", "BackendUnavailableError", "Codebook", "ConversionReport", "CorruptFileError", "PackedWeight",
-    "WFNConv2d", "WFNLinear", "available_backends", "codebook_conv2d", "codebook_linear", "convert",
+    "WFNConv2d", "WFNLinear", "available_backends", "codebook_conv2d", "codebook_linear", "convert", "fuse_batchnorm",
     "load_packed", "pack_codes", "pack_weight", "power_of_two_terms", "read_packed", "save_packed",
     "set_backend", "set_compute", "unpack_codes", "weight_bytes", "ShiftAddWeight", "encode_shift_add",
     "quantize_activations_int8", "shift_add_linear", "optimize_for_inference",

@@ -323,6 +323,9 @@ struct NhwcCall {
   const float* bias;   // the group's first bias, or nullptr
   float* y;            // pixel 0's first output of the group
   int64_t ldy, nvalid; // NHWC row stride (n); valid channels of the group (<= 16 NB)
+  const float* post_scale;  // the group's first epilogue scale / shift, or nullptr (Int8ConvNhwcArgs)
+  const float* post_shift;
+  bool relu;
 };
 
 template <int MR, int NB>
@@ -373,6 +376,12 @@ __attribute__((noinline)) void nhwc_rows(const NhwcCall& c) {
         asm("" : "+v"(v));  // no FMA contraction: rescale, then add (as the reference)
         v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, c.bias + 16 * j));
       }
+      if (c.post_scale != nullptr) {  // folded BatchNorm: multiply, then add (two roundings)
+        v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, c.post_scale + 16 * j));
+        asm("" : "+v"(v));
+        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, c.post_shift + 16 * j));
+      }
+      if (c.relu) v = _mm512_max_ps(_mm512_setzero_ps(), v);  // max(0, NaN) is NaN (the second operand)
       _mm512_mask_storeu_ps(y + 16 * j, m, v);
     }
   }
@@ -634,7 +643,9 @@ void int8_conv_nhwc_vnni(const Int8ConvNhwcArgs& a) {
           const int64_t mr = std::min<int64_t>(kRowsN, width - r0);
           const NhwcCall c{act + r0 * h.kn, h.kn, h.kqn, a.wpk + gi * 256 * h.kqn, comp + 64 * gi,
                            a.s + p0 + r0, a.bias != nullptr ? a.bias + 64 * gi : nullptr,
-                           a.y + (p0 + r0) * a.n + 64 * gi, a.n, std::min<int64_t>(64, a.n - 64 * gi)};
+                           a.y + (p0 + r0) * a.n + 64 * gi, a.n, std::min<int64_t>(64, a.n - 64 * gi),
+                           a.post_scale != nullptr ? a.post_scale + 64 * gi : nullptr,
+                           a.post_shift != nullptr ? a.post_shift + 64 * gi : nullptr, a.relu};
           kNhwcFns[mr - 1][nbg - 1](c);
         }
       }

@@ -186,6 +186,11 @@ struct Int8ConvNhwcArgs {
   const float* bias;      // (n) or nullptr
   float* y;
   int8_t* wpk;            // workspace
+  // optional epilogue (a folded eval BatchNorm, then ReLU): y = y * post_scale[n] + post_shift[n] (two
+  // roundings), then max(y, 0) with relu (NaN stays NaN)
+  const float* post_scale = nullptr;
+  const float* post_shift = nullptr;
+  bool relu = false;
 };
 int64_t int8_conv_nhwc_workspace_bytes(const ConvGeom& g, int64_t n);
 void int8_conv_nhwc_vnni(const Int8ConvNhwcArgs& a);

@@ -499,8 +499,22 @@ void rescale_span(const int32_t* acc, const float* s, int64_t n, bool has_bias, 
 
 // The channels_last int8 conv on VNNI CPUs without AMX (conv_int8_avx512.cpp): x (B, H, W, C) fp32
 // contiguous, y (B, n, OH, OW) in channels_last memory; the same scales and integers as the NCHW kernel.
+// The optional epilogue of int8_conv2d_post: a per-channel affine (a folded eval BatchNorm), then ReLU.
+struct ConvPost {
+  at::Tensor scale, shift;  // (n) float32 contiguous, or undefined
+  bool relu = false;
+  bool any() const { return scale.defined() || relu; }
+  // The same arithmetic as the fused epilogue, as separate passes over y: multiply, add, max(0, y).
+  void apply(at::Tensor& y) const {
+    const int64_t n = y.size(1);
+    if (scale.defined()) y.mul_(scale.view({1, n, 1, 1})).add_(shift.view({1, n, 1, 1}));
+    if (relu) y.clamp_min_(0);
+  }
+};
+
 at::Tensor int8_conv_nhwc(const at::Tensor& x, const ConvGeom& g, const at::Tensor& packed, const IntTable& t,
-                          int bits, int64_t k, double step, const at::Tensor& bias, const int64_t (&out_hw)[2]) {
+                          int bits, int64_t k, double step, const at::Tensor& bias, const int64_t (&out_hw)[2],
+                          const ConvPost& post) {
   const int64_t batch = x.size(0), l = g.oh * g.ow, n = packed.size(0), ml = batch * l;
   std::vector<float> amax(size_t(ml), 0.f), inv(size_t(ml), 1.f), s(size_t(ml), 0.f);
   conv_pixel_amax(x.data_ptr<float>(), g, batch, amax.data(), true);
@@ -512,9 +526,12 @@ at::Tensor int8_conv_nhwc(const at::Tensor& x, const ConvGeom& g, const at::Tens
   }
   at::Tensor y = at::empty({batch, n, out_hw[0], out_hw[1]}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
   int8_t* wpk = int8_workspace(int8_conv_nhwc_workspace_bytes(g, n), 0);
-  int8_conv_nhwc_vnni({x.data_ptr<float>(), g, batch, packed.data_ptr<uint8_t>(), packed.size(1), bits, t.lo, n, k,
-                       inv.data(), s.data(), bias.defined() ? bias.data_ptr<float>() : nullptr, y.data_ptr<float>(),
-                       wpk});
+  Int8ConvNhwcArgs args{x.data_ptr<float>(), g, batch, packed.data_ptr<uint8_t>(), packed.size(1), bits, t.lo, n, k,
+                        inv.data(), s.data(), bias.defined() ? bias.data_ptr<float>() : nullptr, y.data_ptr<float>(),
+                        wpk};
+  if (post.scale.defined()) args.post_scale = post.scale.data_ptr<float>(), args.post_shift = post.shift.data_ptr<float>();
+  args.relu = post.relu;
+  int8_conv_nhwc_vnni(args);
   return y;
 }
 
@@ -675,10 +692,38 @@ at::Tensor int8_linear_cpu(const at::Tensor& x, const at::Tensor& packed, const 
   return int8_linear_float(xf, packed.contiguous(), t, int(bits), k, step, b).to(x.scalar_type());
 }
 
+at::Tensor int8_conv2d_impl(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& int_table, int64_t bits,
+                            at::IntArrayRef weight_shape, const std::optional<at::Tensor>& bias,
+                            at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                            double step, const ConvPost& post);
+
 at::Tensor int8_conv2d_cpu(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& int_table, int64_t bits,
                            at::IntArrayRef weight_shape, const std::optional<at::Tensor>& bias,
                            at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                            double step) {
+  return int8_conv2d_impl(x, packed, int_table, bits, weight_shape, bias, stride, padding, dilation, groups, step, {});
+}
+
+// int8_conv2d, then y * post_scale[n] + post_shift[n] (two roundings) and, with relu, max(y, 0): an eval
+// BatchNorm (and its ReLU) folded into the conv (wfn_kernels.nn.fuse), applied in the NHWC kernel's epilogue.
+at::Tensor int8_conv2d_post_cpu(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& int_table,
+                                int64_t bits, at::IntArrayRef weight_shape, const std::optional<at::Tensor>& bias,
+                                at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                                int64_t groups, double step, const at::Tensor& post_scale,
+                                const at::Tensor& post_shift, bool relu) {
+  TORCH_CHECK(weight_shape.size() == 4, "weight_shape must have 4 entries");
+  const int64_t n = weight_shape[0];
+  TORCH_CHECK(post_scale.dim() == 1 && post_scale.numel() == n && post_shift.dim() == 1 && post_shift.numel() == n,
+              "post_scale and post_shift must be 1-D with out_channels=", n, " entries, got ", post_scale.sizes(),
+              " and ", post_shift.sizes());
+  ConvPost post{post_scale.to(at::kFloat).contiguous(), post_shift.to(at::kFloat).contiguous(), relu};
+  return int8_conv2d_impl(x, packed, int_table, bits, weight_shape, bias, stride, padding, dilation, groups, step, post);
+}
+
+at::Tensor int8_conv2d_impl(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& int_table, int64_t bits,
+                            at::IntArrayRef weight_shape, const std::optional<at::Tensor>& bias,
+                            at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                            double step, const ConvPost& post) {
   TORCH_CHECK(weight_shape.size() == 4, "weight_shape must have 4 entries");
   TORCH_CHECK(groups == 1, "the int8 conv kernel supports groups=1 only, got groups=", groups);
   TORCH_CHECK(x.dim() == 4 && x.size(1) == weight_shape[1], "x must be (B, ", weight_shape[1], ", H, W), got ",
@@ -695,25 +740,26 @@ at::Tensor int8_conv2d_cpu(const at::Tensor& x, const at::Tensor& packed, const 
   // The output's memory format follows the input's, as torch's convolutions do.
   const at::MemoryFormat fmt = x.suggest_memory_format();
   if (batch * pixels == 0) return at::empty({batch, n, out_hw[0], out_hw[1]}, x.options().memory_format(fmt));
+  auto finish = [&](at::Tensor y) {  // the epilogue as separate passes (paths without the NHWC kernel)
+    if (post.any()) post.apply(y);
+    return y.to(x.scalar_type()).contiguous(fmt);
+  };
   const ConvGeom g{x.size(1), x.size(2), x.size(3), weight_shape[2], weight_shape[3], out_hw[0], out_hw[1],
                    stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1]};
   if (fmt == at::MemoryFormat::ChannelsLast && k >= 2 && use_panel(int_isa(), t.narrow)) {
     const at::Tensor xl = x.to(at::kFloat).contiguous(at::MemoryFormat::ChannelsLast);
-    return int8_conv_nhwc(xl, g, packed.contiguous(), t, int(bits), k, step, b, out_hw).to(x.scalar_type());
+    return int8_conv_nhwc(xl, g, packed.contiguous(), t, int(bits), k, step, b, out_hw, post).to(x.scalar_type());
   }
   const at::Tensor xf = x.to(at::kFloat).contiguous();
   if (k >= 2) {
-    return int8_conv_columns(xf, g, packed.contiguous(), t, int(bits), k, step, b, out_hw)
-        .to(x.scalar_type())
-        .contiguous(fmt);
+    return finish(int8_conv_columns(xf, g, packed.contiguous(), t, int(bits), k, step, b, out_hw));
   }
   // GEMM view: one row per output pixel, (c, kh, kw)-major like the flattened weight rows
   const at::Tensor cols = at::im2col(xf, {weight_shape[2], weight_shape[3]}, dilation, padding, stride);  // (B, K, L)
   {  // at::_int_mm is wrong for K = 1 (see use_gemv): the row path takes it
     const at::Tensor xm = cols.transpose(1, 2).reshape({batch * pixels, k}).contiguous();
     at::Tensor y = int8_linear_float(xm, packed.contiguous(), t, int(bits), k, step, b);
-    return y.view({batch, pixels, n}).transpose(1, 2).reshape({batch, n, out_hw[0], out_hw[1]})
-        .to(x.scalar_type()).contiguous(fmt);
+    return finish(y.view({batch, pixels, n}).transpose(1, 2).reshape({batch, n, out_hw[0], out_hw[1]}).contiguous());
   }
 }
 
@@ -724,6 +770,7 @@ TORCH_LIBRARY_IMPL(wfn, CPU, m) {
   m.impl("int_linear", &wfn::int_linear_cpu);
   m.impl("int8_linear", &wfn::int8_linear_cpu);
   m.impl("int8_conv2d", &wfn::int8_conv2d_cpu);
+  m.impl("int8_conv2d_post", &wfn::int8_conv2d_post_cpu);
 }
 
 TORCH_LIBRARY_FRAGMENT(wfn_cpu, m) {

@@ -73,8 +73,12 @@ class _WFNBase(nn.Module):
         self.register_load_state_dict_post_hook(_refresh_compute_hook)
 
     def weight_bytes(self) -> dict[str, int]:
-        """Packed weight size (codes + local fp32 codebook) vs the fp32 dense weight, in bytes."""
+        """Packed weight size (codes + local fp32 codebook, + a folded BatchNorm's scale and shift) vs the fp32
+        dense weight, in bytes."""
         packed = self.packed.numel() + 4 * self.codebook.numel()
+        for name in ("post_scale", "post_shift"):
+            t = getattr(self, name, None)
+            packed += 0 if t is None else 4 * t.numel()
         rows = self.out_features if isinstance(self, WFNLinear) else self.out_channels
         dense = 4 * rows * self._k()
         return {"packed_bytes": packed, "fp32_bytes": dense}
@@ -235,8 +239,39 @@ class WFNConv2d(_WFNBase):
         # None, or the oneDNN inference layout (wfn_kernels/nn/onednn_layout.py): {"layout", "row", "shapes", "rejected"}
         self._onednn = None
         self._register_state_dict_hook(_canonical_packed_hook)
+        # an eval BatchNorm (+ ReLU) folded into the output (fold_post; wfn_kernels.nn.fuse): not saved
+        self.register_buffer("post_scale", None, persistent=False)
+        self.register_buffer("post_shift", None, persistent=False)
+        self.post_relu = False
+        self.register_state_dict_pre_hook(_refuse_folded_state)
         if parse_compute(compute) != "float":
             self.set_compute(compute)
+
+    def fold_post(self, scale: torch.Tensor | None, shift: torch.Tensor | None, relu: bool = False) -> None:
+        """Apply ``y * scale[c] + shift[c]`` (an eval BatchNorm folded into the conv: multiply, then add) and,
+        with ``relu``, ``max(y, 0)`` to this conv's output. In the int8 mode the NHWC kernel does it in its
+        epilogue, on the output still in registers; other paths as separate passes. Inference only: a module
+        with a folded epilogue refuses ``state_dict()`` (save the model before fusing)."""
+        n = self.out_channels
+        if (scale is None) != (shift is None):
+            raise ValueError(f"{self._describe()}: fold_post needs both scale and shift, or neither")
+        for name, t in (("scale", scale), ("shift", shift)):
+            if t is not None and (not isinstance(t, torch.Tensor) or t.dim() != 1 or t.numel() != n
+                                  or not t.dtype.is_floating_point):
+                raise ValueError(f"{self._describe()}: fold_post {name} must be a 1-D float tensor of "
+                                 f"out_channels={n} values, got {t!r:.80}")
+        dev = self.packed.device
+        self.post_scale = None if scale is None else scale.detach().float().to(dev).contiguous()
+        self.post_shift = None if shift is None else shift.detach().float().to(dev).contiguous()
+        self.post_relu = bool(relu)
+
+    def _has_post(self) -> bool:
+        return self.post_scale is not None or self.post_relu
+
+    def _post(self, y: torch.Tensor) -> torch.Tensor:
+        if not self._has_post():
+            return y
+        return int8_ops.apply_post(y, self.post_scale, self.post_shift, self.post_relu).to(y.dtype)
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, codebook: Codebook, name: str = "conv",
@@ -295,22 +330,35 @@ class WFNConv2d(_WFNBase):
         if self.compute == "int8":
             if direct:
                 xc = x.contiguous(memory_format=memory_format_of(x))  # channels_last stays so
-                return ti.redispatch_cpu(torch.ops.wfn.int8_conv2d.default, xc, bufs["packed"],
-                                         bufs["int_table"], self.bits, list(self.weight_shape), bufs["bias"], *geo,
-                                         self.int_step)
+                args = (xc, bufs["packed"], bufs["int_table"], self.bits, list(self.weight_shape), bufs["bias"], *geo,
+                        self.int_step)
+                if not self._has_post():
+                    return ti.redispatch_cpu(torch.ops.wfn.int8_conv2d.default, *args)
+                scale, shift = self.post_scale, self.post_shift
+                if scale is None:
+                    scale, shift = torch.ones(self.out_channels), torch.zeros(self.out_channels)
+                return ti.redispatch_cpu(torch.ops.wfn.int8_conv2d_post.default, *args, scale, shift, self.post_relu)
             return int8_ops.int8_conv2d(x, self.packed, self.int_table, self.bits, self.weight_shape, self.int_step,
                                         self.bias, self.stride, self.padding, self.dilation, self.groups,
-                                        backend=self.backend)
+                                        backend=self.backend, post_scale=self.post_scale,
+                                        post_shift=self.post_shift, relu=self.post_relu)
         if direct:
             xc = x.contiguous(memory_format=memory_format_of(x))
-            return ti.redispatch_cpu(torch.ops.wfn.bf16_conv2d.default, xc, bufs["packed"],
-                                     bufs["codebook"], self.bits, list(self.weight_shape), bufs["bias"], *geo)
-        return bf16_ops.bf16_conv2d(x, self.packed, self.codebook, self.bits, self.weight_shape, self.bias,
-                                    self.stride, self.padding, self.dilation, self.groups, backend=self.backend)
+            return self._post(ti.redispatch_cpu(torch.ops.wfn.bf16_conv2d.default, xc, bufs["packed"],
+                                                bufs["codebook"], self.bits, list(self.weight_shape), bufs["bias"],
+                                                *geo))
+        return self._post(bf16_ops.bf16_conv2d(x, self.packed, self.codebook, self.bits, self.weight_shape, self.bias,
+                                               self.stride, self.padding, self.dilation, self.groups,
+                                               backend=self.backend))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.compute != "float":
             return self._forward_mode(x)
+        if self._has_post():
+            return self._post(self._forward_float(x))
+        return self._forward_float(x)
+
+    def _forward_float(self, x: torch.Tensor) -> torch.Tensor:
         if self._onednn is not None:
             from . import onednn_layout
 
@@ -336,13 +384,23 @@ class WFNConv2d(_WFNBase):
                 f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
                 f"bias={self.bias is not None}, bits={self.bits}, codebook_size={self.codebook.numel()}, "
                 f"backend={self.backend}" + (f", compute={self.compute}" if self.compute != "float" else "")
-                + (f", layout=onednn(block={self._onednn['layout'].block})" if self._onednn is not None else ""))
+                + (f", layout=onednn(block={self._onednn['layout'].block})" if self._onednn is not None else "")
+                + (", post=" + ("bn" if self.post_scale is not None else "") + ("+relu" if self.post_relu else "")
+                   if self._has_post() else ""))
 
 
 def _refresh_compute_hook(module, incompatible_keys) -> None:
     """A loaded codebook may differ: rebuild the integer table of a non-float mode (or raise why not)."""
     if module.compute != "float":
         module.set_compute(module.compute)
+
+
+def _refuse_folded_state(module, prefix, keep_vars) -> None:
+    """A folded BatchNorm is not part of the saved state: refuse rather than save a model that loses it."""
+    if module._has_post():
+        raise ValueError(f"{prefix.rstrip('.') or 'module'}: {module._describe()} has a BatchNorm / ReLU folded into "
+                         "its output (wk.fuse_batchnorm), which state_dict() cannot hold; save the model before "
+                         "fusing and fuse again after loading")
 
 
 def _canonical_packed_hook(module, state_dict, prefix, local_metadata):

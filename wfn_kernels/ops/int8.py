@@ -49,6 +49,9 @@ _lib.define("int8_linear(Tensor x, Tensor packed, Tensor int_table, int bits, in
             "Tensor? bias=None) -> Tensor")
 _lib.define("int8_conv2d(Tensor x, Tensor packed, Tensor int_table, int bits, int[] weight_shape, Tensor? bias, "
             "int[] stride, int[] padding, int[] dilation, int groups, float step) -> Tensor")
+_lib.define("int8_conv2d_post(Tensor x, Tensor packed, Tensor int_table, int bits, int[] weight_shape, Tensor? bias, "
+            "int[] stride, int[] padding, int[] dilation, int groups, float step, Tensor post_scale, "
+            "Tensor post_shift, bool relu) -> Tensor")
 
 
 @dataclass(frozen=True)
@@ -164,7 +167,25 @@ def int8_conv2d_reference(x, packed, int_table, bits, weight_shape, bias, stride
 
 _lib.impl("int_linear", int_linear_reference, "CompositeExplicitAutograd")
 _lib.impl("int8_linear", int8_linear_reference, "CompositeExplicitAutograd")
+def apply_post(y: torch.Tensor, post_scale, post_shift, relu: bool) -> torch.Tensor:
+    """The conv epilogue of a folded eval BatchNorm (+ ReLU): y * scale[c] + shift[c] (two roundings: multiply,
+    then add), then max(y, 0) with relu (NaN stays NaN)."""
+    if post_scale is not None:
+        shape = (1, -1) + (1,) * (y.dim() - 2)
+        y = y.float() * post_scale.float().view(shape)
+        y = y + post_shift.float().view(shape)
+    return y.clamp_min(0) if relu else y
+
+
+def int8_conv2d_post_reference(x, packed, int_table, bits, weight_shape, bias, stride, padding, dilation, groups, step,
+                               post_scale, post_shift, relu):
+    y = int8_conv2d_reference(x.float(), packed, int_table, bits, weight_shape, bias, stride, padding, dilation,
+                              groups, step)
+    return apply_post(y, post_scale, post_shift, relu).to(x.dtype).contiguous(memory_format=memory_format_of(x))
+
+
 _lib.impl("int8_conv2d", int8_conv2d_reference, "CompositeExplicitAutograd")
+_lib.impl("int8_conv2d_post", int8_conv2d_post_reference, "CompositeExplicitAutograd")
 
 
 @torch.library.register_fake("wfn::int_linear")
@@ -183,6 +204,12 @@ def _int8_conv2d_fake(x, packed, int_table, bits, weight_shape, bias, stride, pa
               for i in range(2)]
     return torch.empty(x.shape[0], weight_shape[0], *out_hw, dtype=x.dtype, device=x.device,
                        memory_format=memory_format_of(x))
+
+
+@torch.library.register_fake("wfn::int8_conv2d_post")
+def _int8_conv2d_post_fake(x, packed, int_table, bits, weight_shape, bias, stride, padding, dilation, groups, step,
+                           post_scale, post_shift, relu):
+    return _int8_conv2d_fake(x, packed, int_table, bits, weight_shape, bias, stride, padding, dilation, groups, step)
 
 
 def _check(packed, int_table, bits: int, in_features: int) -> None:
@@ -234,18 +261,33 @@ def int8_linear(x, packed, int_table, bits: int, step: float, bias=None, *, in_f
 
 
 def int8_conv2d(x, packed, int_table, bits: int, weight_shape, step: float, bias=None, stride=(1, 1),
-                padding=(0, 0), dilation=(1, 1), groups: int = 1, *, backend="auto") -> torch.Tensor:
-    """int8-mode conv2d (per-output-pixel activation quantisation, groups=1)."""
+                padding=(0, 0), dilation=(1, 1), groups: int = 1, *, backend="auto", post_scale=None,
+                post_shift=None, relu: bool = False) -> torch.Tensor:
+    """int8-mode conv2d (per-output-pixel activation quantisation, groups=1). ``post_scale`` / ``post_shift``
+    (out_channels,) and ``relu``: the epilogue of a folded eval BatchNorm and ReLU (:func:`apply_post`)."""
     if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point or x.dim() != 4:
         raise ValueError(f"x must be a 4-D float tensor (B, C, H, W), got {_describe(x)}")
     k = weight_shape[1] * weight_shape[2] * weight_shape[3]
     _check(packed, int_table, bits, k)
     args = (list(weight_shape), bias, _pair(stride), _pair(padding), _pair(dilation), int(groups), float(step))
+    post = None
+    if post_scale is not None or post_shift is not None or relu:
+        n = weight_shape[0]
+        if post_scale is None:
+            post_scale, post_shift = torch.ones(n, device=x.device), torch.zeros(n, device=x.device)
+        for name, t in (("post_scale", post_scale), ("post_shift", post_shift)):
+            if not isinstance(t, torch.Tensor) or t.dim() != 1 or t.numel() != n or not t.dtype.is_floating_point:
+                raise ValueError(f"{name} must be a 1-D float tensor of out_channels={n} values, got {_describe(t)}")
+        post = (post_scale.float(), post_shift.float(), bool(relu))
     if backends.resolve_backend(backend, x.device) is backends.Backend.REFERENCE:
+        if post is not None:
+            return int8_conv2d_post_reference(x, packed, int_table, bits, *args, *post)
         return int8_conv2d_reference(x, packed, int_table, bits, *args)
     _no_triton(backend, x.device)
-    return torch.ops.wfn.int8_conv2d(x.contiguous(memory_format=memory_format_of(x)), packed.contiguous(), int_table,
-                                     bits, *args)
+    xc = x.contiguous(memory_format=memory_format_of(x))
+    if post is not None:
+        return torch.ops.wfn.int8_conv2d_post(xc, packed.contiguous(), int_table, bits, *args, *post)
+    return torch.ops.wfn.int8_conv2d(xc, packed.contiguous(), int_table, bits, *args)
 
 
 def error_bound(x: torch.Tensor, dense_weight: torch.Tensor) -> torch.Tensor:
