@@ -342,7 +342,8 @@ def test_net_runs_channels_last(mode, rng):
     assert formats == [True] * 3
     for hk in hooks:
         hk.remove()
-    tol = 1e-6 if mode == "int8" else 2e-2 * float(ref.abs().max())
+    # int8: the convs agree bit for bit; the channels_last average pool sums in another order
+    tol = (1e-6 if mode == "int8" else 2e-2) * float(ref.abs().max())
     torch.testing.assert_close(y, ref, rtol=0, atol=tol)
 
 

@@ -4,7 +4,7 @@
 - ``convert.py``: ``convert(model)`` and its report, ``set_backend``, ``weight_bytes``.
 - ``io.py``: ``save_packed`` / ``load_packed`` (whole models, through ``wfn_kernels.format.container``).
 - ``onednn_layout.py`` + ``inference.py``: ``optimize_for_inference`` (codes stored in oneDNN's order).
-- ``fuse.py``: ``fuse_batchnorm(model)`` (eval BatchNorm + ReLU folded into the conv's output epilogue).
+- ``fuse.py`` + ``epilogue.py``: ``fuse_batchnorm(model)`` (eval BatchNorm + ReLU folded into the conv's output epilogue).
 - ``torch_internals.py``: every private torch API the package touches, behind a version check.
 
 May import: ``wfn_kernels.ops``, ``wfn_kernels.format``, ``wfn_kernels.timing``. Never workflows/fixing.

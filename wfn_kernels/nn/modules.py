@@ -17,6 +17,7 @@ from ..ops import bf16 as bf16_ops
 from ..ops import int8 as int8_ops
 from ..ops.reference import ACTIVATION_DTYPES, check_codebook, check_codes_in_range, memory_format_of
 from . import torch_internals as ti
+from .epilogue import FoldedEpilogue
 
 COMPUTE_MODES = ("float", "bf16", "int8")
 
@@ -218,7 +219,7 @@ class WFNLinear(_WFNBase):
                 + (f", compute={self.compute}" if self.compute != "float" else ""))
 
 
-class WFNConv2d(_WFNBase):
+class WFNConv2d(FoldedEpilogue, _WFNBase):
     """Conv2d with W = codebook[codes].reshape(out, in/groups, kh, kw); input (B, C, H, W)."""
 
     def __init__(self, packed: PackedWeight, bias: torch.Tensor | None = None, stride=1, padding=0,
@@ -239,39 +240,9 @@ class WFNConv2d(_WFNBase):
         # None, or the oneDNN inference layout (wfn_kernels/nn/onednn_layout.py): {"layout", "row", "shapes", "rejected"}
         self._onednn = None
         self._register_state_dict_hook(_canonical_packed_hook)
-        # an eval BatchNorm (+ ReLU) folded into the output (fold_post; wfn_kernels.nn.fuse): not saved
-        self.register_buffer("post_scale", None, persistent=False)
-        self.register_buffer("post_shift", None, persistent=False)
-        self.post_relu = False
-        self.register_state_dict_pre_hook(_refuse_folded_state)
+        self._init_epilogue()
         if parse_compute(compute) != "float":
             self.set_compute(compute)
-
-    def fold_post(self, scale: torch.Tensor | None, shift: torch.Tensor | None, relu: bool = False) -> None:
-        """Apply ``y * scale[c] + shift[c]`` (an eval BatchNorm folded into the conv: multiply, then add) and,
-        with ``relu``, ``max(y, 0)`` to this conv's output. In the int8 mode the NHWC kernel does it in its
-        epilogue, on the output still in registers; other paths as separate passes. Inference only: a module
-        with a folded epilogue refuses ``state_dict()`` (save the model before fusing)."""
-        n = self.out_channels
-        if (scale is None) != (shift is None):
-            raise ValueError(f"{self._describe()}: fold_post needs both scale and shift, or neither")
-        for name, t in (("scale", scale), ("shift", shift)):
-            if t is not None and (not isinstance(t, torch.Tensor) or t.dim() != 1 or t.numel() != n
-                                  or not t.dtype.is_floating_point):
-                raise ValueError(f"{self._describe()}: fold_post {name} must be a 1-D float tensor of "
-                                 f"out_channels={n} values, got {t!r:.80}")
-        dev = self.packed.device
-        self.post_scale = None if scale is None else scale.detach().float().to(dev).contiguous()
-        self.post_shift = None if shift is None else shift.detach().float().to(dev).contiguous()
-        self.post_relu = bool(relu)
-
-    def _has_post(self) -> bool:
-        return self.post_scale is not None or self.post_relu
-
-    def _post(self, y: torch.Tensor) -> torch.Tensor:
-        if not self._has_post():
-            return y
-        return int8_ops.apply_post(y, self.post_scale, self.post_shift, self.post_relu).to(y.dtype)
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, codebook: Codebook, name: str = "conv",
@@ -393,14 +364,6 @@ def _refresh_compute_hook(module, incompatible_keys) -> None:
     """A loaded codebook may differ: rebuild the integer table of a non-float mode (or raise why not)."""
     if module.compute != "float":
         module.set_compute(module.compute)
-
-
-def _refuse_folded_state(module, prefix, keep_vars) -> None:
-    """A folded BatchNorm is not part of the saved state: refuse rather than save a model that loses it."""
-    if module._has_post():
-        raise ValueError(f"{prefix.rstrip('.') or 'module'}: {module._describe()} has a BatchNorm / ReLU folded into "
-                         "its output (wk.fuse_batchnorm), which state_dict() cannot hold; save the model before "
-                         "fusing and fuse again after loading")
 
 
 def _canonical_packed_hook(module, state_dict, prefix, local_metadata):
