@@ -252,7 +252,7 @@ def model_mode_rows(batches, repeats: int, threads: int, int8_static: bool = Tru
                  "wfn_bf16_cl": copy.deepcopy(wfn["bf16"]).to(memory_format=torch.channels_last),
                  "wfn_int8_cl": copy.deepcopy(wfn["int8"]).to(memory_format=torch.channels_last),
                  "wfn_int8_cl_fused": wk.fuse_batchnorm(wfn["int8"]).to(memory_format=torch.channels_last)}
-        inputs = {name: x_cl if name.endswith("_cl") else x for name in cands}
+        inputs = {name: x_cl if "_cl" in name else x for name in cands}
         with torch.no_grad():
             ref = wfn["float"](x)
             errs = {name: float((m(inputs[name]) - ref).abs().max() / ref.abs().max()) for name, m in cands.items()}

@@ -78,7 +78,7 @@ def test_runner_compute_mode_rows(tmp_path):
     # the channels_last int8 model computes the same logits as the NCHW one
     assert float(model["wfn_int8_cl_err"]) == float(model["wfn_int8_err"])
     assert float(model["wfn_int8_cl_memory_ratio"]) < 0.25 and float(model["wfn_bf16_cl_err"]) < 0.03
-    assert float(model["wfn_int8_cl_fused_err"]) < 0.1 and float(model["wfn_int8_cl_fused_memory_ratio"]) < 0.25
+    assert float(model["wfn_int8_cl_fused_err"]) < 0.1 and float(model["wfn_int8_cl_fused_err"]) > 0 and float(model["wfn_int8_cl_fused_memory_ratio"]) < 0.25
     md = (out / "results.md").read_text()
     assert "## Compute-mode targets (1 thread)" in md and "| M=1 int8 mode vs torch int8 dynamic | >= 2.0x |  | not measured |" in md
     notes = next(line for line in md.splitlines() if line.startswith("- compute_mode_notes: "))
