@@ -148,6 +148,10 @@ def test_bad_input_is_named(rng):
     cb = Codebook.from_values(VALUES)
     iw = int8_ops.integer_weights(cb.values, 27)
     packed = pack_codes(torch.zeros(4, 27, dtype=torch.int64), 4)
+    if ops._C is not None:  # the op itself checks the epilogue's length too
+        with pytest.raises(RuntimeError, match=r"post_scale and post_shift must be 1-D with out_channels=4 entries"):
+            torch.ops.wfn.int8_conv2d_post(torch.randn(1, 3, 5, 5), packed, iw.table, 4, [4, 3, 3, 3], None, [1, 1],
+                                           [0, 0], [1, 1], 1, iw.step, torch.ones(5), torch.zeros(5), False)
     with pytest.raises(ValueError, match="post_shift must be a 1-D float tensor of out_channels=4 values"):
         int8_ops.int8_conv2d(torch.randn(1, 3, 5, 5), packed, iw.table, 4, (4, 3, 3, 3), iw.step,
                              post_scale=torch.ones(4), post_shift=torch.zeros(3))

@@ -422,7 +422,8 @@ at::Tensor int8_linear_float(const at::Tensor& xf, const at::Tensor& packed, con
 void conv_pixel_amax(const float* x, const ConvGeom& g, int64_t batch, float* amax, bool nhwc = false) {
   const int64_t hw = g.h * g.w, l = g.oh * g.ow;
   const float inf = std::numeric_limits<float>::infinity(), big = std::numeric_limits<float>::max();
-  if (nhwc && g.kh == 1 && g.kw == 1 && active_isa() == Isa::Avx512) {  // 1x1: each output pixel reads one
+  TORCH_CHECK(!nhwc || active_isa() == Isa::Avx512, "the channels_last amax needs AVX-512 (the NHWC kernel's level)");
+  if (nhwc && g.kh == 1 && g.kw == 1) {  // 1x1: each output pixel reads one
     at::parallel_for(0, batch * l, 256, [&](int64_t lo, int64_t hi) {   // input pixel (a strided one skips 3/4)
       for (int64_t j = lo; j < hi; ++j) {
         const int64_t bi = j / l, oh = (j % l) / g.ow, ow = j % g.ow;
@@ -437,19 +438,8 @@ void conv_pixel_amax(const float* x, const ConvGeom& g, int64_t batch, float* am
     std::vector<float> am(static_cast<size_t>(hw)), rows(static_cast<size_t>(g.h * g.ow));
     for (int64_t bi = lo; bi < hi; ++bi) {
       float* a = am.data();
-      if (nhwc && active_isa() == Isa::Avx512) {
+      if (nhwc) {
         absmax_pixels_avx512(x + bi * g.c * hw, hw, g.c, a);
-      } else if (nhwc) {
-        for (int64_t p = 0; p < hw; ++p) {
-          const float* xp = x + (bi * hw + p) * g.c;
-          float m = 0.f;
-          for (int64_t c = 0; c < g.c; ++c) {
-            float v = std::fabs(xp[c]);
-            v = v <= big ? v : inf;  // NaN -> Inf
-            m = m > v ? m : v;
-          }
-          a[p] = m;
-        }
       } else if (active_isa() == Isa::Avx512) {
         absmax_planes_avx512(x + bi * g.c * hw, g.c, hw, a);
       } else {
@@ -487,6 +477,24 @@ void conv_pixel_amax(const float* x, const ConvGeom& g, int64_t batch, float* am
   });
 }
 
+// Per output pixel: the receptive field's amax (conv_pixel_amax), the quantiser's 1 / scale, and the output
+// scale s = scale * step (NaN for a pixel with a non-finite input, which makes its outputs NaN).
+struct PixelScales {
+  std::vector<float> amax, inv, s;
+};
+PixelScales conv_pixel_scales(const float* x, const ConvGeom& g, int64_t batch, double step, bool nhwc) {
+  const size_t ml = size_t(batch * g.oh * g.ow);
+  PixelScales p{std::vector<float>(ml, 0.f), std::vector<float>(ml, 1.f), std::vector<float>(ml, 0.f)};
+  conv_pixel_amax(x, g, batch, p.amax.data(), nhwc);
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  for (size_t j = 0; j < ml; ++j) {
+    const float scale = p.amax[j] == inf ? 1.f : row_scale(p.amax[j]);
+    p.inv[j] = 1.f / scale;
+    p.s[j] = p.amax[j] == inf ? nan : scale * float(step);
+  }
+  return p;
+}
+
 // y[j] = float(acc[j]) * s[j] (+ bias): as the reference, rescale then add, two roundings (this file is
 // built without FMA, so the compiler cannot fuse them). Plain loops: they vectorise.
 void rescale_span(const int32_t* acc, const float* s, int64_t n, bool has_bias, float bias, float* y) {
@@ -497,8 +505,6 @@ void rescale_span(const int32_t* acc, const float* s, int64_t n, bool has_bias, 
   }
 }
 
-// The channels_last int8 conv on VNNI CPUs without AMX (conv_int8_avx512.cpp): x (B, H, W, C) fp32
-// contiguous, y (B, n, OH, OW) in channels_last memory; the same scales and integers as the NCHW kernel.
 // The optional epilogue of int8_conv2d_post: a per-channel affine (a folded eval BatchNorm), then ReLU.
 struct ConvPost {
   at::Tensor scale, shift;  // (n) float32 contiguous, or undefined
@@ -512,23 +518,19 @@ struct ConvPost {
   }
 };
 
+// The channels_last int8 conv on VNNI CPUs without AMX (conv_int8_avx512.cpp): x (B, H, W, C) fp32
+// contiguous, y (B, n, OH, OW) in channels_last memory; the same scales and integers as the NCHW kernel,
+// and the epilogue applied in registers.
 at::Tensor int8_conv_nhwc(const at::Tensor& x, const ConvGeom& g, const at::Tensor& packed, const IntTable& t,
                           int bits, int64_t k, double step, const at::Tensor& bias, const int64_t (&out_hw)[2],
                           const ConvPost& post) {
-  const int64_t batch = x.size(0), l = g.oh * g.ow, n = packed.size(0), ml = batch * l;
-  std::vector<float> amax(size_t(ml), 0.f), inv(size_t(ml), 1.f), s(size_t(ml), 0.f);
-  conv_pixel_amax(x.data_ptr<float>(), g, batch, amax.data(), true);
-  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
-  for (int64_t j = 0; j < ml; ++j) {
-    const float scale = amax[size_t(j)] == inf ? 1.f : row_scale(amax[size_t(j)]);
-    inv[size_t(j)] = 1.f / scale;
-    s[size_t(j)] = amax[size_t(j)] == inf ? nan : scale * float(step);
-  }
+  const int64_t batch = x.size(0), n = packed.size(0);
+  const PixelScales ps = conv_pixel_scales(x.data_ptr<float>(), g, batch, step, true);
   at::Tensor y = at::empty({batch, n, out_hw[0], out_hw[1]}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
   int8_t* wpk = int8_workspace(int8_conv_nhwc_workspace_bytes(g, n), 0);
   Int8ConvNhwcArgs args{x.data_ptr<float>(), g, batch, packed.data_ptr<uint8_t>(), packed.size(1), bits, t.lo, n, k,
-                        inv.data(), s.data(), bias.defined() ? bias.data_ptr<float>() : nullptr, y.data_ptr<float>(),
-                        wpk};
+                        ps.inv.data(), ps.s.data(), bias.defined() ? bias.data_ptr<float>() : nullptr,
+                        y.data_ptr<float>(), wpk};
   if (post.scale.defined()) args.post_scale = post.scale.data_ptr<float>(), args.post_shift = post.shift.data_ptr<float>();
   args.relu = post.relu;
   int8_conv_nhwc_vnni(args);
@@ -547,19 +549,10 @@ at::Tensor int8_conv_columns(const at::Tensor& x, const ConvGeom& g, const at::T
   const int64_t batch = x.size(0), l = g.oh * g.ow, n = packed.size(0), ml = batch * l;
   const Isa isa = int_isa();
   const bool simd = active_isa() == Isa::Avx512;
-  std::vector<float> scale(size_t(ml), 1.f), amax(size_t(ml), 0.f);
   const float* src = x.data_ptr<float>();
-  conv_pixel_amax(src, g, batch, amax.data());
-  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
-  const float stepf = float(step);
-  // Per pixel: the quantiser's 1 / scale, and the output scale (NaN for a pixel with a non-finite input,
-  // which makes its outputs NaN).
-  std::vector<float> inv(size_t(ml), 1.f), s(size_t(ml), 0.f);
-  for (int64_t j = 0; j < ml; ++j) {
-    scale[size_t(j)] = amax[size_t(j)] == inf ? 1.f : row_scale(amax[size_t(j)]);
-    inv[size_t(j)] = 1.f / scale[size_t(j)];
-    s[size_t(j)] = amax[size_t(j)] == inf ? nan : scale[size_t(j)] * stepf;
-  }
+  const PixelScales ps = conv_pixel_scales(src, g, batch, step, false);
+  const std::vector<float>&amax = ps.amax, &inv = ps.inv, &s = ps.s;
+  const float inf = std::numeric_limits<float>::infinity();
   at::Tensor y = at::empty({batch, n, out_hw[0], out_hw[1]}, x.options());
   float* yd = y.data_ptr<float>();
   const float* bptr = bias.defined() ? bias.data_ptr<float>() : nullptr;

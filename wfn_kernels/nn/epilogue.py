@@ -32,6 +32,8 @@ class FoldedEpilogue:
                 raise ValueError(f"{self._describe()}: fold_post {name} must be a 1-D float tensor of "
                                  f"out_channels={n} values, got {t!r:.80}")
         dev = self.packed.device
+        if scale is None and relu:  # a ReLU alone: the identity affine, so the kernel takes one form
+            scale, shift = torch.ones(n), torch.zeros(n)
         self.post_scale = None if scale is None else scale.detach().float().to(dev).contiguous()
         self.post_shift = None if shift is None else shift.detach().float().to(dev).contiguous()
         self.post_relu = bool(relu)

@@ -305,10 +305,8 @@ class WFNConv2d(FoldedEpilogue, _WFNBase):
                         self.int_step)
                 if not self._has_post():
                     return ti.redispatch_cpu(torch.ops.wfn.int8_conv2d.default, *args)
-                scale, shift = self.post_scale, self.post_shift
-                if scale is None:
-                    scale, shift = torch.ones(self.out_channels), torch.zeros(self.out_channels)
-                return ti.redispatch_cpu(torch.ops.wfn.int8_conv2d_post.default, *args, scale, shift, self.post_relu)
+                return ti.redispatch_cpu(torch.ops.wfn.int8_conv2d_post.default, *args, self.post_scale,
+                                         self.post_shift, self.post_relu)
             return int8_ops.int8_conv2d(x, self.packed, self.int_table, self.bits, self.weight_shape, self.int_step,
                                         self.bias, self.stride, self.padding, self.dilation, self.groups,
                                         backend=self.backend, post_scale=self.post_scale,
