@@ -89,6 +89,8 @@ def mode_targets(rows: list[dict]) -> list[tuple[str, str, float | None, str]]:
         add(f"ResNet-18-shaped batch {b}: int8 channels_last + folded BatchNorm/ReLU vs fastest bf16 path "
             "(eager, channels_last, torch.compile; stricter)", ">= 1.3x", r.get("wfn_int8_cl_fused_vs_fastest_bf16"),
             lambda v: v >= 1.3)
+        add(f"ResNet-18-shaped batch {b}: int8 channels_last + folded BatchNorm/ReLU vs fastest path of any precision "
+            f"({r.get('best_peer', '?')}; stricter)", ">= 1.0x", r.get("wfn_int8_cl_fused_vs_best"), lambda v: v >= 1.0)
         add(f"ResNet-18-shaped batch {b}: int8 NCHW vs bf16 eager", ">= 1.3x", r.get("wfn_int8_vs_bf16_eager"),
             lambda v: v >= 1.3)
         add(f"ResNet-18-shaped batch {b}: int8 channels_last vs int8 static", ">= 1.0x",
@@ -132,7 +134,7 @@ def _modes_model_table(rows) -> str:
             "float vs fastest fp32 | bf16 vs bf16 eager | bf16 channels_last vs bf16 eager | "
             "bf16 channels_last vs bf16 channels_last | int8 vs bf16 eager | int8 channels_last vs bf16 eager | "
             "int8 channels_last vs bf16 channels_last | int8 channels_last vs int8 static | "
-            "int8 cl + folded BN vs fastest bf16 | "
+            "int8 cl + folded BN vs fastest bf16 | fastest peer | int8 cl + folded BN vs fastest peer | "
             "err bf16 | err int8 | err bf16 / int8 channels_last | "
             "memory float / bf16 / int8 / bf16 cl / int8 cl / int8 cl folded (of fp32) | "
             "activation workspace MB float / bf16 / int8 |")
@@ -150,6 +152,7 @@ def _modes_model_table(rows) -> str:
                   ratio("wfn_bf16_cl_vs_bf16_channels_last"), ratio("wfn_int8_vs_bf16_eager"),
                   ratio("wfn_int8_cl_vs_bf16_eager"), ratio("wfn_int8_cl_vs_bf16_channels_last"),
                   ratio("wfn_int8_cl_vs_int8_static"), ratio("wfn_int8_cl_fused_vs_fastest_bf16"),
+                  r.get("best_peer", "n/a"), ratio("wfn_int8_cl_fused_vs_best"),
                   f"{r['wfn_bf16_err']:.1e}", f"{r['wfn_int8_err']:.1e}",
                   " / ".join(f"{r[k]:.1e}" if k in r else "n/a" for k in ("wfn_bf16_cl_err", "wfn_int8_cl_err")),
                   " / ".join(_fmt(r[f"wfn_{m}_memory_ratio"], 3) if f"wfn_{m}_memory_ratio" in r else "n/a"

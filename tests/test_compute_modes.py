@@ -16,14 +16,28 @@ from wfn_kernels.ops import shift_add as sa
 needs_ext = pytest.mark.skipif(ops._C is None, reason="extension not built")
 
 
-@pytest.fixture(params=["gemv", "gemm"])
+@pytest.fixture(params=["gemv", "gemm", "gemm-fp32"])
 def int_path(request):
-    """Route every M through the fused GEMV (threshold above any M) or the decode-tile + _int_mm path."""
+    """Route every M through the fused GEMV (threshold above any M), the decode-tile + _int_mm path, or the
+    decode-tile + exact fp32 GEMM path (the default on CPUs without int8 dot-product instructions)."""
     if ops._C is None:
         pytest.skip("extension not built")
     previous = torch.ops.wfn_cpu.set_int_gemm_min_m(1 << 30 if request.param == "gemv" else 0)
+    before = torch.ops.wfn_cpu.set_fp32_int_gemm(1 if request.param == "gemm-fp32" else 0)
     yield request.param
     torch.ops.wfn_cpu.set_int_gemm_min_m(previous)
+    torch.ops.wfn_cpu.set_fp32_int_gemm(before)
+
+
+@pytest.fixture(params=["int8-gemm", "fp32-gemm"])
+def int_gemm(request):
+    """The int8 conv's product on oneDNN's int8 GEMM or on the exact fp32 GEMM (and, for a long K at the AVX2
+    level, the GEMV on im2col rows), wherever the level does not run the AVX-512 kernels."""
+    if ops._C is None:
+        pytest.skip("extension not built")
+    before = torch.ops.wfn_cpu.set_fp32_int_gemm(1 if request.param == "fp32-gemm" else 0)
+    yield request.param
+    torch.ops.wfn_cpu.set_fp32_int_gemm(before)
 
 
 @pytest.fixture(params=["gemv", "gemm"])
@@ -101,11 +115,12 @@ def test_int8_linear_matches_reference_bit_for_bit(level, int_path, bits, wide, 
 
 
 @needs_ext
-def test_int8_conv_nonfinite_pixels_give_nan(level, rng):
+@pytest.mark.parametrize("width", [6, 75])  # 75: whole vectors of the SIMD quantisers and a tail
+def test_int8_conv_nonfinite_pixels_give_nan(level, int_gemm, width, rng):
     cb = order0_codebook()
     iw = int8_ops.integer_weights(cb.values, 27)
     packed = pack_codes(torch.randint(0, len(cb), (4, 27), generator=rng), 4)
-    x = torch.randn(1, 3, 6, 6, generator=rng)
+    x = torch.randn(1, 3, 6, width, generator=rng)
     x[0, 1, 2, 2] = float("nan")
     y = int8_ops.int8_conv2d(x, packed, iw.table, 4, (4, 3, 3, 3), iw.step, None, 1, 1, backend="extension")
     ref = int8_ops.int8_conv2d(x, packed, iw.table, 4, (4, 3, 3, 3), iw.step, None, 1, 1, backend="reference")
@@ -205,6 +220,23 @@ def test_bf16_linear_matches_reference(level, bf16_path, bits, m, rng):
     assert bool(((y.double() - ref.double()).abs() <= tol).all())
 
 
+@needs_ext
+@pytest.mark.parametrize("m", [1, 64])
+def test_bf16_without_bf16_arithmetic_runs_the_fp32_kernels(level, bf16_path, m, rng):
+    """Below the AVX512_BF16 level the bf16 mode is bf16(x) on the fp32 kernels at every M: no bf16 output
+    rounding (oneDNN would emulate bf16 there), so only the fp32 summation order differs from the reference."""
+    if not torch.ops.wfn_cpu.bf16_capability().startswith("fp32 kernels"):
+        pytest.skip(f"this level has bf16 arithmetic ({torch.ops.wfn_cpu.bf16_capability()})")
+    k, n = 700, 37
+    cb = bf16_codebook(4, rng)
+    codes = torch.randint(0, cb.numel(), (n, k), generator=rng)
+    x = torch.randn(m, k, generator=rng)
+    y = bf16_ops.bf16_linear(x, pack_codes(codes, 4), cb, 4, backend="extension")
+    ref = bf16_ops.bf16_linear_reference(x, pack_codes(codes, 4), cb, 4, k, None)
+    mag = x.bfloat16().double().abs() @ cb[codes].double().abs().t()
+    assert bool(((y.double() - ref.double()).abs() <= mag * k * 2.0 ** -22 + 1e-7).all())
+
+
 @pytest.mark.parametrize("backend", ["extension", "reference"])
 def test_bf16_error_within_rounding_bound(backend, rng):
     cb = bf16_codebook(4, rng)
@@ -230,8 +262,11 @@ def test_bf16_refuses_inexact_weights():
 
 @pytest.mark.parametrize("mode", ["int8", "bf16"])
 @pytest.mark.parametrize("geom", [(1, 3, 9, 9, 5, 3, 1, 1), (2, 4, 8, 7, 6, 3, 2, 0), (1, 8, 5, 5, 3, 1, 1, 0),
-                                  (2, 3, 21, 19, 7, 3, 1, 1), (2, 1, 6, 6, 4, 1, 1, 0)])
-def test_conv_modes_match_reference(level, mode, geom, rng):
+                                  (2, 3, 21, 19, 7, 3, 1, 1), (2, 1, 6, 6, 4, 1, 1, 0), (1, 5, 7, 75, 6, 3, 1, 1),
+                                  (1, 460, 4, 5, 7, 3, 1, 1)])  # K = 4140: the AVX2 GEMV-on-rows path
+def test_conv_modes_match_reference(level, int_gemm, mode, geom, rng):
+    if mode == "bf16" and int_gemm == "fp32-gemm":
+        pytest.skip("the int8 product's setting does not apply to the bf16 mode")
     b, c, h, w_, o, kk, s, p = geom
     cb = order0_codebook()
     wshape = (o, c, kk, kk)
@@ -469,3 +504,14 @@ def test_module_direct_call_equals_front_end(mode, rng):
     else:
         # oneDNN's bf16 conv rounds each conv output to bf16 (the reference does not): 2**-8 per layer
         assert float((y - r).abs().max()) <= 2.0 ** -5 * float(r.abs().max())
+
+
+@needs_ext
+def test_fp32_int_gemm_setting_checks_its_mode():
+    with pytest.raises(RuntimeError, match="mode must be -1 \\(default\\), 0 \\(off\\) or 1 \\(on\\), got 2"):
+        torch.ops.wfn_cpu.set_fp32_int_gemm(2)
+    before = torch.ops.wfn_cpu.set_fp32_int_gemm(1)
+    try:
+        assert torch.ops.wfn_cpu.fp32_int_gemm() is True
+    finally:
+        torch.ops.wfn_cpu.set_fp32_int_gemm(before)

@@ -3,15 +3,16 @@
 //   wfn::bf16_conv2d(x, packed, codebook, bits, weight_shape, bias, stride, padding, dilation, groups)
 // Activations are rounded to bf16 once (round to nearest even); products and sums in fp32.
 //
-// Paths: small M on AVX-512 with AVX512_BF16 runs the fused bf16 GEMV (vpermw lookups + vdpbf16ps,
-// int_kernels_avx512.cpp). Without AVX512_BF16 the same arithmetic runs on the fp32 kernel (bf16-rounded
-// x widened; the weights are bf16-exact, so every product is the same). On CPUs with AMX, from
-// M >= amx_min_m(1) the product runs on AMX tiles with an fp32 output (amx_gemm.cpp), and so do convs with
-// few output pixels and a large K. Without AMX but with AVX512_BF16, from M >= bf16_gemm_min_m the panel
-// kernel (panel_gemm_avx512.cpp) runs it with an fp32 output. Elsewhere, from M >= bf16_gemm_min_m a tile of rows is decoded to bf16
-// and multiplied with oneDNN's bf16 GEMM (at::mm), which accumulates in fp32 and rounds its output to bf16
-// once (relative error <= 2^-9; at::mm has no bf16 x bf16 -> fp32 variant on CPU). Other convs decode the
-// weight to bf16 into a reused per-thread workspace and run oneDNN's bf16 convolution (same rounding).
+// Paths: without bf16 arithmetic in hardware (no AVX512_BF16 at the active level, e.g. AVX2 CPUs) every
+// size runs on the fp32 kernels (native_bf16 below): bf16-rounded x widened, bf16-exact weights, so every
+// product is the same and only the summation order differs. With it: small M runs the fused bf16 GEMV
+// (vpermw lookups + vdpbf16ps, int_kernels_avx512.cpp). On CPUs with AMX, from M >= amx_min_m(1) the
+// product runs on AMX tiles with an fp32 output (amx_gemm.cpp), and so do convs with few output pixels and
+// a large K. Without AMX, from M >= bf16_gemm_min_m the panel kernel (panel_gemm_avx512.cpp) runs it with
+// an fp32 output (with the panel kernels off: a tile of rows decoded to bf16 and multiplied with oneDNN's
+// bf16 GEMM, at::mm, which accumulates in fp32 and rounds its output to bf16 once: relative error <= 2^-9).
+// Other convs decode the weight to bf16 into a reused per-thread workspace and run oneDNN's bf16
+// convolution (same rounding).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -131,6 +132,12 @@ at::Tensor bf16_gemm(const at::Tensor& xb, const at::Tensor& packed, const Bf16T
   return y;
 }
 
+// bf16 arithmetic in hardware: AVX512_BF16 at the active level (AMX CPUs have it too). Without it oneDNN
+// emulates bf16 GEMMs and convs in software (AMD Zen 3, 1 thread: a 64-channel 3x3 conv on 56x56 takes
+// 103 ms in bf16 against 4.3 ms in fp32), so the bf16 mode runs its arithmetic on the fp32 kernels there:
+// x rounded to bf16 once and widened (exact), the bf16-exact weights in fp32, products and sums in fp32.
+bool native_bf16() { return active_isa() == Isa::Avx512 && (hardware_has_avx512_bf16() || amx_bf16_available()); }
+
 // Large M without AMX: the AVX-512 vdpbf16ps panel kernel (panel_gemm_avx512.cpp), fp32 output.
 bool use_bf16_panel() {
   return active_isa() == Isa::Avx512 && hardware_has_avx512_bf16() && panel_gemm_enabled() && !amx_bf16_available();
@@ -161,6 +168,8 @@ at::Tensor bf16_linear_cpu(const at::Tensor& x, const at::Tensor& packed, const 
     const at::Tensor xb = x.to(at::kBFloat16).contiguous();
     if (m >= amx_min_m(1) && amx_bf16_available()) {
       y = amx_bf16_linear(xb, 1, pc, t.t, int(bits), k);
+    } else if (!native_bf16()) {
+      y = linear_dispatch(xb.to(at::kFloat), pc, codebook.contiguous(), bits, k);
     } else if (m >= bf16_gemm_min_m()) {
       y = use_bf16_panel() ? bf16_panel(xb, pc, t, int(bits), k) : bf16_gemm(xb, pc, t, int(bits), k);
     } else if (active_isa() == Isa::Avx512 && hardware_has_avx512_bf16()) {
@@ -189,6 +198,11 @@ at::Tensor bf16_conv2d_cpu(const at::Tensor& x, const at::Tensor& packed, const 
     if (bias.has_value() && bias->defined()) y.add_(bias->to(at::kFloat).view({1, n, 1, 1}));
     return y.to(x.scalar_type()).contiguous(x.suggest_memory_format());
   }
+  if (!native_bf16()) {  // the fp32 conv on bf16-rounded x (the memory format is kept)
+    at::Tensor y = conv2d_dispatch(x.to(at::kBFloat16).to(at::kFloat), packed.contiguous(), codebook.contiguous(), bits,
+                                   weight_shape, bias, stride, padding, dilation, groups);
+    return y.to(x.scalar_type()).contiguous(x.suggest_memory_format());
+  }
   at::Tensor w = bf16_workspace(std::max<int64_t>(n * k, 1)).narrow(0, 0, n * k);
   decode_parallel_u16(packed.contiguous(), k, int(bits), t.t, 0, n, reinterpret_cast<uint16_t*>(w.data_ptr()));
   // a channels_last input runs oneDNN's channels_last conv and gets a channels_last output (as at::conv2d)
@@ -210,7 +224,7 @@ TORCH_LIBRARY_FRAGMENT(wfn_cpu, m) {
   // Force the M threshold of the bf16 decode-tile + at::mm path (-1: default); returns the previous.
   m.def("set_bf16_gemm_min_m(int m) -> int", &wfn::set_bf16_gemm_min_m_op);
   m.def("bf16_capability() -> str", []() {
-    return std::string(wfn::active_isa() == wfn::Isa::Avx512 && wfn::hardware_has_avx512_bf16() ? "avx512_bf16"
-                                                                                                   : "fp32 kernel");
+    return std::string(wfn::native_bf16() ? (wfn::hardware_has_avx512_bf16() ? "avx512_bf16" : "amx")
+                                          : "fp32 kernels (no bf16 arithmetic on this CPU)");
   });
 }

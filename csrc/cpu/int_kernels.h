@@ -73,6 +73,14 @@ void quantize_span_avx512(const float* x, int64_t n, const float* inv, int8_t* q
 // am[p] = max over the c planes of |x[ci * hw + p]| (+Inf where any is NaN or Inf), p < hw.
 void absmax_planes_avx512(const float* x, int64_t c, int64_t hw, float* am);
 
+// AVX2 versions of the decode and the quantisers above (the same values, bit for bit).
+void int8_decode_rows_avx2(const uint8_t* packed, int64_t row_bytes, int64_t k, int bits, const int8_t* table8,
+                           int64_t r0, int64_t r1, int8_t* out, int64_t ld = -1);
+float amax_avx2(const float* x, int64_t k, bool* finite);
+int32_t quantize_avx2(const float* x, int64_t k, float inv, int8_t* q);
+void quantize_span_avx2(const float* x, int64_t n, const float* inv, int8_t* q);
+void absmax_planes_avx2(const float* x, int64_t c, int64_t hw, float* am);
+
 // Natural-order decode into 16-bit words (bf16 bit patterns, or int16 weights): out[(r - r0) * ld + i]
 // for i < k (ld = -1: k).
 void u16_decode_rows_scalar(const uint8_t* packed, int64_t row_bytes, int64_t k, int bits,

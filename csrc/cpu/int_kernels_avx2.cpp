@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "int_kernels.h"
 
@@ -147,6 +149,24 @@ void wide_rows(const IntGemvArgs& a, int64_t r0, int64_t r1) {
   }
 }
 
+// inv = 1 / scale (float32), one multiply per value and round half to even, as the scalar definition.
+WFN_INL2 __m256i quantize8(__m256 v, __m256 inv) {  // 8 int32 in [-127, 127]
+  const __m256 r = _mm256_round_ps(_mm256_mul_ps(v, inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  return _mm256_cvtps_epi32(_mm256_min_ps(_mm256_set1_ps(127.f), _mm256_max_ps(_mm256_set1_ps(-127.f), r)));
+}
+
+// 32 int32 (four vectors, in order) into 32 int8 in order: the packs interleave 128-bit lanes, one vpermd
+// restores the order.
+WFN_INL2 __m256i pack32(__m256i a, __m256i b, __m256i c, __m256i d) {
+  const __m256i ab = _mm256_packs_epi32(a, b), cd = _mm256_packs_epi32(c, d);
+  return _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, cd), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+inline unsigned code_at2(const uint8_t* row, int bits, int64_t i) {
+  const int per = 8 / bits;
+  return (row[i / per] >> ((i % per) * bits)) & ((1u << bits) - 1u);
+}
+
 }  // namespace
 
 void int_gemv_rows_avx2(const IntGemvArgs& a, int64_t r0, int64_t r1) {
@@ -154,6 +174,129 @@ void int_gemv_rows_avx2(const IntGemvArgs& a, int64_t r0, int64_t r1) {
   else if (a.bits == 2) narrow_rows<2>(a, r0, r1);
   else if (a.bits == 4) narrow_rows<4>(a, r0, r1);
   else narrow_rows<8>(a, r0, r1);
+}
+
+float amax_avx2(const float* x, int64_t k, bool* finite) {
+  const __m256 big = _mm256_set1_ps(3.40282347e38f), absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  __m256 m = _mm256_setzero_ps(), bad = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= k; i += 8) {
+    const __m256 a = _mm256_and_ps(_mm256_loadu_ps(x + i), absm);
+    bad = _mm256_or_ps(bad, _mm256_cmp_ps(a, big, _CMP_NLE_UQ));  // NaN or Inf
+    m = _mm256_max_ps(m, a);
+  }
+  alignas(32) float l[8];
+  _mm256_store_ps(l, m);
+  float amax = 0.f;
+  for (int j = 0; j < 8; ++j) amax = std::max(amax, l[j]);
+  bool ok = _mm256_movemask_ps(bad) == 0;
+  for (; i < k; ++i) {
+    const float a = std::fabs(x[i]);
+    ok &= a <= std::numeric_limits<float>::max();
+    amax = std::max(amax, a);
+  }
+  *finite = ok;
+  return amax;
+}
+
+int32_t quantize_avx2(const float* x, int64_t k, float inv, int8_t* q) {
+  const __m256 s = _mm256_set1_ps(inv);
+  __m256i sum = _mm256_setzero_si256();
+  int64_t i = 0;
+  for (; i + 32 <= k; i += 32) {
+    const __m256i a = quantize8(_mm256_loadu_ps(x + i), s), b = quantize8(_mm256_loadu_ps(x + i + 8), s);
+    const __m256i c = quantize8(_mm256_loadu_ps(x + i + 16), s), d = quantize8(_mm256_loadu_ps(x + i + 24), s);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), pack32(a, b, c, d));
+    sum = _mm256_add_epi32(sum, _mm256_add_epi32(_mm256_add_epi32(a, b), _mm256_add_epi32(c, d)));
+  }
+  alignas(32) int32_t l[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(l), sum);
+  int32_t total = 0;
+  for (int j = 0; j < 8; ++j) total += l[j];
+  for (; i < k; ++i) {
+    const float r = std::nearbyint(x[i] * inv);
+    q[i] = int8_t(std::min(127.f, std::max(-127.f, r)));
+    total += q[i];
+  }
+  return total;
+}
+
+void quantize_span_avx2(const float* x, int64_t n, const float* inv, int8_t* q) {
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m256i a = quantize8(_mm256_loadu_ps(x + i), _mm256_loadu_ps(inv + i));
+    const __m256i b = quantize8(_mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(inv + i + 8));
+    const __m256i c = quantize8(_mm256_loadu_ps(x + i + 16), _mm256_loadu_ps(inv + i + 16));
+    const __m256i d = quantize8(_mm256_loadu_ps(x + i + 24), _mm256_loadu_ps(inv + i + 24));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), pack32(a, b, c, d));
+  }
+  for (; i < n; ++i) {  // NaN compares false: it lands on -127 here, a value no output reads (its scale is NaN)
+    const float r = std::nearbyint(x[i] * inv[i]);
+    q[i] = int8_t(r >= 127.f ? 127.f : r > -127.f ? r : -127.f);
+  }
+}
+
+void absmax_planes_avx2(const float* x, int64_t c, int64_t hw, float* am) {
+  const __m256 inf = _mm256_set1_ps(std::numeric_limits<float>::infinity());
+  const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  const int64_t full = hw / 8 * 8;
+  std::fill(am, am + hw, 0.f);
+  for (int64_t ci = 0; ci < c; ++ci) {
+    const float* xc = x + ci * hw;
+    for (int64_t p = 0; p < full; p += 8) {
+      __m256 v = _mm256_and_ps(_mm256_loadu_ps(xc + p), absm);
+      v = _mm256_blendv_ps(v, inf, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));  // NaN -> Inf
+      _mm256_storeu_ps(am + p, _mm256_max_ps(_mm256_loadu_ps(am + p), v));
+    }
+    for (int64_t p = full; p < hw; ++p) {
+      const float v = std::fabs(xc[p]);
+      const float a = v <= std::numeric_limits<float>::max() ? v : std::numeric_limits<float>::infinity();
+      am[p] = am[p] > a ? am[p] : a;
+    }
+  }
+}
+
+void int8_decode_rows_avx2(const uint8_t* packed, int64_t row_bytes, int64_t k, int bits, const int8_t* table8,
+                           int64_t r0, int64_t r1, int8_t* out, int64_t ld) {
+  if (ld < 0) ld = k;
+  if (bits == 8) {
+    int8_decode_rows_scalar(packed, row_bytes, k, bits, table8, r0, r1, out, ld);
+    return;
+  }
+  alignas(32) int8_t rep[32];
+  for (int j = 0; j < 32; ++j) rep[j] = table8[(j & 15) & ((1 << bits) - 1)];
+  const __m256i lut = _mm256_load_si256(reinterpret_cast<const __m256i*>(rep));
+  const __m256i mask = _mm256_set1_epi8(char((1 << bits) - 1));
+  const int64_t full = k / 64 * 64;  // 64 elements per step: 32 code bytes (4-bit) or 16 (2-bit)
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* row = packed + r * row_bytes;
+    int8_t* o = out + (r - r0) * ld;
+    for (int64_t i = 0; i < full; i += 64) {
+      __m256i first, second;  // elements [i, i + 32) and [i + 32, i + 64)
+      if (bits == 4) {  // element 2j in byte j's low nibble, 2j + 1 in its high one
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + i / 2));
+        const __m256i lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(v, mask));
+        const __m256i hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v, 4), mask));
+        const __m256i a = _mm256_unpacklo_epi8(lo, hi), b = _mm256_unpackhi_epi8(lo, hi);  // per 128-bit lane
+        first = _mm256_permute2x128_si256(a, b, 0x20);
+        second = _mm256_permute2x128_si256(a, b, 0x31);
+      } else {  // element 4j + p in byte j, bits 2p..2p+1
+        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + i / 4));
+        const __m128i m2 = _mm256_castsi256_si128(mask), l2 = _mm256_castsi256_si128(lut);
+        const __m128i p0 = _mm_shuffle_epi8(l2, _mm_and_si128(v, m2));
+        const __m128i p1 = _mm_shuffle_epi8(l2, _mm_and_si128(_mm_srli_epi16(v, 2), m2));
+        const __m128i p2 = _mm_shuffle_epi8(l2, _mm_and_si128(_mm_srli_epi16(v, 4), m2));
+        const __m128i p3 = _mm_shuffle_epi8(l2, _mm_and_si128(_mm_srli_epi16(v, 6), m2));
+        const __m128i a = _mm_unpacklo_epi8(p0, p1), b = _mm_unpacklo_epi8(p2, p3);  // bytes 0..7
+        const __m128i c = _mm_unpackhi_epi8(p0, p1), d = _mm_unpackhi_epi8(p2, p3);  // bytes 8..15
+        first = _mm256_set_m128i(_mm_unpackhi_epi16(a, b), _mm_unpacklo_epi16(a, b));
+        second = _mm256_set_m128i(_mm_unpackhi_epi16(c, d), _mm_unpacklo_epi16(c, d));
+      }
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + i), first);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + i + 32), second);
+    }
+    for (int64_t i = full; i < k; ++i) o[i] = table8[code_at2(row, bits, i)];
+  }
 }
 
 }  // namespace wfn

@@ -10,7 +10,9 @@
 //
 // Paths (int_kernels.h): small M runs the fused lookup + dot-product GEMV; from M >= int_gemm_min_m, on
 // AVX-512 VNNI CPUs without AMX, the panel kernel (panel_gemm_avx512.cpp); elsewhere a tile of weight rows
-// (~1 MB) is decoded to int8 and multiplied by at::_int_mm (oneDNN's int8 GEMM). No whole-weight copy exists. int16 weights take two int8 GEMMs (w = 256 * hi + lo, lo in [-128, 127]).
+// (~1 MB) is decoded to int8 and multiplied by at::_int_mm (oneDNN's int8 GEMM), or, on CPUs without int8
+// dot-product instructions, decoded to float and multiplied exactly on the fp32 GEMM (int_gemm_fp32.h). No
+// whole-weight copy exists. int16 weights take two int8 GEMMs (w = 256 * hi + lo, lo in [-128, 127]).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -25,6 +27,7 @@
 #include <limits>
 
 #include "amx_gemm.h"
+#include "int_gemm_fp32.h"
 #include "int_kernels.h"
 
 namespace wfn {
@@ -109,6 +112,7 @@ int64_t int_gemm_min_m(Isa isa) {
   if (forced >= 0) return forced;
   if (isa == Isa::Scalar) return 2;
   if (hardware_has_amx_int8()) return 16;
+  if (isa == Isa::Avx2 && use_fp32_int_gemm()) return std::numeric_limits<int64_t>::max();  // conv_rows_on_gemv
   return use_panel(isa, true) ? 64 : 128;
 }
 
@@ -227,14 +231,17 @@ QRows quantize_rows(const at::Tensor& x, const XLayout& l) {
   q.bad.assign(size_t(m), 0);
   const float* src = x.data_ptr<float>();
   int8_t* dst = q.xq.data_ptr<int8_t>();
-  const bool simd = active_isa() == Isa::Avx512;
+  const bool simd = active_isa() != Isa::Scalar;
+  const bool z = active_isa() == Isa::Avx512;
+  auto amax_fn = z ? amax_avx512 : amax_avx2;
+  auto quantize_fn = z ? quantize_avx512 : quantize_avx2;
   at::parallel_for(0, m, 64, [&](int64_t lo, int64_t hi) {
     std::vector<int8_t> tmp(simd && l.bb != 1 ? size_t(k) : 0);
     for (int64_t i = lo; i < hi; ++i) {
       const float* s = src + i * k;
-      if (simd) {  // same arithmetic, 16 lanes at a time
+      if (simd) {  // same arithmetic, 16 (AVX-512) or 8 (AVX2) lanes at a time
         bool finite = true;
-        const float amax = amax_avx512(s, k, &finite);
+        const float amax = amax_fn(s, k, &finite);
         int8_t* o = dst + i * l.stride;
         if (!finite) {
           q.bad[size_t(i)] = 1;
@@ -244,9 +251,9 @@ QRows quantize_rows(const at::Tensor& x, const XLayout& l) {
         const float sc = row_scale(amax);
         q.scale[size_t(i)] = sc;
         if (l.bb == 1) {
-          q.sum[size_t(i)] = quantize_avx512(s, k, 1.f / sc, o);
+          q.sum[size_t(i)] = quantize_fn(s, k, 1.f / sc, o);
         } else {
-          q.sum[size_t(i)] = quantize_avx512(s, k, 1.f / sc, tmp.data());
+          q.sum[size_t(i)] = quantize_fn(s, k, 1.f / sc, tmp.data());
           to_layout(tmp.data(), k, l, o);
         }
         continue;
@@ -309,6 +316,7 @@ QRows layout_rows(const at::Tensor& xq, const XLayout& l) {
 void int8_decode(Isa isa, const uint8_t* p, int64_t rb, int64_t k, int bits, const int8_t* t8, int64_t r0,
                  int64_t r1, int8_t* out) {
   if (isa == Isa::Avx512) int8_decode_rows_avx512(p, rb, k, bits, t8, r0, r1, out);
+  else if (isa == Isa::Avx2) int8_decode_rows_avx2(p, rb, k, bits, t8, r0, r1, out);
   else int8_decode_rows_scalar(p, rb, k, bits, t8, r0, r1, out);
 }
 
@@ -331,6 +339,37 @@ void decode_int_tile(Isa isa, const uint8_t* p, int64_t rb, int64_t k, int bits,
     int8_decode(isa, p, rb, k, bits, t.lo, n0 + lo, n0 + hi, wlo + lo * k);
     if (whi != nullptr) int8_decode(isa, p, rb, k, bits, t.hi, n0 + lo, n0 + hi, whi + lo * k);
   });
+}
+
+// Integer weight tables as floats for the fp32 GEMM path (int_gemm_fp32.h): lo (and hi for int16 tables),
+// with the largest magnitude of each.
+struct FloatTables {
+  float lo[256], hi[256];
+  int64_t lo_max = 1, hi_max = 1;
+  explicit FloatTables(const IntTable& t) {
+    for (int e = 0; e < 256; ++e) {
+      lo[e] = float(t.narrow ? t.t[e] : t.lo[e]);
+      hi[e] = float(t.hi[e]);
+      lo_max = std::max<int64_t>(lo_max, std::abs(int64_t(lo[e])));
+      hi_max = std::max<int64_t>(hi_max, std::abs(int64_t(hi[e])));
+    }
+  }
+};
+
+// The exact int32 product of x-side floats and weight rows [n0, n0 + rows) on the fp32 GEMM: weights decoded
+// into float tiles (~1 MB); rows_first: y (rows, cols) = W (rows, K) @ xf (K, cols), else y (cols, rows) =
+// xf (cols, K) @ W.T. wlo / whi: workspaces of rows * k floats (whi only for int16 tables).
+at::Tensor int_tile_fp32(const at::Tensor& packed, int bits, int64_t k, const IntTable& t, const FloatTables& ft,
+                         int64_t n0, int64_t rows, const at::Tensor& xf, bool rows_first, float* wlo, float* whi) {
+  const at::TensorOptions f32 = at::TensorOptions().dtype(at::kFloat);
+  auto product = [&](float* w, const float* table, int64_t wmax) {
+    decode_parallel(active_isa(), packed, k, bits, table, n0, n0 + rows, w);
+    const at::Tensor wt = at::from_blob(w, {rows, k}, f32);
+    return rows_first ? int_mm_fp32(wt, xf, 128, wmax) : int_mm_fp32(xf, wt.t(), 128, wmax);
+  };
+  at::Tensor out = product(wlo, ft.lo, ft.lo_max);
+  if (!t.narrow) out.add_(product(whi, ft.hi, ft.hi_max), 256);
+  return out;
 }
 
 // The exact integer product y_int (M, N) for quantised rows; sink(n0, tile) receives int32 (M, rows)
@@ -358,6 +397,18 @@ void int_product(Isa isa, bool gemv, const QRows& q, const XLayout& l, int64_t m
     sink(int64_t(0), y);
     return;
   }
+  if (use_fp32_int_gemm()) {  // no int8 dot-product instructions: the exact product on the fp32 GEMM
+    const int64_t nb = int_tile_rows(4 * k, n);
+    float* wlo = reinterpret_cast<float*>(int8_workspace(4 * nb * k, 0));
+    float* whi = t.narrow ? nullptr : reinterpret_cast<float*>(int8_workspace(4 * nb * k, 1));
+    const FloatTables ft(t);
+    const at::Tensor xf = q.xq.narrow(1, 0, k).to(at::kFloat);
+    for (int64_t n0 = 0; n0 < n; n0 += nb) {
+      const int64_t rows = std::min(nb, n - n0);
+      sink(n0, int_tile_fp32(packed, bits, k, t, ft, n0, rows, xf, false, wlo, whi));
+    }
+    return;
+  }
   const int64_t nb = int_tile_rows(k, n);
   int8_t* wlo = int8_workspace(nb * k, 0);
   int8_t* whi = t.narrow ? nullptr : int8_workspace(nb * k, 1);
@@ -370,6 +421,14 @@ void int_product(Isa isa, bool gemv, const QRows& q, const XLayout& l, int64_t m
     sink(n0, out);
   }
 }
+
+// Without int8 dot-product instructions (no VNNI / AMX-INT8, so use_fp32_int_gemm) the lookup + vpmaddubsw
+// GEMV is the fastest int8 product of a linear layer at every M (AMD Zen 3, N=4096 K=14336 4-bit, 1
+// thread: M=128 142 ms against 374 ms on the exact fp32 GEMM; bench/int8_paths.py), so linear layers stay
+// on it. Convs with a long K run it on their im2col rows (one row per output pixel, the quantisation's own
+// unit): ResNet-18's layer4 3x3 at batch 8, 27.8 ms against 34.0 on the fp32 GEMM of quantised columns;
+// with K <= 2304 the columns were level or far ahead (conv1, K=147: 69 against 209 ms; bench/conv_int8.py).
+bool conv_rows_on_gemv(int64_t k) { return int_isa() == Isa::Avx2 && use_fp32_int_gemm() && k >= 4096; }
 
 // K = 1 stays on the GEMV: at::_int_mm returns wrong values for K = 1 on CPU (torch 2.13, checked by
 // tests/test_compute_modes.py through the forced GEMM path).
@@ -442,6 +501,8 @@ void conv_pixel_amax(const float* x, const ConvGeom& g, int64_t batch, float* am
         absmax_pixels_avx512(x + bi * g.c * hw, hw, g.c, a);
       } else if (active_isa() == Isa::Avx512) {
         absmax_planes_avx512(x + bi * g.c * hw, g.c, hw, a);
+      } else if (active_isa() == Isa::Avx2) {
+        absmax_planes_avx2(x + bi * g.c * hw, g.c, hw, a);
       } else {
         std::fill(am.begin(), am.end(), 0.f);
         for (int64_t c = 0; c < g.c; ++c) {
@@ -548,7 +609,8 @@ at::Tensor int8_conv_columns(const at::Tensor& x, const ConvGeom& g, const at::T
                              int bits, int64_t k, double step, const at::Tensor& bias, const int64_t (&out_hw)[2]) {
   const int64_t batch = x.size(0), l = g.oh * g.ow, n = packed.size(0), ml = batch * l;
   const Isa isa = int_isa();
-  const bool simd = active_isa() == Isa::Avx512;
+  const bool simd = active_isa() != Isa::Scalar;
+  auto quantize_span = active_isa() == Isa::Avx512 ? quantize_span_avx512 : quantize_span_avx2;
   const float* src = x.data_ptr<float>();
   const PixelScales ps = conv_pixel_scales(src, g, batch, step, false);
   const std::vector<float>&amax = ps.amax, &inv = ps.inv, &s = ps.s;
@@ -603,7 +665,7 @@ at::Tensor int8_conv_columns(const at::Tensor& x, const ConvGeom& g, const at::T
               v = strided;
             }
             if (simd) {
-              quantize_span_avx512(v, sp.jhi - sp.jlo, iv + sp.jlo, qr + sp.jlo);  // a bad pixel's q is unused
+              quantize_span(v, sp.jhi - sp.jlo, iv + sp.jlo, qr + sp.jlo);  // a bad pixel's q is unused
             } else {
               for (int64_t j = sp.jlo; j < sp.jhi; ++j) qr[j] = am[j] == inf ? int8_t(0) : quantize(v[j - sp.jlo], iv[j]);
             }
@@ -626,15 +688,25 @@ at::Tensor int8_conv_columns(const at::Tensor& x, const ConvGeom& g, const at::T
                      });
     return y;
   }
-  const int64_t nb = int_tile_rows(k, n);
-  int8_t* wlo = int8_workspace(nb * k, 0);
-  int8_t* whi = t.narrow ? nullptr : int8_workspace(nb * k, 1);
+  const bool fp32 = use_fp32_int_gemm();  // no int8 dot-product instructions: the exact product in fp32
+  const int64_t nb = int_tile_rows(fp32 ? 4 * k : k, n);
+  const int64_t wbytes = fp32 ? 4 * nb * k : nb * k;
+  int8_t* wlo = int8_workspace(wbytes, 0);
+  int8_t* whi = t.narrow ? nullptr : int8_workspace(wbytes, 1);
   const at::TensorOptions i8 = at::TensorOptions().dtype(at::kChar);
+  const at::Tensor qf = fp32 ? q.to(at::kFloat) : at::Tensor();
+  const FloatTables ft(t);
   for (int64_t n0 = 0; n0 < n; n0 += nb) {
     const int64_t rows = std::min(nb, n - n0);
-    decode_int_tile(isa, p, rb, k, bits, t, n0, rows, wlo, whi);
-    at::Tensor acc = at::_int_mm(at::from_blob(wlo, {rows, k}, i8), q);  // (rows, B * L)
-    if (whi != nullptr) acc.add_(at::_int_mm(at::from_blob(whi, {rows, k}, i8), q), 256);
+    at::Tensor acc;  // (rows, B * L)
+    if (fp32) {
+      acc = int_tile_fp32(packed, bits, k, t, ft, n0, rows, qf, true, reinterpret_cast<float*>(wlo),
+                          reinterpret_cast<float*>(whi));
+    } else {
+      decode_int_tile(isa, p, rb, k, bits, t, n0, rows, wlo, whi);
+      acc = at::_int_mm(at::from_blob(wlo, {rows, k}, i8), q);
+      if (whi != nullptr) acc.add_(at::_int_mm(at::from_blob(whi, {rows, k}, i8), q), 256);
+    }
     const int32_t* ad = acc.data_ptr<int32_t>();
     at::parallel_for(0, rows, 4, [&](int64_t lo, int64_t hi) {
       for (int64_t r = lo; r < hi; ++r) {
@@ -744,12 +816,13 @@ at::Tensor int8_conv2d_impl(const at::Tensor& x, const at::Tensor& packed, const
     return int8_conv_nhwc(xl, g, packed.contiguous(), t, int(bits), k, step, b, out_hw, post).to(x.scalar_type());
   }
   const at::Tensor xf = x.to(at::kFloat).contiguous();
-  if (k >= 2) {
+  if (k >= 2 && !conv_rows_on_gemv(k)) {
     return finish(int8_conv_columns(xf, g, packed.contiguous(), t, int(bits), k, step, b, out_hw));
   }
   // GEMM view: one row per output pixel, (c, kh, kw)-major like the flattened weight rows
   const at::Tensor cols = at::im2col(xf, {weight_shape[2], weight_shape[3]}, dilation, padding, stride);  // (B, K, L)
-  {  // at::_int_mm is wrong for K = 1 (see use_gemv): the row path takes it
+  {  // at::_int_mm is wrong for K = 1 (see use_gemv), and without int8 dot-product instructions the GEMV is
+     // the fastest int8 product: the row path takes both
     const at::Tensor xm = cols.transpose(1, 2).reshape({batch * pixels, k}).contiguous();
     at::Tensor y = int8_linear_float(xm, packed.contiguous(), t, int(bits), k, step, b);
     return finish(y.view({batch, pixels, n}).transpose(1, 2).reshape({batch, n, out_hw[0], out_hw[1]}).contiguous());
