@@ -515,3 +515,19 @@ def test_fp32_int_gemm_setting_checks_its_mode():
         assert torch.ops.wfn_cpu.fp32_int_gemm() is True
     finally:
         torch.ops.wfn_cpu.set_fp32_int_gemm(before)
+
+
+@needs_ext
+def test_report_says_when_the_cpu_lacks_int8_units():
+    """The conversion report and available_backends() say when the int8 mode runs on the fp32 GEMM."""
+    cb = order0_codebook()
+    before = torch.ops.wfn_cpu.set_fp32_int_gemm(1)
+    try:
+        report = wk.convert(small_net(cb.values.float()), compute="int8", strict=False)
+        note = "note: compute int8 on this CPU: this CPU has no int8 dot-product instructions (VNNI / AMX-INT8)"
+        assert note in report.summary()
+        assert "int8 mode: this CPU has no int8 dot-product" in wk.available_backends()["extension"]["reason"]
+        torch.ops.wfn_cpu.set_fp32_int_gemm(0)
+        assert "compute int8 on this CPU" not in report.summary()
+    finally:
+        torch.ops.wfn_cpu.set_fp32_int_gemm(before)

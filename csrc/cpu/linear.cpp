@@ -32,8 +32,10 @@ int64_t env_int(const char* name, int64_t fallback) {
 }
 
 // Smallest M that takes the decode + GEMM path. The fused kernel's 4x4 register tile reuses each decoded
-// vector for 4 activation rows, which on this Zen machine beat torch's fp32 sgemm even at M = 256, so
-// the SIMD levels use it up to a large M; scalar switches early. WFN_GEMM_MIN_M or
+// vector for 4 activation rows, which at the AVX-512 level (Zen 4 / 5) beat torch's fp32 sgemm even at
+// M = 256, so that level uses it up to a large M. At the AVX2 level (Zen 3, bench/results/
+// float_paths_zen3.md) the sgemm path is ahead from M = 16 (1 thread: 55.9 vs 69.6 ms at N=4096 K=14336,
+// M = 64: 128 vs 279); scalar switches early. WFN_GEMM_MIN_M or
 // torch.ops.wfn_cpu.set_gemm_min_m override (bench/bench_cpu.py measures both paths).
 std::atomic<int64_t>& gemm_min_m_override() {
   static std::atomic<int64_t> v{env_int("WFN_GEMM_MIN_M", -1)};
@@ -43,7 +45,7 @@ std::atomic<int64_t>& gemm_min_m_override() {
 int64_t gemm_min_m(Isa isa) {
   const int64_t forced = gemm_min_m_override().load();
   if (forced >= 0) return forced;
-  return isa == Isa::Scalar ? 4 : 1024;
+  return isa == Isa::Scalar ? 4 : isa == Isa::Avx2 ? 16 : 1024;
 }
 
 int64_t set_gemm_min_m_op(int64_t m) { return gemm_min_m_override().exchange(m); }

@@ -29,6 +29,12 @@ class ConversionReport:
         lines += [f"  = {c['name']} is also registered as {', '.join(c['aliases'])} (one shared module)"
                   for c in self.converted if c.get("aliases")]
         lines += [f"  - {name}: {why}" for name, why in self.skipped]
+        from ..ops.backends import cpu_compute_note
+
+        for mode in sorted({c.get("compute") for c in self.converted} & {"int8", "bf16"}):
+            note = cpu_compute_note(mode)
+            if note:
+                lines.append(f"  note: compute {mode} on this CPU: {note}")
         return "\n".join(lines)
 
 

@@ -63,6 +63,20 @@ def _triton_status() -> tuple[bool, str]:
     return True, ""
 
 
+def cpu_compute_note(mode: str) -> str:
+    """Why a compute mode gains little on this CPU with the extension ("" where it has the instructions):
+    int8 without int8 dot-product units (VNNI / AMX-INT8), bf16 without bf16 arithmetic."""
+    if _C is None or not hasattr(torch.ops.wfn_cpu, "fp32_int_gemm"):
+        return ""
+    if mode == "int8" and torch.ops.wfn_cpu.fp32_int_gemm():
+        return ("this CPU has no int8 dot-product instructions (VNNI / AMX-INT8): large products run exactly "
+                "on the fp32 GEMM, so the int8 mode is not faster than the float mode here")
+    if mode == "bf16" and torch.ops.wfn_cpu.bf16_capability().startswith("fp32 kernels"):
+        return ("this CPU has no bf16 arithmetic: the bf16 mode rounds activations to bf16 and runs the fp32 "
+                "kernels (same speed as the float mode)")
+    return ""
+
+
 def available_backends() -> dict[str, dict[str, object]]:
     """Which backends can run, per device, and why not. ``{name: {"available": bool, "reason": str,
     "devices": [...]}}``."""
@@ -79,6 +93,10 @@ def available_backends() -> dict[str, dict[str, object]]:
             reason += f"; AMX tiles: {torch.ops.wfn_cpu.amx_status()}"
         if hasattr(torch.ops.wfn_cpu, "panel_capability"):
             reason += f"; AVX-512 panel GEMM: {torch.ops.wfn_cpu.panel_capability()}"
+        for mode in ("int8", "bf16"):
+            note = cpu_compute_note(mode)
+            if note:
+                reason += f"; {mode} mode: {note}"
     out["extension"] = {"available": _C is not None, "reason": reason, "devices": ext_devices}
     ok, why = _triton_status()
     out["triton"] = {"available": ok, "reason": why, "devices": (["cuda"] if cuda else ["cpu"]) if ok else []}
