@@ -23,12 +23,26 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <string>
 
 #include "kernels.h"
 
 namespace wfn {
+
+// Code i of a packed row (kernels.h packing: element i in byte i / (8 / bits), bits from the bottom).
+inline unsigned code_at(const uint8_t* row, int bits, int64_t i) {
+  const int per = 8 / bits;
+  return (row[i / per] >> ((i % per) * bits)) & ((1u << bits) - 1u);
+}
+
+// The int8 mode's activation quantiser for one value (inv = 1 / scale, float32): round half to even, as
+// torch.round, then clamp to [-127, 127] (a NaN lands on -127). The SIMD quantisers give the same values.
+inline int8_t quantize(float v, float inv) {
+  const float q = std::nearbyint(v * inv);  // default rounding mode
+  return int8_t(std::min(127.f, std::max(-127.f, q)));
+}
 
 // The level the integer kernels run at: the active level, except that the AVX-512 kernels also need
 // VNNI (else the AVX2 ones run). The bf16 kernels' AVX-512 level needs AVX512_BF16 (else the fp32 path).

@@ -162,11 +162,6 @@ WFN_INL2 __m256i pack32(__m256i a, __m256i b, __m256i c, __m256i d) {
   return _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, cd), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
-inline unsigned code_at2(const uint8_t* row, int bits, int64_t i) {
-  const int per = 8 / bits;
-  return (row[i / per] >> ((i % per) * bits)) & ((1u << bits) - 1u);
-}
-
 }  // namespace
 
 void int_gemv_rows_avx2(const IntGemvArgs& a, int64_t r0, int64_t r1) {
@@ -214,8 +209,7 @@ int32_t quantize_avx2(const float* x, int64_t k, float inv, int8_t* q) {
   int32_t total = 0;
   for (int j = 0; j < 8; ++j) total += l[j];
   for (; i < k; ++i) {
-    const float r = std::nearbyint(x[i] * inv);
-    q[i] = int8_t(std::min(127.f, std::max(-127.f, r)));
+    q[i] = quantize(x[i], inv);
     total += q[i];
   }
   return total;
@@ -230,10 +224,7 @@ void quantize_span_avx2(const float* x, int64_t n, const float* inv, int8_t* q) 
     const __m256i d = quantize8(_mm256_loadu_ps(x + i + 24), _mm256_loadu_ps(inv + i + 24));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), pack32(a, b, c, d));
   }
-  for (; i < n; ++i) {  // NaN compares false: it lands on -127 here, a value no output reads (its scale is NaN)
-    const float r = std::nearbyint(x[i] * inv[i]);
-    q[i] = int8_t(r >= 127.f ? 127.f : r > -127.f ? r : -127.f);
-  }
+  for (; i < n; ++i) q[i] = quantize(x[i], inv[i]);  // a NaN pixel's value is never read (its scale is NaN)
 }
 
 void absmax_planes_avx2(const float* x, int64_t c, int64_t hw, float* am) {
@@ -295,7 +286,7 @@ void int8_decode_rows_avx2(const uint8_t* packed, int64_t row_bytes, int64_t k, 
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + i), first);
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + i + 32), second);
     }
-    for (int64_t i = full; i < k; ++i) o[i] = table8[code_at2(row, bits, i)];
+    for (int64_t i = full; i < k; ++i) o[i] = table8[code_at(row, bits, i)];
   }
 }
 

@@ -42,11 +42,6 @@ struct Spread {
   }
 };
 
-inline unsigned code_at(const uint8_t* row, int bits, int64_t i) {
-  const int per = 8 / bits;
-  return (row[i / per] >> ((i % per) * bits)) & ((1u << bits) - 1u);
-}
-
 template <int BITS>
 void int8_decode_impl(const uint8_t* packed, int64_t row_bytes, int64_t k, const int8_t* table8, int64_t r0,
                       int64_t r1, int8_t* out, int64_t ld) {

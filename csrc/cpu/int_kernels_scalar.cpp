@@ -6,14 +6,6 @@
 #include "int_kernels.h"
 
 namespace wfn {
-namespace {
-
-inline unsigned code_at(const uint8_t* row, int bits, int64_t i) {
-  const int per = 8 / bits;
-  return (row[i / per] >> ((i % per) * bits)) & ((1u << bits) - 1u);
-}
-
-}  // namespace
 
 void int_gemv_rows_scalar(const IntGemvArgs& a, int64_t r0, int64_t r1) {
   constexpr int64_t kChunk = 512;

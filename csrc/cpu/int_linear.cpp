@@ -215,11 +215,6 @@ struct QRows {
 
 inline float row_scale(float amax) { return amax > 0.f ? amax / 127.f : 1.f; }
 
-// inv = 1 / scale, in float32 (the reference's order of operations).
-inline int8_t quantize(float v, float inv) {
-  const float q = std::nearbyint(v * inv);  // default rounding mode: half to even, as torch.round
-  return int8_t(std::min(127.f, std::max(-127.f, q)));
-}
 
 QRows quantize_rows(const at::Tensor& x, const XLayout& l) {
   const int64_t m = x.size(0), k = x.size(1);
