@@ -29,15 +29,18 @@ def int_path(request):
     torch.ops.wfn_cpu.set_fp32_int_gemm(before)
 
 
-@pytest.fixture(params=["int8-gemm", "fp32-gemm"])
-def int_gemm(request):
+@pytest.fixture(params=["int8-gemm", "fp32-gemm", "avx2-kernel"])
+def int_gemm(request, level):
     """The int8 conv's product on oneDNN's int8 GEMM or on the exact fp32 GEMM (and, for a long K at the AVX2
-    level, the GEMV on im2col rows), wherever the level does not run the AVX-512 kernels."""
-    if ops._C is None:
-        pytest.skip("extension not built")
+    level, the GEMV on im2col rows), wherever the level does not run the AVX-512 kernels; at the AVX2 level
+    also the fused vpmaddubsw conv kernel (the default there on CPUs without int8 dot-product units)."""
+    if request.param == "avx2-kernel" and level != "avx2":
+        pytest.skip("the AVX2 conv kernel runs at the avx2 level only")
     before = torch.ops.wfn_cpu.set_fp32_int_gemm(1 if request.param == "fp32-gemm" else 0)
+    before_conv = torch.ops.wfn_cpu.set_avx2_int8_conv(1 if request.param == "avx2-kernel" else 0)
     yield request.param
     torch.ops.wfn_cpu.set_fp32_int_gemm(before)
+    torch.ops.wfn_cpu.set_avx2_int8_conv(before_conv)
 
 
 @pytest.fixture(params=["gemv", "gemm"])
@@ -126,6 +129,36 @@ def test_int8_conv_nonfinite_pixels_give_nan(level, int_gemm, width, rng):
     ref = int8_ops.int8_conv2d(x, packed, iw.table, 4, (4, 3, 3, 3), iw.step, None, 1, 1, backend="reference")
     assert torch.equal(torch.isnan(y), torch.isnan(ref)) and int(torch.isnan(y[0, 0]).sum()) == 9
     assert torch.equal(y.nan_to_num(), ref.nan_to_num())
+
+
+@needs_ext
+@pytest.mark.parametrize("geom", [(3, 13, 9, 11, 9, 3, 1, 1, 1), (2, 7, 12, 40, 5, 3, 3, 2, 2),
+                                  (1, 4, 9, 9, 2, 2, 2, 0, 1), (1, 9, 3, 3, 70, 1, 1, 0, 1)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_int8_conv_extreme_products_exact(level, int_gemm, geom, threads, rng):
+    """Weights -128 and 127 against activations quantised to +-127 (every input +-1, so each pixel's scale
+    maps them to the range's ends): the largest byte-pair sums any product meets (2 * 128 * 127 on the AVX2
+    kernel's vpmaddubsw of |w| and sign(w) x), K not a multiple of 4, odd channel counts, stride 3 with
+    dilation 2, pixel blocks across output rows and images, and work split across threads."""
+    b, c, h, w_, o, kk, st, p, d = geom
+    k = c * kk * kk
+    table = torch.tensor([-128, 127, -128, 127] * 4, dtype=torch.int16)
+    table[5], table[6] = -1, 64
+    codes = torch.randint(0, 16, (o, k), generator=rng)
+    packed = pack_codes(codes, 4)
+    x = torch.randint(0, 2, (b, c, h, w_), generator=rng).float() * 2 - 1
+    x[:, :, ::3] *= 0.37  # and some pixels with smaller values
+    bias = torch.randn(o, generator=rng)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        y = int8_ops.int8_conv2d(x, packed, table, 4, (o, c, kk, kk), 2.0 ** -7, bias, st, p, d, backend="extension")
+    finally:
+        torch.set_num_threads(before)
+    ref = int8_ops.int8_conv2d(x, packed, table, 4, (o, c, kk, kk), 2.0 ** -7, bias, st, p, d, backend="reference")
+    assert torch.equal(y, ref)
+    exact = F.conv2d(x.double(), table.double()[codes].reshape(o, c, kk, kk) * 2.0 ** -7, bias.double(), st, p, d)
+    assert float((y.double() - exact).abs().max()) < 1e-3 * float(exact.abs().max())
 
 
 @needs_ext

@@ -188,6 +188,11 @@ struct Int8ConvArgs {
   float* y;
 };
 void int8_conv_vnni(const Int8ConvArgs& a);
+// The same conv on AVX2 without int8 dot-product instructions (conv_int8_avx2.cpp): signed activations and
+// vpmaddubsw(|w|, sign(w) x), so comp is unused; the same integers and rescale, bit for bit.
+void int8_conv_avx2(const Int8ConvArgs& a);
+// out[i] = |w[i]| as an unsigned byte (|-128| = 128), i < len.
+void int8_abs_rows_avx2(const int8_t* w, int64_t len, uint8_t* out);
 
 // The same conv on channels_last (NHWC) activations (conv_int8_avx512.cpp): x (B, H, W, C) fp32, y (B, OH,
 // OW, n) fp32, the same integers and rescale (so the same values, bit for bit). Pixels are the broadcast

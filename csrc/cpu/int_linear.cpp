@@ -124,6 +124,20 @@ bool use_panel(Isa isa, bool narrow) {
   return narrow && isa == Isa::Avx512 && !hardware_has_amx_int8() && panel_gemm_enabled();
 }
 
+// The int8 conv on the AVX2 vpmaddubsw kernel (conv_int8_avx2.cpp): narrow tables at the AVX2 level; by
+// default where the CPU has no int8 dot-product instructions (use_fp32_int_gemm), where it beats both the
+// exact fp32 GEMM and the GEMV on im2col rows (bench/results/conv_int8_zen3.md).
+// torch.ops.wfn_cpu.set_avx2_int8_conv(mode) forces it: 1 on, 0 off, -1 the default.
+std::atomic<int64_t>& avx2_conv_override() {
+  static std::atomic<int64_t> v{env_int("WFN_AVX2_INT8_CONV", -1)};
+  return v;
+}
+bool use_avx2_conv(Isa isa, bool narrow) {
+  if (!narrow || isa != Isa::Avx2) return false;
+  const int64_t forced = avx2_conv_override().load();
+  return forced >= 0 ? forced == 1 : use_fp32_int_gemm();
+}
+
 struct IntTable {
   int16_t t[256] = {0};
   int8_t lo[256] = {0};  // narrow: the weights; wide: low byte (signed) of each weight
@@ -628,6 +642,17 @@ at::Tensor int8_conv_columns(const at::Tensor& x, const ConvGeom& g, const at::T
     int8_conv_vnni({src, g, batch, w, comp.data(), n, k, kp, inv.data(), s.data(), bptr, yd});
     return y;
   }
+  if (use_avx2_conv(isa, t.narrow)) {  // fused gather + quantise + vpmaddubsw product + rescale
+    const int64_t kp = (k + 3) / 4 * 4;
+    int8_t* w = int8_workspace(2 * n * kp, 0);  // the rows, then their absolute values (u8)
+    parallel_chunks(n, std::max<int64_t>(1, (int64_t(1) << 16) / kp), [&](int64_t lo, int64_t hi) {
+      int8_decode_rows_avx2(p, rb, k, bits, t.lo, lo, hi, w + lo * kp, kp);
+      for (int64_t r = lo; r < hi; ++r) std::memset(w + r * kp + k, 0, size_t(kp - k));
+      int8_abs_rows_avx2(w + lo * kp, (hi - lo) * kp, reinterpret_cast<uint8_t*>(w + (n + lo) * kp));
+    });
+    int8_conv_avx2({src, g, batch, w, nullptr, n, k, kp, inv.data(), s.data(), bptr, yd});
+    return y;
+  }
   at::Tensor q = at::empty({k, ml}, x.options().dtype(at::kChar));
   int8_t* qd = q.data_ptr<int8_t>();
   const int64_t cb = 64;  // output pixels per task (within one output row)
@@ -811,7 +836,7 @@ at::Tensor int8_conv2d_impl(const at::Tensor& x, const at::Tensor& packed, const
     return int8_conv_nhwc(xl, g, packed.contiguous(), t, int(bits), k, step, b, out_hw, post).to(x.scalar_type());
   }
   const at::Tensor xf = x.to(at::kFloat).contiguous();
-  if (k >= 2 && !conv_rows_on_gemv(k)) {
+  if (k >= 2 && (!conv_rows_on_gemv(k) || use_avx2_conv(int_isa(), t.narrow))) {
     return finish(int8_conv_columns(xf, g, packed.contiguous(), t, int(bits), k, step, b, out_hw));
   }
   // GEMM view: one row per output pixel, (c, kh, kw)-major like the flattened weight rows
@@ -854,5 +879,12 @@ TORCH_LIBRARY_FRAGMENT(wfn_cpu, m) {
   m.def("set_panel_direct_pack(bool on) -> bool", &wfn::set_panel_direct_pack);
   // Where the panel kernels run on this CPU: "int8, bf16", one of them, or "off: <why>".
   m.def("panel_capability() -> str", []() { return wfn::panel_capability(); });
+  // The int8 conv on the AVX2 vpmaddubsw kernel at the AVX2 level (narrow tables): 1 on, 0 off, -1 the
+  // default (on where the CPU has no VNNI / AMX-INT8). Returns the previous setting.
+  m.def("set_avx2_int8_conv(int mode) -> int", [](int64_t mode) {
+    TORCH_CHECK(mode >= -1 && mode <= 1, "set_avx2_int8_conv: mode must be -1 (default), 0 (off) or 1 (on), got ",
+                mode);
+    return wfn::avx2_conv_override().exchange(mode);
+  });
   m.def("int_capability() -> str", []() { return std::string(wfn::isa_name(wfn::int_isa())); });
 }

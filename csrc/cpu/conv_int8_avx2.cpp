@@ -1,0 +1,256 @@
+// The int8 mode's convolution on AVX2 CPUs without int8 dot-product instructions (no VNNI, no AMX-INT8):
+// the fused NCHW kernel of conv_int8_avx512.cpp rebuilt on vpmaddubsw, so the exact integer product runs
+// on the integer multipliers instead of the fp32 GEMM (int_gemm_fp32.cpp) or oneDNN's generic int8 GEMM.
+//
+// Per task (one image, 32 consecutive output pixels p0 .. p0 + 31 of its OH x OW plane):
+//  1. Gather + quantise: im2col rows (c, kh, kw) of the block, each pixel's value fetched by a masked
+//     vgatherdps through a per-task map of input offsets per kernel tap (the same for every channel, so no
+//     bounds test and no division per row; padding reads nothing and gives 0), quantised with each
+//     pixel's own scale, four rows at a time, interleaved in registers into act[i / 4] as 32 dwords (4
+//     consecutive K values of one pixel). Activations stay signed: xq in [-127, 127].
+//  2. Product: for 4 weight rows at a time and 16 pixels (two vectors of 8 dwords), per K quad one
+//     broadcast weight dword w and its |w| (stored beside the weights: a.w holds n rows of w, then n rows of
+//     |w| as unsigned bytes) and, per vector, vpmaddubsw(|w|, sign(w) * x) (vpsignb) then
+//     vpmaddwd with ones into int32. Exact: a byte pair sums to at most 2 * 128 * 127 < 2^15, so the int16
+//     step never saturates, for every int8 weight including -128 (|w| = 128 as an unsigned byte).
+//  3. Rescale: y = float(acc) * s[pixel] + bias, two roundings as the reference (this file is compiled
+//     without FMA, so nothing is contracted), stored straight into y[b, n, p0 ..].
+// The interleave's unpacks work within 128-bit lanes: vector j holds pixels 4 j .. 4 j + 3 in its low lane
+// and 16 + 4 j .. 16 + 4 j + 3 in its high one, so vectors (2 h, 2 h + 1) hold pixels 8 h .. 8 h + 7 and
+// 16 + 8 h .. 16 + 8 h + 7, put back in order by one vperm2i128 each.
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "int_kernels.h"
+
+#pragma GCC push_options
+#pragma GCC target("avx2,bmi,bmi2")
+
+namespace wfn {
+namespace {
+
+constexpr int64_t kPix = 32;  // output pixels per task (four ymm of 8 dword lanes)
+constexpr int kRows = 4;      // weight rows per micro-kernel call: 8 accumulators + 2 activations + 4 temps
+
+#define WFN_INL3 inline __attribute__((always_inline))
+
+// Lanes i < n set (n in 0 .. 8), as the mask operand of vmaskmov.
+WFN_INL3 __m256i lanes(int64_t n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(int32_t(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+// A task's gather map, the same for every input channel: for kernel tap t = (kh, kw) and block pixel j,
+// off[t * 32 + j] = the input element (ih * W + iw) of the channel plane that pixel reads, and valid[t * 32 +
+// j] = -1 where it lies inside the image and the pixel inside the block (else 0: the gather reads nothing
+// and the value is 0, as the zero padding).
+// dense[t * 4 + v] = 1 where vector v's 8 pixels read 8 consecutive elements, all inside (a stride-1 run
+// within one output row): one plain load instead of the gather.
+struct TapMap {
+  std::vector<int32_t> off, valid;
+  std::vector<uint8_t> dense;
+  void build(const ConvGeom& g, int64_t p0, int64_t width) {
+    const int64_t taps = g.kh * g.kw;
+    off.assign(size_t(taps * kPix), 0);
+    valid.assign(size_t(taps * kPix), 0);
+    dense.assign(size_t(taps * 4), 0);
+    int64_t oh = p0 / g.ow, ow = p0 % g.ow;
+    for (int64_t j = 0; j < width; ++j) {
+      for (int64_t kh = 0, t = 0; kh < g.kh; ++kh) {
+        const int64_t ih = oh * g.sh + kh * g.dh - g.ph;
+        for (int64_t kw = 0; kw < g.kw; ++kw, ++t) {
+          const int64_t iw = ow * g.sw + kw * g.dw - g.pw;
+          if (ih < 0 || ih >= g.h || iw < 0 || iw >= g.w) continue;
+          off[size_t(t * kPix + j)] = int32_t(ih * g.w + iw);
+          valid[size_t(t * kPix + j)] = -1;
+        }
+      }
+      if (++ow == g.ow) ow = 0, ++oh;
+    }
+    for (int64_t t = 0; t < taps; ++t)
+      for (int64_t v = 0; v < 4; ++v) {
+        const int32_t* o = off.data() + t * kPix + 8 * v;
+        const int32_t* ok = valid.data() + t * kPix + 8 * v;
+        bool d = true;
+        for (int j = 0; j < 8 && d; ++j) d = ok[j] != 0 && o[j] == o[0] + j;
+        dense[size_t(t * 4 + v)] = d;
+      }
+  }
+};
+
+// 8 pixels' values of one im2col row, quantised: clamp(round_half_even(v * inv), -127, 127) as the scalar
+// definition (a masked-off lane reads nothing and gives 0).
+WFN_INL3 __m256i quantize8(const float* plane, const int32_t* off, const int32_t* valid, bool dense, __m256 inv) {
+  __m256 v;
+  if (dense) {
+    v = _mm256_loadu_ps(plane + off[0]);
+  } else {
+    const __m256i idx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(off));
+    const __m256 m = _mm256_castsi256_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(valid)));
+    v = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), plane, idx, m, 4);
+  }
+  const __m256 r = _mm256_round_ps(_mm256_mul_ps(v, inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  return _mm256_cvtps_epi32(_mm256_min_ps(_mm256_set1_ps(127.f), _mm256_max_ps(_mm256_set1_ps(-127.f), r)));
+}
+
+// One im2col row (channel plane, tap t) of the block's 32 pixels as 32 int8 in pixel order: the packs
+// interleave 128-bit lanes, one vpermd restores the order.
+WFN_INL3 __m256i quantize_row(const float* plane, const TapMap& tm, int64_t t, const __m256 (&inv)[4]) {
+  const int32_t* off = tm.off.data() + t * kPix;
+  const int32_t* valid = tm.valid.data() + t * kPix;
+  const uint8_t* dense = tm.dense.data() + t * 4;
+  const __m256i a = quantize8(plane, off, valid, dense[0], inv[0]);
+  const __m256i b = quantize8(plane, off + 8, valid + 8, dense[1], inv[1]);
+  const __m256i c = quantize8(plane, off + 16, valid + 16, dense[2], inv[2]);
+  const __m256i d = quantize8(plane, off + 24, valid + 24, dense[3], inv[3]);
+  const __m256i ab = _mm256_packs_epi32(a, b), cd = _mm256_packs_epi32(c, d);
+  return _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, cd), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+// Rows a..d (32 int8 pixels each) -> four ymm of (a, b, c, d) byte quads per pixel (lane order above).
+WFN_INL3 void interleave4(__m256i a, __m256i b, __m256i c, __m256i d, int8_t* out) {
+  const __m256i ab_lo = _mm256_unpacklo_epi8(a, b), ab_hi = _mm256_unpackhi_epi8(a, b);
+  const __m256i cd_lo = _mm256_unpacklo_epi8(c, d), cd_hi = _mm256_unpackhi_epi8(c, d);
+  __m256i* o = reinterpret_cast<__m256i*>(out);
+  _mm256_storeu_si256(o, _mm256_unpacklo_epi16(ab_lo, cd_lo));
+  _mm256_storeu_si256(o + 1, _mm256_unpackhi_epi16(ab_lo, cd_lo));
+  _mm256_storeu_si256(o + 2, _mm256_unpacklo_epi16(ab_hi, cd_hi));
+  _mm256_storeu_si256(o + 3, _mm256_unpackhi_epi16(ab_hi, cd_hi));
+}
+
+// The block's quantised im2col rows, quad by quad, into act (K / 4 quads of 4 x 32 bytes).
+void gather_block(const Int8ConvArgs& a, const float* image, const TapMap& tm, const float* inv, int64_t width,
+                  int64_t kq, int8_t* act) {
+  const ConvGeom& g = a.g;
+  const int64_t taps = g.kh * g.kw, plane = g.h * g.w;
+  __m256 iv[4];
+  for (int v = 0; v < 4; ++v) iv[v] = _mm256_maskload_ps(inv + 8 * v, lanes(width - 8 * v));
+  int64_t c = 0, t = 0;  // channel and tap of im2col row 4 q + r
+  for (int64_t q = 0; q < kq; ++q) {
+    __m256i rows[4];
+    for (int r = 0; r < 4; ++r) {
+      if (4 * q + r >= a.k) {
+        rows[r] = _mm256_setzero_si256();
+        continue;
+      }
+      rows[r] = quantize_row(image + c * plane, tm, t, iv);
+      if (++t == taps) t = 0, ++c;
+    }
+    interleave4(rows[0], rows[1], rows[2], rows[3], act + q * 4 * kPix);
+  }
+}
+
+// acc += the four-byte dot products of w (4 signed weights, broadcast) and x (8 pixels' quads), exactly.
+WFN_INL3 __m256i dot4(__m256i acc, __m256i absw, __m256i w, __m256i x) {
+  const __m256i p16 = _mm256_maddubs_epi16(absw, _mm256_sign_epi8(x, w));
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+}
+
+// y for one output row of the rescale: count (<= 8) consecutive pixels from y / s.
+WFN_INL3 void rescale8(__m256i acc, const float* s, bool has_bias, float bias, float* y, int64_t count) {
+  if (count <= 0) return;
+  const __m256i m = lanes(count);
+  const __m256 sv = count >= 8 ? _mm256_loadu_ps(s) : _mm256_maskload_ps(s, m);
+  __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), sv);
+  if (has_bias) v = _mm256_add_ps(v, _mm256_set1_ps(bias));
+  if (count >= 8) _mm256_storeu_ps(y, v);
+  else _mm256_maskstore_ps(y, m, v);
+}
+
+// MR weight rows n0 .. n0 + MR - 1 against half h of the task's block (vectors 2 h, 2 h + 1 of each quad:
+// pixels 8 h .. 8 h + 7 and 16 + 8 h .. 16 + 8 h + 7), rescaled into y. Accumulators as two arrays.
+template <int MR>
+__attribute__((noinline)) void product_rows(const Int8ConvArgs& a, const int8_t* act, int64_t kq, int64_t n0,
+                                            int64_t bi, int64_t p0, int64_t width, int h) {
+  __m256i a0[MR], a1[MR];
+  const int32_t *wrow[MR], *arow[MR];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) {
+    wrow[r] = reinterpret_cast<const int32_t*>(a.w + (n0 + r) * a.kp);
+    arow[r] = reinterpret_cast<const int32_t*>(a.w + (a.n + n0 + r) * a.kp);
+    a0[r] = a1[r] = _mm256_setzero_si256();
+  }
+  const int8_t* aq = act + 64 * h;
+  for (int64_t q = 0; q < kq; ++q, aq += 4 * kPix) {
+    const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(aq));
+    const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(aq + 32));
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      const __m256i w = _mm256_set1_epi32(wrow[r][q]);
+      const __m256i absw = _mm256_set1_epi32(arow[r][q]);
+      a0[r] = dot4(a0[r], absw, w, x0);
+      a1[r] = dot4(a1[r], absw, w, x1);
+    }
+  }
+  const int64_t l = a.g.oh * a.g.ow;
+  const float* s = a.s + bi * l + p0;
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) {
+    float* y = a.y + (bi * a.n + n0 + r) * l + p0;
+    const bool has_bias = a.bias != nullptr;
+    const float bias = has_bias ? a.bias[n0 + r] : 0.f;
+    const int64_t lo = 8 * h, hi = 16 + 8 * h;
+    rescale8(_mm256_permute2x128_si256(a0[r], a1[r], 0x20), s + lo, has_bias, bias, y + lo,
+             std::min<int64_t>(8, width - lo));
+    rescale8(_mm256_permute2x128_si256(a0[r], a1[r], 0x31), s + hi, has_bias, bias, y + hi,
+             std::min<int64_t>(8, width - hi));
+  }
+}
+
+void product_block(const Int8ConvArgs& a, const int8_t* act, int64_t kq, int64_t r0, int64_t r1, int64_t bi,
+                   int64_t p0, int64_t width) {
+  for (int h = 0; h < 2 && 8 * h < width; ++h) {
+    int64_t n0 = r0;
+    for (; n0 + kRows <= r1; n0 += kRows) product_rows<kRows>(a, act, kq, n0, bi, p0, width, h);
+    switch (r1 - n0) {
+      case 1: product_rows<1>(a, act, kq, n0, bi, p0, width, h); break;
+      case 2: product_rows<2>(a, act, kq, n0, bi, p0, width, h); break;
+      case 3: product_rows<3>(a, act, kq, n0, bi, p0, width, h); break;
+      default: break;
+    }
+  }
+}
+
+}  // namespace
+
+void int8_abs_rows_avx2(const int8_t* w, int64_t len, uint8_t* out) {
+  int64_t i = 0;
+  for (; i + 32 <= len; i += 32)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i),
+                        _mm256_abs_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i))));
+  for (; i < len; ++i) out[i] = uint8_t(w[i] < 0 ? -int(w[i]) : int(w[i]));
+}
+
+void int8_conv_avx2(const Int8ConvArgs& a) {
+  const ConvGeom& g = a.g;
+  const int64_t l = g.oh * g.ow, blocks = (l + kPix - 1) / kPix, kq = a.kp / 4, tiles = a.batch * blocks;
+  // Few pixel blocks (batch 1, late layers) would leave threads idle: then the weight rows are split too,
+  // each part quantising its own copy of the block.
+  const int64_t threads = at::get_num_threads();
+  const int64_t max_parts = std::max<int64_t>(1, a.n / (4 * kRows));
+  const int64_t parts =
+      threads == 1 || tiles >= 2 * threads ? 1 : std::min(max_parts, (2 * threads + tiles - 1) / tiles);
+  const int64_t rows_per_part = (a.n / parts + kRows - 1) / kRows * kRows;
+  at::parallel_for(0, tiles * parts, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<int8_t> act_buf(size_t(kq * 4 * kPix) + 64);
+    int8_t* act = act_buf.data();
+    TapMap tm;
+    for (int64_t task = lo; task < hi; ++task) {
+      const int64_t tile = task / parts, part = task % parts;
+      const int64_t bi = tile / blocks, p0 = (tile % blocks) * kPix, width = std::min(kPix, l - p0);
+      const int64_t r0 = part * rows_per_part, r1 = std::min(a.n, r0 + rows_per_part);
+      if (r0 >= r1) continue;
+      tm.build(g, p0, width);
+      gather_block(a, a.x + bi * g.c * g.h * g.w, tm, a.inv + bi * l + p0, width, kq, act);
+      product_block(a, act, kq, r0, r1, bi, p0, width);
+    }
+  });
+}
+
+}  // namespace wfn
+
+#pragma GCC pop_options
