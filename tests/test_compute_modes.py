@@ -133,13 +133,15 @@ def test_int8_conv_nonfinite_pixels_give_nan(level, int_gemm, width, rng):
 
 @needs_ext
 @pytest.mark.parametrize("geom", [(3, 13, 9, 11, 9, 3, 1, 1, 1), (2, 7, 12, 40, 5, 3, 3, 2, 2),
-                                  (1, 4, 9, 9, 2, 2, 2, 0, 1), (1, 9, 3, 3, 70, 1, 1, 0, 1)])
+                                  (1, 4, 9, 9, 2, 2, 2, 0, 1), (1, 9, 3, 3, 70, 1, 1, 0, 1),
+                                  (2, 3, 21, 45, 6, 7, 2, 3, 1), (1, 2, 17, 70, 5, 3, 1, 1, 1)])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_int8_conv_extreme_products_exact(level, int_gemm, geom, threads, rng):
     """Weights -128 and 127 against activations quantised to +-127 (every input +-1, so each pixel's scale
     maps them to the range's ends): the largest byte-pair sums any product meets (2 * 128 * 127 on the AVX2
     kernel's vpmaddubsw of |w| and sign(w) x), K not a multiple of 4, odd channel counts, stride 3 with
-    dilation 2, pixel blocks across output rows and images, and work split across threads."""
+    dilation 2, pixel blocks across output rows and images, rows long enough for the AVX2 kernel's plain
+    (stride 1) and paired (stride 2) loads beside its gathers, and work split across threads."""
     b, c, h, w_, o, kk, st, p, d = geom
     k = c * kk * kk
     table = torch.tensor([-128, 127, -128, 127] * 4, dtype=torch.int16)

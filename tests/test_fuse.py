@@ -78,9 +78,20 @@ def test_fused_model_matches_unfused(mode, channels_last, rng):
 @needs_ext
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("geom", [(2, 64, 7, 6, 70, 3, 1, 1), (1, 3, 15, 15, 16, 7, 2, 3), (2, 5, 8, 8, 9, 1, 2, 0)])
-def test_int8_conv_post_bit_exact(level, layout, geom, rng):
-    """The epilogue (multiply, add, ReLU) in the NHWC kernel and as separate passes elsewhere equals the
-    reference bit for bit, NaN pixels included, at every dispatch level."""
+@pytest.mark.parametrize("avx2_kernel", [0, 1])
+def test_int8_conv_post_bit_exact(level, layout, geom, avx2_kernel, rng):
+    """The epilogue (multiply, add, ReLU) in the NHWC kernel, in the AVX2 conv kernel and as separate passes
+    elsewhere equals the reference bit for bit, NaN pixels included, at every dispatch level."""
+    if avx2_kernel and level != "avx2":
+        pytest.skip("the AVX2 conv kernel runs at the avx2 level only")
+    before = torch.ops.wfn_cpu.set_avx2_int8_conv(avx2_kernel)
+    try:
+        _check_post_bit_exact(layout, geom, rng)
+    finally:
+        torch.ops.wfn_cpu.set_avx2_int8_conv(before)
+
+
+def _check_post_bit_exact(layout, geom, rng):
     b, c, h, w_, o, kk, s, p = geom
     cb = Codebook.from_values(VALUES)
     iw = int8_ops.integer_weights(cb.values, c * kk * kk)

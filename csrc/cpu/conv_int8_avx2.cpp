@@ -14,7 +14,8 @@
 //     vpmaddwd with ones into int32. Exact: a byte pair sums to at most 2 * 128 * 127 < 2^15, so the int16
 //     step never saturates, for every int8 weight including -128 (|w| = 128 as an unsigned byte).
 //  3. Rescale: y = float(acc) * s[pixel] + bias, two roundings as the reference (this file is compiled
-//     without FMA, so nothing is contracted), stored straight into y[b, n, p0 ..].
+//     without FMA, so nothing is contracted), then the optional folded-BatchNorm affine and ReLU, stored
+//     straight into y[b, n, p0 ..].
 // The interleave's unpacks work within 128-bit lanes: vector j holds pixels 4 j .. 4 j + 3 in its low lane
 // and 16 + 4 j .. 16 + 4 j + 3 in its high one, so vectors (2 h, 2 h + 1) hold pixels 8 h .. 8 h + 7 and
 // 16 + 8 h .. 16 + 8 h + 7, put back in order by one vperm2i128 each.
@@ -49,45 +50,65 @@ WFN_INL3 __m256i lanes(int64_t n) {
 // j] = -1 where it lies inside the image and the pixel inside the block (else 0: the gather reads nothing
 // and the value is 0, as the zero padding).
 // dense[t * 4 + v] = 1 where vector v's 8 pixels read 8 consecutive elements, all inside (a stride-1 run
-// within one output row): one plain load instead of the gather.
+// within one output row): one plain load instead of the gather; 2 where they read every second element
+// of 16 that lie inside the plane (a stride-2 run): two loads and a shuffle.
 struct TapMap {
   std::vector<int32_t> off, valid;
   std::vector<uint8_t> dense;
-  void build(const ConvGeom& g, int64_t p0, int64_t width) {
+  int64_t p0 = -1, width = -1;  // the block it was built for (blocks at the same p0 of other images share it)
+  // Separable: a pixel's offset for tap (kh, kw) is its base (ih0 * W + iw0) plus kh * dh * W + kw * dw, and
+  // it is inside where ih0 + kh * dh and iw0 + kw * dw both are; so per tap one add and one AND over the 32
+  // lanes (loops the compiler vectorises), no branch per (pixel, tap).
+  void build(const ConvGeom& g, int64_t block_p0, int64_t block_width) {
+    if (block_p0 == p0 && block_width == width) return;
+    p0 = block_p0, width = block_width;
     const int64_t taps = g.kh * g.kw;
-    off.assign(size_t(taps * kPix), 0);
-    valid.assign(size_t(taps * kPix), 0);
-    dense.assign(size_t(taps * 4), 0);
+    off.resize(size_t(taps * kPix));
+    valid.resize(size_t(taps * kPix));
+    dense.resize(size_t(taps * 4));
+    int32_t base[kPix], ih0[kPix], iw0[kPix], inblock[kPix];
+    bool run[4];  // vector v's 8 pixels: all in the block, one output row, consecutive columns
     int64_t oh = p0 / g.ow, ow = p0 % g.ow;
-    for (int64_t j = 0; j < width; ++j) {
-      for (int64_t kh = 0, t = 0; kh < g.kh; ++kh) {
-        const int64_t ih = oh * g.sh + kh * g.dh - g.ph;
-        for (int64_t kw = 0; kw < g.kw; ++kw, ++t) {
-          const int64_t iw = ow * g.sw + kw * g.dw - g.pw;
-          if (ih < 0 || ih >= g.h || iw < 0 || iw >= g.w) continue;
-          off[size_t(t * kPix + j)] = int32_t(ih * g.w + iw);
-          valid[size_t(t * kPix + j)] = -1;
-        }
-      }
+    for (int64_t j = 0; j < kPix; ++j) {
+      ih0[j] = int32_t(oh * g.sh - g.ph);
+      iw0[j] = int32_t(ow * g.sw - g.pw);
+      base[j] = int32_t(ih0[j] * g.w + iw0[j]);
+      inblock[j] = j < width ? -1 : 0;
+      if (j % 8 == 0) run[j / 8] = j + 8 <= width && ow + 8 <= g.ow;
       if (++ow == g.ow) ow = 0, ++oh;
     }
-    for (int64_t t = 0; t < taps; ++t)
-      for (int64_t v = 0; v < 4; ++v) {
-        const int32_t* o = off.data() + t * kPix + 8 * v;
-        const int32_t* ok = valid.data() + t * kPix + 8 * v;
-        bool d = true;
-        for (int j = 0; j < 8 && d; ++j) d = ok[j] != 0 && o[j] == o[0] + j;
-        dense[size_t(t * 4 + v)] = d;
+    const int32_t h = int32_t(g.h), w = int32_t(g.w), hw = int32_t(g.h * g.w);
+    for (int64_t kh = 0, t = 0; kh < g.kh; ++kh) {
+      const int32_t dh = int32_t(kh * g.dh);
+      int32_t rowok[kPix];
+      for (int j = 0; j < kPix; ++j) rowok[j] = inblock[j] & -int32_t(uint32_t(ih0[j] + dh) < uint32_t(h));
+      for (int64_t kw = 0; kw < g.kw; ++kw, ++t) {
+        const int32_t dw = int32_t(kw * g.dw), shift = dh * w + dw;
+        int32_t* o = off.data() + t * kPix;
+        int32_t* ok = valid.data() + t * kPix;
+        for (int j = 0; j < kPix; ++j) {
+          o[j] = base[j] + shift;
+          ok[j] = rowok[j] & -int32_t(uint32_t(iw0[j] + dw) < uint32_t(w));
+        }
+        for (int v = 0; v < 4; ++v) {
+          bool all = run[v];
+          for (int j = 8 * v; j < 8 * v + 8; ++j) all = all && ok[j] != 0;
+          dense[size_t(t * 4 + v)] = !all ? 0 : g.sw == 1 ? 1 : g.sw == 2 && o[8 * v] + 16 <= hw ? 2 : 0;
+        }
       }
+    }
   }
 };
 
 // 8 pixels' values of one im2col row, quantised: clamp(round_half_even(v * inv), -127, 127) as the scalar
 // definition (a masked-off lane reads nothing and gives 0).
-WFN_INL3 __m256i quantize8(const float* plane, const int32_t* off, const int32_t* valid, bool dense, __m256 inv) {
+WFN_INL3 __m256i quantize8(const float* plane, const int32_t* off, const int32_t* valid, int dense, __m256 inv) {
   __m256 v;
-  if (dense) {
+  if (dense == 1) {
     v = _mm256_loadu_ps(plane + off[0]);
+  } else if (dense == 2) {  // elements 0, 2, .., 14 of 16: per lane evens of (lo, hi), then lanes in order
+    const __m256 lo = _mm256_loadu_ps(plane + off[0]), hi = _mm256_loadu_ps(plane + off[0] + 8);
+    v = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0x88)), 0xd8));
   } else {
     const __m256i idx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(off));
     const __m256 m = _mm256_castsi256_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(valid)));
@@ -150,13 +171,22 @@ WFN_INL3 __m256i dot4(__m256i acc, __m256i absw, __m256i w, __m256i x) {
   return _mm256_add_epi32(acc, _mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
 }
 
-// y for one output row of the rescale: count (<= 8) consecutive pixels from y / s.
-WFN_INL3 void rescale8(__m256i acc, const float* s, bool has_bias, float bias, float* y, int64_t count) {
+// One output channel's rescale and epilogue constants.
+struct Post {
+  bool bias, affine, relu;
+  float b, scale, shift;
+};
+
+// count (<= 8) consecutive pixels of one output channel: y = float(acc) * s (+ bias), then the optional
+// affine (multiply, add) and ReLU (max(0, NaN) is NaN: vmaxps returns its second operand), each rounded.
+WFN_INL3 void rescale8(__m256i acc, const float* s, const Post& p, float* y, int64_t count) {
   if (count <= 0) return;
   const __m256i m = lanes(count);
   const __m256 sv = count >= 8 ? _mm256_loadu_ps(s) : _mm256_maskload_ps(s, m);
   __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), sv);
-  if (has_bias) v = _mm256_add_ps(v, _mm256_set1_ps(bias));
+  if (p.bias) v = _mm256_add_ps(v, _mm256_set1_ps(p.b));
+  if (p.affine) v = _mm256_add_ps(_mm256_mul_ps(v, _mm256_set1_ps(p.scale)), _mm256_set1_ps(p.shift));
+  if (p.relu) v = _mm256_max_ps(_mm256_setzero_ps(), v);
   if (count >= 8) _mm256_storeu_ps(y, v);
   else _mm256_maskstore_ps(y, m, v);
 }
@@ -191,13 +221,12 @@ __attribute__((noinline)) void product_rows(const Int8ConvArgs& a, const int8_t*
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) {
     float* y = a.y + (bi * a.n + n0 + r) * l + p0;
-    const bool has_bias = a.bias != nullptr;
-    const float bias = has_bias ? a.bias[n0 + r] : 0.f;
+    const int64_t o = n0 + r;
+    const Post post{a.bias != nullptr, a.post_scale != nullptr, a.relu, a.bias != nullptr ? a.bias[o] : 0.f,
+                    a.post_scale != nullptr ? a.post_scale[o] : 1.f, a.post_shift != nullptr ? a.post_shift[o] : 0.f};
     const int64_t lo = 8 * h, hi = 16 + 8 * h;
-    rescale8(_mm256_permute2x128_si256(a0[r], a1[r], 0x20), s + lo, has_bias, bias, y + lo,
-             std::min<int64_t>(8, width - lo));
-    rescale8(_mm256_permute2x128_si256(a0[r], a1[r], 0x31), s + hi, has_bias, bias, y + hi,
-             std::min<int64_t>(8, width - hi));
+    rescale8(_mm256_permute2x128_si256(a0[r], a1[r], 0x20), s + lo, post, y + lo, std::min<int64_t>(8, width - lo));
+    rescale8(_mm256_permute2x128_si256(a0[r], a1[r], 0x31), s + hi, post, y + hi, std::min<int64_t>(8, width - hi));
   }
 }
 
@@ -240,8 +269,8 @@ void int8_conv_avx2(const Int8ConvArgs& a) {
     int8_t* act = act_buf.data();
     TapMap tm;
     for (int64_t task = lo; task < hi; ++task) {
-      const int64_t tile = task / parts, part = task % parts;
-      const int64_t bi = tile / blocks, p0 = (tile % blocks) * kPix, width = std::min(kPix, l - p0);
+      const int64_t tile = task / parts, part = task % parts;  // block-major: one map serves every image
+      const int64_t bi = tile % a.batch, p0 = (tile / a.batch) * kPix, width = std::min(kPix, l - p0);
       const int64_t r0 = part * rows_per_part, r1 = std::min(a.n, r0 + rows_per_part);
       if (r0 >= r1) continue;
       tm.build(g, p0, width);

@@ -186,10 +186,16 @@ struct Int8ConvArgs {
   const float* s;        // (B * OH * OW) scale * step per output pixel; NaN where its inputs are not finite
   const float* bias;     // (n) or nullptr
   float* y;
+  // optional epilogue, int8_conv_avx2 only (as Int8ConvNhwcArgs): y = y * post_scale[n] + post_shift[n],
+  // then max(y, 0) with relu
+  const float* post_scale = nullptr;
+  const float* post_shift = nullptr;
+  bool relu = false;
 };
 void int8_conv_vnni(const Int8ConvArgs& a);
 // The same conv on AVX2 without int8 dot-product instructions (conv_int8_avx2.cpp): signed activations and
-// vpmaddubsw(|w|, sign(w) x), so comp is unused; the same integers and rescale, bit for bit.
+// vpmaddubsw(|w|, sign(w) x), so comp is unused; the same integers and rescale, bit for bit. a.w holds the n
+// rows, then their absolute values (n rows of unsigned bytes, int8_abs_rows_avx2).
 void int8_conv_avx2(const Int8ConvArgs& a);
 // out[i] = |w[i]| as an unsigned byte (|-128| = 128), i < len.
 void int8_abs_rows_avx2(const int8_t* w, int64_t len, uint8_t* out);

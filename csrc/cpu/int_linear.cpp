@@ -615,7 +615,9 @@ at::Tensor int8_conv_nhwc(const at::Tensor& x, const ConvGeom& g, const at::Tens
 // input into q (K, B * L) int8 (no fp32 im2col block exists), and each decoded weight tile W (rows, K) gives
 // y_int (rows, B * L) = at::_int_mm(W, q) (or AMX-INT8 tiles), rescaled straight into the NCHW output.
 at::Tensor int8_conv_columns(const at::Tensor& x, const ConvGeom& g, const at::Tensor& packed, const IntTable& t,
-                             int bits, int64_t k, double step, const at::Tensor& bias, const int64_t (&out_hw)[2]) {
+                             int bits, int64_t k, double step, const at::Tensor& bias, const int64_t (&out_hw)[2],
+                             const ConvPost& post, bool* post_done) {
+  *post_done = false;
   const int64_t batch = x.size(0), l = g.oh * g.ow, n = packed.size(0), ml = batch * l;
   const Isa isa = int_isa();
   const bool simd = active_isa() != Isa::Scalar;
@@ -650,7 +652,11 @@ at::Tensor int8_conv_columns(const at::Tensor& x, const ConvGeom& g, const at::T
       for (int64_t r = lo; r < hi; ++r) std::memset(w + r * kp + k, 0, size_t(kp - k));
       int8_abs_rows_avx2(w + lo * kp, (hi - lo) * kp, reinterpret_cast<uint8_t*>(w + (n + lo) * kp));
     });
-    int8_conv_avx2({src, g, batch, w, nullptr, n, k, kp, inv.data(), s.data(), bptr, yd});
+    Int8ConvArgs args{src, g, batch, w, nullptr, n, k, kp, inv.data(), s.data(), bptr, yd};
+    if (post.scale.defined()) args.post_scale = post.scale.data_ptr<float>(), args.post_shift = post.shift.data_ptr<float>();
+    args.relu = post.relu;
+    int8_conv_avx2(args);
+    *post_done = true;
     return y;
   }
   at::Tensor q = at::empty({k, ml}, x.options().dtype(at::kChar));
@@ -837,7 +843,9 @@ at::Tensor int8_conv2d_impl(const at::Tensor& x, const at::Tensor& packed, const
   }
   const at::Tensor xf = x.to(at::kFloat).contiguous();
   if (k >= 2 && (!conv_rows_on_gemv(k) || use_avx2_conv(int_isa(), t.narrow))) {
-    return finish(int8_conv_columns(xf, g, packed.contiguous(), t, int(bits), k, step, b, out_hw));
+    bool post_done = false;
+    at::Tensor y = int8_conv_columns(xf, g, packed.contiguous(), t, int(bits), k, step, b, out_hw, post, &post_done);
+    return post_done ? y.to(x.scalar_type()).contiguous(fmt) : finish(y);
   }
   // GEMM view: one row per output pixel, (c, kh, kw)-major like the flattened weight rows
   const at::Tensor cols = at::im2col(xf, {weight_shape[2], weight_shape[3]}, dilation, padding, stride);  // (B, K, L)
