@@ -164,6 +164,23 @@ def test_int8_conv_extreme_products_exact(level, int_gemm, geom, threads, rng):
 
 
 @needs_ext
+@pytest.mark.parametrize("geom", [(3, 13, 9, 11, 9, 3, 1, 1), (2, 16, 10, 12, 24, 3, 2, 1), (1, 8, 4, 4, 8, 1, 1, 0)])
+def test_int8_conv_channels_last_matches_nchw(level, int_gemm, geom, rng):
+    """A channels_last input gives the NCHW result bit for bit, in channels_last memory: on the AVX2 kernel
+    through its own NHWC <-> NCHW transposes (8 x 8 blocks and the tails of both dimensions)."""
+    b, c, h, w_, o, kk, st, p = geom
+    cb = order0_codebook()
+    iw = int8_ops.integer_weights(cb.values, c * kk * kk)
+    packed = pack_codes(torch.randint(0, len(cb), (o, c * kk * kk), generator=rng), 4)
+    x = torch.randn(b, c, h, w_, generator=rng)
+    args = (packed, iw.table, 4, (o, c, kk, kk), iw.step, torch.randn(o, generator=rng), st, p)
+    y = int8_ops.int8_conv2d(x, *args, backend="extension")
+    y_cl = int8_ops.int8_conv2d(x.contiguous(memory_format=torch.channels_last), *args, backend="extension")
+    assert y_cl.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(y_cl, y) and torch.equal(y, int8_ops.int8_conv2d(x, *args, backend="reference"))
+
+
+@needs_ext
 def test_int8_nonfinite_rows_give_nan(rng):
     table = int_table(4, False, rng)
     _, packed = codes_for(6, 40, 4, rng)

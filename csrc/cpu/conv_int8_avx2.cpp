@@ -246,6 +246,40 @@ void product_block(const Int8ConvArgs& a, const int8_t* act, int64_t kq, int64_t
 
 }  // namespace
 
+void transpose_batched_avx2(const float* src, float* dst, int64_t batch, int64_t rows, int64_t cols) {
+  const int64_t rb = (rows + 7) / 8;
+  at::parallel_for(0, batch * rb, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t task = lo; task < hi; ++task) {
+      const int64_t b = task / rb, r0 = (task % rb) * 8, nr = std::min<int64_t>(8, rows - r0);
+      const float* s = src + (b * rows + r0) * cols;
+      float* d = dst + b * rows * cols + r0;
+      int64_t c0 = 0;
+      if (nr == 8) {
+        for (; c0 + 8 <= cols; c0 += 8) {  // rows r0.. x cols c0..: unpack pairs, quads, then 128-bit lanes
+          __m256 v[8], t[8];
+          for (int i = 0; i < 8; ++i) v[i] = _mm256_loadu_ps(s + i * cols + c0);
+          for (int i = 0; i < 8; i += 2) {
+            t[i] = _mm256_unpacklo_ps(v[i], v[i + 1]);
+            t[i + 1] = _mm256_unpackhi_ps(v[i], v[i + 1]);
+          }
+          for (int i = 0; i < 8; i += 4) {
+            v[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+            v[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);
+            v[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+            v[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);
+          }
+          for (int i = 0; i < 4; ++i) {
+            _mm256_storeu_ps(d + (c0 + i) * rows, _mm256_permute2f128_ps(v[i], v[i + 4], 0x20));
+            _mm256_storeu_ps(d + (c0 + i + 4) * rows, _mm256_permute2f128_ps(v[i], v[i + 4], 0x31));
+          }
+        }
+      }
+      for (; c0 < cols; ++c0)
+        for (int64_t i = 0; i < nr; ++i) d[c0 * rows + i] = s[i * cols + c0];
+    }
+  });
+}
+
 void int8_abs_rows_avx2(const int8_t* w, int64_t len, uint8_t* out) {
   int64_t i = 0;
   for (; i + 32 <= len; i += 32)

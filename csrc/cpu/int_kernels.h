@@ -197,6 +197,9 @@ void int8_conv_vnni(const Int8ConvArgs& a);
 // vpmaddubsw(|w|, sign(w) x), so comp is unused; the same integers and rescale, bit for bit. a.w holds the n
 // rows, then their absolute values (n rows of unsigned bytes, int8_abs_rows_avx2).
 void int8_conv_avx2(const Int8ConvArgs& a);
+// dst[b][j][i] = src[b][i][j] for (rows x cols) float matrices, b < batch: NHWC <-> NCHW for the AVX2 conv
+// kernel (8 x 8 register transposes, parallel over batch and row blocks).
+void transpose_batched_avx2(const float* src, float* dst, int64_t batch, int64_t rows, int64_t cols);
 // out[i] = |w[i]| as an unsigned byte (|-128| = 128), i < len.
 void int8_abs_rows_avx2(const int8_t* w, int64_t len, uint8_t* out);
 

@@ -841,6 +841,19 @@ at::Tensor int8_conv2d_impl(const at::Tensor& x, const at::Tensor& packed, const
     const at::Tensor xl = x.to(at::kFloat).contiguous(at::MemoryFormat::ChannelsLast);
     return int8_conv_nhwc(xl, g, packed.contiguous(), t, int(bits), k, step, b, out_hw, post).to(x.scalar_type());
   }
+  if (fmt == at::MemoryFormat::ChannelsLast && k >= 2 && use_avx2_conv(int_isa(), t.narrow)) {
+    // the AVX2 kernel reads and writes NCHW: both layout changes by its own 8 x 8 transposes, which are
+    // several times faster than torch's strided copies (bench/results/conv_int8_zen3.md)
+    const at::Tensor xl = x.to(at::kFloat).contiguous(at::MemoryFormat::ChannelsLast);
+    at::Tensor xn = at::empty(xl.sizes(), xl.options().memory_format(at::MemoryFormat::Contiguous));
+    transpose_batched_avx2(xl.data_ptr<float>(), xn.data_ptr<float>(), batch, x.size(2) * x.size(3), x.size(1));
+    bool post_done = false;
+    at::Tensor y = int8_conv_columns(xn, g, packed.contiguous(), t, int(bits), k, step, b, out_hw, post, &post_done);
+    if (!post_done) post.apply(y);
+    at::Tensor yl = at::empty(y.sizes(), y.options().memory_format(at::MemoryFormat::ChannelsLast));
+    transpose_batched_avx2(y.data_ptr<float>(), yl.data_ptr<float>(), batch, n, pixels);
+    return yl.to(x.scalar_type());
+  }
   const at::Tensor xf = x.to(at::kFloat).contiguous();
   if (k >= 2 && (!conv_rows_on_gemv(k) || use_avx2_conv(int_isa(), t.narrow))) {
     bool post_done = false;
