@@ -559,6 +559,15 @@ def test_module_direct_call_equals_front_end(mode, rng):
 
 
 @needs_ext
+def test_avx2_int8_conv_setting_checks_its_mode():
+    with pytest.raises(RuntimeError, match="set_avx2_int8_conv: mode must be -1 \\(default\\), 0 \\(off\\) or 1 "
+                                           "\\(on\\), got -2"):
+        torch.ops.wfn_cpu.set_avx2_int8_conv(-2)
+    before = torch.ops.wfn_cpu.set_avx2_int8_conv(1)
+    assert torch.ops.wfn_cpu.set_avx2_int8_conv(before) == 1
+
+
+@needs_ext
 def test_fp32_int_gemm_setting_checks_its_mode():
     with pytest.raises(RuntimeError, match="mode must be -1 \\(default\\), 0 \\(off\\) or 1 \\(on\\), got 2"):
         torch.ops.wfn_cpu.set_fp32_int_gemm(2)

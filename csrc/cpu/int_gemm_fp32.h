@@ -7,7 +7,7 @@
 
 namespace wfn {
 
-// Whether the large-M int8 products (linear from int_gemm_min_m, every int8 conv off the AVX-512 kernels)
+// Whether the large-M int8 products (linear from int_gemm_min_m, int8 convs off the AVX-512 and AVX2 kernels)
 // run on the fp32 GEMM instead of at::_int_mm: by default where the CPU has neither VNNI (AVX-512 VNNI or
 // AVX-VNNI) nor AMX-INT8; torch.ops.wfn_cpu.set_fp32_int_gemm(mode) forces it (1 on, 0 off, -1 default).
 bool use_fp32_int_gemm();

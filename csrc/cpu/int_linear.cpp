@@ -437,6 +437,7 @@ void int_product(Isa isa, bool gemv, const QRows& q, const XLayout& l, int64_t m
 // on it. Convs with a long K run it on their im2col rows (one row per output pixel, the quantisation's own
 // unit): ResNet-18's layer4 3x3 at batch 8, 27.8 ms against 34.0 on the fp32 GEMM of quantised columns;
 // with K <= 2304 the columns were level or far ahead (conv1, K=147: 69 against 209 ms; bench/conv_int8.py).
+// Both now serve only wide (int16) tables there: narrow ones take the AVX2 conv kernel (use_avx2_conv).
 bool conv_rows_on_gemv(int64_t k) { return int_isa() == Isa::Avx2 && use_fp32_int_gemm() && k >= 4096; }
 
 // K = 1 stays on the GEMV: at::_int_mm returns wrong values for K = 1 on CPU (torch 2.13, checked by

@@ -69,8 +69,8 @@ def cpu_compute_note(mode: str) -> str:
     if _C is None or not hasattr(torch.ops.wfn_cpu, "fp32_int_gemm"):
         return ""
     if mode == "int8" and torch.ops.wfn_cpu.fp32_int_gemm():
-        return ("this CPU has no int8 dot-product instructions (VNNI / AMX-INT8): large products run exactly "
-                "on the fp32 GEMM, so the int8 mode is not faster than the float mode here")
+        return ("this CPU has no int8 dot-product instructions (VNNI / AMX-INT8): int8 convs and linear layers "
+                "run AVX2 vpmaddubsw kernels, which gain less over the float mode than on CPUs with VNNI")
     if mode == "bf16" and torch.ops.wfn_cpu.bf16_capability().startswith("fp32 kernels"):
         return ("this CPU has no bf16 arithmetic: the bf16 mode rounds activations to bf16 and runs the fp32 "
                 "kernels (same speed as the float mode)")
