@@ -291,13 +291,8 @@ void int8_abs_rows_avx2(const int8_t* w, int64_t len, uint8_t* out) {
 void int8_conv_avx2(const Int8ConvArgs& a) {
   const ConvGeom& g = a.g;
   const int64_t l = g.oh * g.ow, blocks = (l + kPix - 1) / kPix, kq = a.kp / 4, tiles = a.batch * blocks;
-  // Few pixel blocks (batch 1, late layers) would leave threads idle: then the weight rows are split too,
-  // each part quantising its own copy of the block.
-  const int64_t threads = at::get_num_threads();
-  const int64_t max_parts = std::max<int64_t>(1, a.n / (4 * kRows));
-  const int64_t parts =
-      threads == 1 || tiles >= 2 * threads ? 1 : std::min(max_parts, (2 * threads + tiles - 1) / tiles);
-  const int64_t rows_per_part = (a.n / parts + kRows - 1) / kRows * kRows;
+  const ConvWorkSplit split = conv_work_split(tiles, a.n, kRows, at::get_num_threads());
+  const int64_t parts = split.parts, rows_per_part = split.rows_per_part;
   at::parallel_for(0, tiles * parts, 1, [&](int64_t lo, int64_t hi) {
     std::vector<int8_t> act_buf(size_t(kq * 4 * kPix) + 64);
     int8_t* act = act_buf.data();

@@ -160,6 +160,20 @@ struct ConvGeom {
   int64_t c, h, w, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw;
 };
 
+// How the fused NCHW int8 convs (AVX-512 VNNI, AVX2) share out their work: tasks of (pixel tile, part of the
+// weight rows). With fewer than 2 tiles per thread (batch 1, late layers: one 7x7 image is one or two tiles)
+// the rows are split too, each part quantising its own copy of the tile; a part holds whole micro-kernel
+// calls (multiples of rows_step rows).
+struct ConvWorkSplit {
+  int64_t parts, rows_per_part;
+};
+inline ConvWorkSplit conv_work_split(int64_t tiles, int64_t n, int64_t rows_step, int64_t threads) {
+  const int64_t max_parts = std::max<int64_t>(1, n / (4 * rows_step));
+  const int64_t parts =
+      threads == 1 || tiles >= 2 * threads ? 1 : std::min(max_parts, (2 * threads + tiles - 1) / tiles);
+  return {parts, (n / parts + rows_step - 1) / rows_step * rows_step};
+}
+
 // Output pixels ow0 + j, j in [jlo, jhi), of kernel column b read input column base + j * sw inside [0, w).
 struct ConvSpan {
   int64_t base, jlo, jhi;
