@@ -119,11 +119,13 @@ def test_dominance_needs_accuracy_unique_and_entropy_all_at_once():
 
 
 def test_targets_report_met_and_missed_from_the_numbers():
-    gs = [_g("wfn", 89.8, 10, 2.9, 0.01, "small-resnet"), _g("apot4", 89.9, 60, 4.0, model="small-resnet")]
+    gs = [_g("wfn", 89.8, 10, 2.9, 0.01, "small-resnet"), _g("apot4", 89.9, 60, 4.0, model="small-resnet"),
+          _g("wfn", 89.0, 20, 3.0, 0.01, "small-cnn"), _g("uniform4", 88.5, 900, 9.0, model="small-cnn")]
     rows = "\n".join(curve_report.targets(gs))
     assert "drop <= 0.3 points | 0.20 ± 0.00 over seeds [0] | yes" in rows
     assert "APoT-4 / WFN = 6.0x" in rows and "APoT-4 / WFN = 1.38x" in rows and "| no |" in rows
-    assert "no WFN point dominates it" in rows  # apot4 is more accurate
+    assert "dominates apot4 on small-resnet | no WFN point dominates it" in rows  # apot4 is more accurate
+    assert "dominates uniform4 on small-cnn | dominated by δ = 0.01 " in rows  # every model is checked
 
 
 def test_bad_input_names_the_flag(tmp_path):

@@ -115,7 +115,8 @@ def _find(groups, model, method, delta=None):
 
 
 def targets(groups: list[dict], model: str = "small-resnet") -> list[str]:
-    """The issue's targets on ``model`` (parameter set ``all``), each with what was measured."""
+    """The issue's targets on ``model`` (parameter set ``all``), each with what was measured; dominance of the
+    baselines is reported for every model that has points, ``model`` first."""
     w, a = _find(groups, model, "wfn", 0.01), _find(groups, model, "apot4")
     rows = ["| target | measured | met |", "|---|---|---|"]
 
@@ -143,13 +144,13 @@ def targets(groups: list[dict], model: str = "small-resnet") -> list[str]:
         add("entropy <= 1/1.5 of APoT 4-bit's (same set)", f"APoT-4 / WFN = {re_:.2f}x "
             f"({a['entropy_bits:all']:.3f} / {w['entropy_bits:all']:.3f} bits); on `weights` only {re_w:.2f}x",
             re_ >= 1.5)
-    for d in dominance(groups):
-        if d["model"] == model:
-            add(f"the WFN curve dominates {d['method']}", ("dominated by δ = " + ", ".join(f"{x:g}" for x in
-                d["dominated_by"]) if d["dominated_by"] else "no WFN point dominates it")
-                + f" (seeds {d['seeds']}; top-1 WFN vs {d['method']}: "
-                + ", ".join(f"δ={x:g} {wa:.2f} vs {ba:.2f} %" for x, wa, ba in d["accuracy_pairs"]) + ")",
-                bool(d["dominated_by"]))
+    for d in sorted(dominance(groups), key=lambda d: (d["model"] != model, d["model"])):  # every model's
+        won = ", ".join(f"{x:g}" for x in d["dominated_by"])
+        add(f"the WFN curve dominates {d['method']} on {d['model']}",
+            (f"dominated by δ = {won}" if won else "no WFN point dominates it")
+            + f" (seeds {d['seeds']}; top-1 WFN vs {d['method']}: "
+            + ", ".join(f"δ={x:g} {wa:.2f} vs {ba:.2f} %" for x, wa, ba in d["accuracy_pairs"]) + ")",
+            bool(d["dominated_by"]))
     small = [g for g in groups if g["method"] == "wfn" and g["drop"] <= 0.5]
     best = min(small, key=lambda g: g["unique_nonzero:all"], default=None)
     add("moonshot: <= 16 unique values within 0.5 points (any model)",
