@@ -45,40 +45,50 @@ struct Dec {
   }
 };
 
+// One 32-byte block of R rows (src) against MT activation rows.
+template <int BITS, int R, int MT>
+WFN_INL2 void block_dot(const Dec<BITS>& dec, const uint8_t* const (&src)[R], const int8_t* xb, int64_t xstride,
+                        __m256i (&acc)[MT][R]) {
+  constexpr int P = Dec<BITS>::kPhases;
+  __m256i v[R];
+  for (int j = 0; j < R; ++j) v[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src[j]));
+#pragma GCC unroll 4
+  for (int p = 0; p < P; ++p) {
+    __m256i w[R];
+    for (int j = 0; j < R; ++j) w[j] = dec.get(v[j], src[j], p);
+    for (int i = 0; i < MT; ++i) {
+      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb + i * xstride + p * 32));
+      for (int j = 0; j < R; ++j) acc[i][j] = dot_s8(acc[i][j], w[j], xv);
+    }
+  }
+}
+
+// Full blocks in a branch-free loop, then the last partial block from a zero-padded copy (never reading past
+// a row).
 template <int BITS, int R, int MT>
 void tile(const Dec<BITS>& dec, const IntGemvArgs& a, int64_t r, int64_t m0) {
-  constexpr int P = Dec<BITS>::kPhases;
-  constexpr int64_t kElems = 32 * P;
+  constexpr int64_t kElems = 32 * Dec<BITS>::kPhases;
   __m256i acc[MT][R];
   for (int i = 0; i < MT; ++i)
     for (int j = 0; j < R; ++j) acc[i][j] = _mm256_setzero_si256();
   const uint8_t* rows[R];
   for (int j = 0; j < R; ++j) rows[j] = a.packed + (r + j) * a.row_bytes;
   const int8_t* x = a.x + m0 * a.xstride;
-  const int64_t nblk = (a.row_bytes + 31) / 32;
-  alignas(32) uint8_t pad[R][32];
-  for (int64_t b = 0; b < nblk; ++b) {
+  const int64_t nfull = a.row_bytes / 32, tail = a.row_bytes % 32;
+  for (int64_t b = 0; b < nfull; ++b) {
     const uint8_t* src[R];
-    __m256i v[R];
+    for (int j = 0; j < R; ++j) src[j] = rows[j] + 32 * b;
+    block_dot<BITS, R, MT>(dec, src, x + b * kElems, a.xstride, acc);
+  }
+  if (tail) {
+    alignas(32) uint8_t pad[R][32];
+    const uint8_t* src[R];
     for (int j = 0; j < R; ++j) {
-      src[j] = rows[j] + 32 * b;
-      if (32 * (b + 1) > a.row_bytes) {  // last partial block: copy, zero padded (never read past the row)
-        std::memset(pad[j], 0, 32);
-        std::memcpy(pad[j], src[j], size_t(a.row_bytes - 32 * b));
-        src[j] = pad[j];
-      }
-      v[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src[j]));
+      std::memset(pad[j], 0, 32);
+      std::memcpy(pad[j], rows[j] + 32 * nfull, size_t(tail));
+      src[j] = pad[j];
     }
-    const int8_t* xb = x + b * kElems;
-#pragma GCC unroll 4
-    for (int p = 0; p < P; ++p) {
-      __m256i w[R];
-      for (int j = 0; j < R; ++j) w[j] = dec.get(v[j], src[j], p);
-      for (int i = 0; i < MT; ++i) {
-        const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb + i * a.xstride + p * 32));
-        for (int j = 0; j < R; ++j) acc[i][j] = dot_s8(acc[i][j], w[j], xv);
-      }
-    }
+    block_dot<BITS, R, MT>(dec, src, x + nfull * kElems, a.xstride, acc);
   }
   for (int i = 0; i < MT; ++i)
     for (int j = 0; j < R; ++j) {
