@@ -97,6 +97,23 @@ def test_integer_product_small_and_extreme(level, int_path, bits, k, rng):
 
 
 @pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("k", [1, 63, 130, 500])
+@pytest.mark.parametrize("m", [1, 3])
+def test_integer_product_extreme_int16_weights(level, int_path, bits, k, m, rng):
+    """int16 tables at both ends of their range (-32768 and 32639) and entries whose low byte has its top bit
+    set, against x at +-127 in random signs: every byte of the wide kernels' two-LUT decode and sign extension."""
+    table = torch.tensor([-32768, 32639, -129, 255, -256, 383, 1, -1] * 2, dtype=torch.int16)[: 1 << bits]
+    if bits == 8:
+        table = torch.cat([table, torch.randint(-32768, 32640, (256 - table.numel(),), generator=rng)]).to(torch.int16)
+    codes, packed = codes_for(7, k, bits, rng)
+    xq = (torch.randint(0, 2, (m, k), generator=rng) * 254 - 127).to(torch.int8)
+    y = int8_ops.int_linear(xq, packed, table, bits, k, backend="extension")
+    ref = int8_ops.int_linear_reference(xq, packed, table, bits, k)
+    assert torch.equal(y, ref)
+    assert torch.equal(ref.long(), xq.long() @ table.long()[codes].t())
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
 @pytest.mark.parametrize("wide", [False, True], ids=["int8w", "int16w"])
 @pytest.mark.parametrize("m", [1, 5, 40])
 def test_int8_linear_matches_reference_bit_for_bit(level, int_path, bits, wide, m, rng):

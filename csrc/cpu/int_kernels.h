@@ -15,10 +15,13 @@
 //  * AVX2: vpshufb (16 entries per 128-bit lane) decodes 32 codes; the product is vpmaddubsw on |w|
 //    (uint8 <= 128) and sign(w) * x (int8), exact because |pair sum| <= 2 * 128 * 127 < 2^15, then
 //    vpmaddwd into int32. 8-bit codes are decoded through a scalar table into a 32-byte buffer.
-//  * int16 weights (a layer whose values span more than 8 bits of steps): decoded to int16 per chunk,
-//    vpmaddwd (AVX-512BW / AVX2) with sign-extended x; natural order.
+//  * int16 weights (a layer whose values span more than 8 bits of steps), 2/4-bit codes, both SIMD levels:
+//    the AVX2 kernel looks up each weight's low and high byte with two vpshufb, joins them with
+//    vpunpck{l,h}bw and multiplies with vpmaddwd against x sign-extended by the same unpacks (32-byte
+//    blocks). 8-bit codes: decoded to int16 per chunk, vpmaddwd (AVX-512BW / AVX2), natural order.
 // Block of bb code bytes (bb = 64 AVX-512, 32 AVX2; E = 8 / bits codes per byte): activation element
-// b * E + p of the block sits at position p * bb + b; scalar and int16 paths read x in natural order.
+// b * E + p of the block sits at position p * bb + b (the int16 LUT kernel: bb = 32 at both levels); the
+// scalar and 8-bit int16 paths read x in natural order.
 #pragma once
 #include <ATen/ATen.h>
 

@@ -43,31 +43,73 @@ struct Dec {
                                          _mm256_set1_epi8(char((1 << BITS) - 1)));
     return _mm256_shuffle_epi8(lut, idx);
   }
-};
-
-// One 32-byte block of R rows (src) against MT activation rows.
-template <int BITS, int R, int MT>
-WFN_INL2 void block_dot(const Dec<BITS>& dec, const uint8_t* const (&src)[R], const int8_t* xb, int64_t xstride,
-                        __m256i (&acc)[MT][R]) {
-  constexpr int P = Dec<BITS>::kPhases;
-  __m256i v[R];
-  for (int j = 0; j < R; ++j) v[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src[j]));
+  // One 32-byte block of R rows (src) against MT activation rows (xb: the block's x, block/phase order).
+  template <int R, int MT>
+  WFN_INL2 void block(const uint8_t* const (&src)[R], const int8_t* xb, int64_t xstride, __m256i (&acc)[MT][R]) const {
+    __m256i v[R];
+    for (int j = 0; j < R; ++j) v[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src[j]));
 #pragma GCC unroll 4
-  for (int p = 0; p < P; ++p) {
-    __m256i w[R];
-    for (int j = 0; j < R; ++j) w[j] = dec.get(v[j], src[j], p);
-    for (int i = 0; i < MT; ++i) {
-      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb + i * xstride + p * 32));
-      for (int j = 0; j < R; ++j) acc[i][j] = dot_s8(acc[i][j], w[j], xv);
+    for (int p = 0; p < kPhases; ++p) {
+      __m256i w[R];
+      for (int j = 0; j < R; ++j) w[j] = get(v[j], src[j], p);
+      for (int i = 0; i < MT; ++i) {
+        const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb + i * xstride + p * 32));
+        for (int j = 0; j < R; ++j) acc[i][j] = dot_s8(acc[i][j], w[j], xv);
+      }
     }
   }
-}
+};
+
+// Wide (int16) tables with 2/4-bit codes, x in the same block/phase order as the narrow kernel. Two vpshufb
+// LUTs give each weight's low and high byte and vpunpck{l,h}bw joins them into int16 words; within each
+// 128-bit lane that puts code bytes {0..7, 16..23} in one vector and {8..15, 24..31} in the other, and the
+// same unpacks of x with its sign mask line the activations up with them for vpmaddwd. Exact: |x| <= 127,
+// |w| <= 32767, and the front end bounds the int32 sum.
+template <int BITS>
+struct WideDec {
+  static constexpr int kPhases = 8 / BITS;
+  __m256i lo, hi;
+  explicit WideDec(const int16_t* table) {
+    alignas(32) uint8_t l[32], h[32];
+    for (int j = 0; j < 32; ++j) {
+      const uint16_t v = uint16_t(table[(j & 15) & ((1 << BITS) - 1)]);
+      l[j] = uint8_t(v & 0xff);
+      h[j] = uint8_t(v >> 8);
+    }
+    lo = _mm256_load_si256(reinterpret_cast<const __m256i*>(l));
+    hi = _mm256_load_si256(reinterpret_cast<const __m256i*>(h));
+  }
+  template <int R, int MT>
+  WFN_INL2 void block(const uint8_t* const (&src)[R], const int8_t* xb, int64_t xstride, __m256i (&acc)[MT][R]) const {
+    const __m256i mask = _mm256_set1_epi8(char((1 << BITS) - 1)), zero = _mm256_setzero_si256();
+    __m256i v[R];
+    for (int j = 0; j < R; ++j) v[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src[j]));
+#pragma GCC unroll 4
+    for (int p = 0; p < kPhases; ++p) {
+      __m256i xa[MT], xb2[MT];
+      for (int i = 0; i < MT; ++i) {
+        const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb + i * xstride + p * 32));
+        const __m256i sgn = _mm256_cmpgt_epi8(zero, xv);
+        xa[i] = _mm256_unpacklo_epi8(xv, sgn);
+        xb2[i] = _mm256_unpackhi_epi8(xv, sgn);
+      }
+      for (int j = 0; j < R; ++j) {
+        const __m256i idx = _mm256_and_si256(p == 0 ? v[j] : _mm256_srli_epi16(v[j], p * BITS), mask);
+        const __m256i l = _mm256_shuffle_epi8(lo, idx), h = _mm256_shuffle_epi8(hi, idx);
+        const __m256i wa = _mm256_unpacklo_epi8(l, h), wb = _mm256_unpackhi_epi8(l, h);
+        for (int i = 0; i < MT; ++i)
+          acc[i][j] = _mm256_add_epi32(acc[i][j], _mm256_add_epi32(_mm256_madd_epi16(wa, xa[i]),
+                                                                   _mm256_madd_epi16(wb, xb2[i])));
+      }
+    }
+  }
+};
 
 // Full blocks in a branch-free loop, then the last partial block from a zero-padded copy (never reading past
 // a row).
-template <int BITS, int R, int MT>
-void tile(const Dec<BITS>& dec, const IntGemvArgs& a, int64_t r, int64_t m0) {
-  constexpr int64_t kElems = 32 * Dec<BITS>::kPhases;
+template <class D, int R, int MT>
+void tile(const D& dec, const IntGemvArgs& a, int64_t r, int64_t m0) {
+  constexpr int64_t kElems = 32 * D::kPhases;
   __m256i acc[MT][R];
   for (int i = 0; i < MT; ++i)
     for (int j = 0; j < R; ++j) acc[i][j] = _mm256_setzero_si256();
@@ -78,7 +120,7 @@ void tile(const Dec<BITS>& dec, const IntGemvArgs& a, int64_t r, int64_t m0) {
   for (int64_t b = 0; b < nfull; ++b) {
     const uint8_t* src[R];
     for (int j = 0; j < R; ++j) src[j] = rows[j] + 32 * b;
-    block_dot<BITS, R, MT>(dec, src, x + b * kElems, a.xstride, acc);
+    dec.template block<R, MT>(src, x + b * kElems, a.xstride, acc);
   }
   if (tail) {
     alignas(32) uint8_t pad[R][32];
@@ -88,7 +130,7 @@ void tile(const Dec<BITS>& dec, const IntGemvArgs& a, int64_t r, int64_t m0) {
       std::memcpy(pad[j], rows[j] + 32 * nfull, size_t(tail));
       src[j] = pad[j];
     }
-    block_dot<BITS, R, MT>(dec, src, x + nfull * kElems, a.xstride, acc);
+    dec.template block<R, MT>(src, x + nfull * kElems, a.xstride, acc);
   }
   for (int i = 0; i < MT; ++i)
     for (int j = 0; j < R; ++j) {
@@ -100,13 +142,13 @@ void tile(const Dec<BITS>& dec, const IntGemvArgs& a, int64_t r, int64_t m0) {
     }
 }
 
-template <int BITS, int R>
-void tile_m(const Dec<BITS>& dec, const IntGemvArgs& a, int64_t r, int64_t m0, int64_t mt) {
+template <class D, int R>
+void tile_m(const D& dec, const IntGemvArgs& a, int64_t r, int64_t m0, int64_t mt) {
   switch (mt) {
-    case 1: tile<BITS, R, 1>(dec, a, r, m0); break;
-    case 2: tile<BITS, R, 2>(dec, a, r, m0); break;
-    case 3: tile<BITS, R, 3>(dec, a, r, m0); break;
-    default: tile<BITS, R, 4>(dec, a, r, m0); break;
+    case 1: tile<D, R, 1>(dec, a, r, m0); break;
+    case 2: tile<D, R, 2>(dec, a, r, m0); break;
+    case 3: tile<D, R, 3>(dec, a, r, m0); break;
+    default: tile<D, R, 4>(dec, a, r, m0); break;
   }
 }
 
@@ -115,16 +157,16 @@ void tile_m(const Dec<BITS>& dec, const IntGemvArgs& a, int64_t r, int64_t m0, i
 // a single row takes R = 4 (more rows share each x load). Zen 3, N=4096, K=14336, 4-bit, 1 thread, the
 // same build alternated by process: M = 1: R = 4 2.25-2.48 ms, R = 2 2.84-3.07, R = 1 2.70-3.05; M = 16:
 // R = 2 17.1-17.8 ms, R = 4 18.2-23.0; M = 256: R = 2 263-269 ms, R = 4 283-290.
-template <int BITS, int R>
-void narrow_rows_r(const Dec<BITS>& dec, const IntGemvArgs& a, int64_t r0, int64_t r1) {
+template <class D, int R>
+void rows_r(const D& dec, const IntGemvArgs& a, int64_t r0, int64_t r1) {
   const int64_t rc = std::max<int64_t>(R, (int64_t(128) << 10) / std::max<int64_t>(a.row_bytes, 1) / R * R);
   for (int64_t c0 = r0; c0 < r1; c0 += rc) {
     const int64_t c1 = std::min(r1, c0 + rc);
     for (int64_t m0 = 0; m0 < a.m; m0 += 4) {
       const int64_t mt = std::min<int64_t>(4, a.m - m0);
       int64_t r = c0;
-      for (; r + R <= c1; r += R) tile_m<BITS, R>(dec, a, r, m0, mt);
-      for (; r < c1; ++r) tile_m<BITS, 1>(dec, a, r, m0, mt);
+      for (; r + R <= c1; r += R) tile_m<D, R>(dec, a, r, m0, mt);
+      for (; r < c1; ++r) tile_m<D, 1>(dec, a, r, m0, mt);
     }
   }
 }
@@ -134,8 +176,15 @@ void narrow_rows(const IntGemvArgs& a, int64_t r0, int64_t r1) {
   alignas(32) int8_t t8[256];
   for (int e = 0; e < 256; ++e) t8[e] = int8_t(a.table[e]);
   const Dec<BITS> dec(t8);
-  if (a.m == 1) narrow_rows_r<BITS, 4>(dec, a, r0, r1);
-  else narrow_rows_r<BITS, 2>(dec, a, r0, r1);
+  if (a.m == 1) rows_r<Dec<BITS>, 4>(dec, a, r0, r1);
+  else rows_r<Dec<BITS>, 2>(dec, a, r0, r1);
+}
+
+template <int BITS>
+void wide_rows_lut(const IntGemvArgs& a, int64_t r0, int64_t r1) {
+  const WideDec<BITS> dec(a.table);
+  if (a.m == 1) rows_r<WideDec<BITS>, 4>(dec, a, r0, r1);
+  else rows_r<WideDec<BITS>, 2>(dec, a, r0, r1);
 }
 
 void wide_rows(const IntGemvArgs& a, int64_t r0, int64_t r1) {
@@ -185,7 +234,9 @@ WFN_INL2 __m256i pack32(__m256i a, __m256i b, __m256i c, __m256i d) {
 }  // namespace
 
 void int_gemv_rows_avx2(const IntGemvArgs& a, int64_t r0, int64_t r1) {
-  if (!a.narrow) wide_rows(a, r0, r1);
+  if (!a.narrow && a.bits == 2) wide_rows_lut<2>(a, r0, r1);
+  else if (!a.narrow && a.bits == 4) wide_rows_lut<4>(a, r0, r1);
+  else if (!a.narrow) wide_rows(a, r0, r1);
   else if (a.bits == 2) narrow_rows<2>(a, r0, r1);
   else if (a.bits == 4) narrow_rows<4>(a, r0, r1);
   else narrow_rows<8>(a, r0, r1);
