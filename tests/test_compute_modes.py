@@ -604,6 +604,7 @@ def test_report_says_when_the_cpu_lacks_int8_units():
         report = wk.convert(small_net(cb.values.float()), compute="int8", strict=False)
         note = "note: compute int8 on this CPU: this CPU has no int8 dot-product instructions (VNNI / AMX-INT8)"
         assert note in report.summary()
+        assert "need int16 (values spanning more than 8 bits" in report.summary()  # the slow case named
         assert "int8 mode: this CPU has no int8 dot-product" in wk.available_backends()["extension"]["reason"]
         torch.ops.wfn_cpu.set_fp32_int_gemm(0)
         assert "compute int8 on this CPU" not in report.summary()
