@@ -187,11 +187,12 @@ void wide_rows_lut(const IntGemvArgs& a, int64_t r0, int64_t r1) {
   else rows_r<WideDec<BITS>, 2>(dec, a, r0, r1);
 }
 
+template <int BITS>  // compile-time code width: the decode below divides by 8 / BITS
 void wide_rows(const IntGemvArgs& a, int64_t r0, int64_t r1) {
   constexpr int64_t kChunk = 512;
   alignas(32) int16_t w[kChunk];
-  const int per = 8 / a.bits;
-  const unsigned mask = (1u << a.bits) - 1u;
+  constexpr int per = 8 / BITS;
+  constexpr unsigned mask = (1u << BITS) - 1u;
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* row = a.packed + r * a.row_bytes;
     for (int64_t i = 0; i < a.m; ++i) a.y[i * a.ldy + r] = 0;
@@ -199,7 +200,7 @@ void wide_rows(const IntGemvArgs& a, int64_t r0, int64_t r1) {
       const int64_t n = std::min(kChunk, a.k - c0), nv = (n + 15) / 16 * 16;
       for (int64_t e = 0; e < n; ++e) {
         const int64_t el = c0 + e;
-        w[e] = a.table[(row[el / per] >> ((el % per) * a.bits)) & mask];
+        w[e] = a.table[(row[el / per] >> ((el % per) * BITS)) & mask];
       }
       for (int64_t e = n; e < nv; ++e) w[e] = 0;
       for (int64_t i = 0; i < a.m; ++i) {
@@ -236,7 +237,7 @@ WFN_INL2 __m256i pack32(__m256i a, __m256i b, __m256i c, __m256i d) {
 void int_gemv_rows_avx2(const IntGemvArgs& a, int64_t r0, int64_t r1) {
   if (!a.narrow && a.bits == 2) wide_rows_lut<2>(a, r0, r1);
   else if (!a.narrow && a.bits == 4) wide_rows_lut<4>(a, r0, r1);
-  else if (!a.narrow) wide_rows(a, r0, r1);
+  else if (!a.narrow) wide_rows<8>(a, r0, r1);
   else if (a.bits == 2) narrow_rows<2>(a, r0, r1);
   else if (a.bits == 4) narrow_rows<4>(a, r0, r1);
   else narrow_rows<8>(a, r0, r1);

@@ -324,11 +324,12 @@ void narrow_rows(const IntGemvArgs& a, int64_t r0, int64_t r1) {
 }
 
 // int16 weights: decode 512-element chunks of a row to int16, vpmaddwd with sign-extended activations.
+template <int BITS>  // compile-time code width: the decode below divides by 8 / BITS
 void wide_rows(const IntGemvArgs& a, int64_t r0, int64_t r1) {
   constexpr int64_t kChunk = 512;
   alignas(64) int16_t w[kChunk];
-  const int per = 8 / a.bits;
-  const unsigned mask = (1u << a.bits) - 1u;
+  constexpr int per = 8 / BITS;
+  constexpr unsigned mask = (1u << BITS) - 1u;
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* row = a.packed + r * a.row_bytes;
     for (int64_t i = 0; i < a.m; ++i) a.y[i * a.ldy + r] = 0;
@@ -336,7 +337,7 @@ void wide_rows(const IntGemvArgs& a, int64_t r0, int64_t r1) {
       const int64_t n = std::min(kChunk, a.k - c0), nv = (n + 31) / 32 * 32;
       for (int64_t e = 0; e < n; ++e) {
         const int64_t el = c0 + e;
-        w[e] = a.table[(row[el / per] >> ((el % per) * a.bits)) & mask];
+        w[e] = a.table[(row[el / per] >> ((el % per) * BITS)) & mask];
       }
       for (int64_t e = n; e < nv; ++e) w[e] = 0;
       for (int64_t i = 0; i < a.m; ++i) {
@@ -355,7 +356,9 @@ void wide_rows(const IntGemvArgs& a, int64_t r0, int64_t r1) {
 }  // namespace
 
 void int_gemv_rows_avx512(const IntGemvArgs& a, int64_t r0, int64_t r1) {
-  if (!a.narrow) wide_rows(a, r0, r1);
+  if (!a.narrow && a.bits == 2) wide_rows<2>(a, r0, r1);
+  else if (!a.narrow && a.bits == 4) wide_rows<4>(a, r0, r1);
+  else if (!a.narrow) wide_rows<8>(a, r0, r1);
   else if (a.bits == 2) narrow_rows<2>(a, r0, r1);
   else if (a.bits == 4) narrow_rows<4>(a, r0, r1);
   else narrow_rows<8>(a, r0, r1);
