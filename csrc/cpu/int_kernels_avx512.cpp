@@ -356,12 +356,16 @@ void wide_rows(const IntGemvArgs& a, int64_t r0, int64_t r1) {
 }  // namespace
 
 void int_gemv_rows_avx512(const IntGemvArgs& a, int64_t r0, int64_t r1) {
-  if (!a.narrow && a.bits == 2) wide_rows<2>(a, r0, r1);
-  else if (!a.narrow && a.bits == 4) wide_rows<4>(a, r0, r1);
-  else if (!a.narrow) wide_rows<8>(a, r0, r1);
-  else if (a.bits == 2) narrow_rows<2>(a, r0, r1);
-  else if (a.bits == 4) narrow_rows<4>(a, r0, r1);
-  else narrow_rows<8>(a, r0, r1);
+  if (!a.narrow) {  // 2/4-bit wide tables take the AVX2 LUT kernel (int_linear.cpp, wide_lut_gemv)
+    TORCH_CHECK(a.bits == 8, "int_gemv_rows_avx512: wide tables need 8-bit codes here, got ", a.bits);
+    wide_rows<8>(a, r0, r1);
+  } else if (a.bits == 2) {
+    narrow_rows<2>(a, r0, r1);
+  } else if (a.bits == 4) {
+    narrow_rows<4>(a, r0, r1);
+  } else {
+    narrow_rows<8>(a, r0, r1);
+  }
 }
 
 }  // namespace wfn

@@ -199,10 +199,11 @@ XLayout x_layout(Isa isa, bool gemv, bool narrow, int bits, int64_t row_bytes, i
     l.stride = (k + 63) / 64 * 64;
     return l;
   }
-  // block/phase order: narrow tables at the SIMD levels, and wide ones with 2/4-bit codes, which take the
-  // AVX2 LUT kernel at both SIMD levels (wide_lut_gemv); the 8-bit wide paths read x in natural order
-  if (gemv && isa != Isa::Scalar && (narrow || bits != 8)) {
-    l.bb = isa == Isa::Avx512 && narrow ? 64 : 32;
+  // block/phase order: narrow tables at the SIMD levels, and the wide ones of the AVX2 LUT kernel
+  // (wide_lut_gemv, 32-byte blocks at both levels); the other wide paths read x in natural order
+  const bool lut = wide_lut_gemv(isa, narrow, bits);
+  if (gemv && isa != Isa::Scalar && (narrow || lut)) {
+    l.bb = isa == Isa::Avx512 && !lut ? 64 : 32;
     l.e = 8 / bits;
     l.stride = (row_bytes + l.bb - 1) / l.bb * l.bb * l.e;
   } else {
