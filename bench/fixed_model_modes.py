@@ -33,7 +33,10 @@ def main() -> None:
     if args.batch < 1 or args.repeats < 1:
         ap.error(f"--batch and --repeats must be >= 1, got {args.batch}, {args.repeats}")
     torch.set_num_threads(1)
-    _, meta, tensors = read_safetensors(args.model, kind="wfn-model", what="model file")
+    try:
+        _, meta, tensors = read_safetensors(args.model, kind="wfn-model", what="model file")
+    except (OSError, ValueError) as e:  # missing, damaged, or not a model `wfn fix` wrote
+        ap.error(str(e))
     base = models.build(meta["wfn_model"])
     base.load_state_dict(tensors)
     base.eval()

@@ -8,8 +8,8 @@ N=4096, K=14336, 1 thread, interleaved medians; one markdown row per M.
 
 from __future__ import annotations
 
+import argparse
 import subprocess
-import sys
 import warnings
 
 import torch
@@ -54,4 +54,9 @@ def main(ms: list[int]) -> None:
 
 
 if __name__ == "__main__":
-    main([int(a) for a in sys.argv[1:]] or [1, 16])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("m", type=int, nargs="*", default=[1, 16], help="batch sizes M (default 1 16)")
+    ms = ap.parse_args().m
+    if min(ms) < 1:
+        ap.error(f"every M must be >= 1, got {ms}")
+    main(ms)

@@ -49,6 +49,21 @@ def test_runner_rejects_bad_arguments_before_work(tmp_path):
     assert proc.returncode != 0 and "is not writable" in proc.stderr
 
 
+def test_int16_and_fixed_model_benches_reject_bad_arguments():
+    """bench/int8_wide.py and bench/fixed_model_modes.py name the bad argument before any work."""
+    def bench(script, *args):
+        return subprocess.run([sys.executable, str(ROOT / "bench" / script), *args], capture_output=True,
+                              text=True, cwd=ROOT, timeout=300)
+    proc = bench("int8_wide.py", "1", "0")
+    assert proc.returncode == 2 and "every M must be >= 1, got [1, 0]" in proc.stderr, proc.stderr
+    proc = bench("int8_wide.py", "one")
+    assert proc.returncode == 2 and "invalid int value: 'one'" in proc.stderr, proc.stderr
+    proc = bench("fixed_model_modes.py", "--batch", "0")
+    assert proc.returncode == 2 and "--batch and --repeats must be >= 1, got 0, 9" in proc.stderr, proc.stderr
+    proc = bench("fixed_model_modes.py", "/nonexistent/model.safetensors")
+    assert proc.returncode == 2 and "model file /nonexistent/model.safetensors does not exist" in proc.stderr
+
+
 def test_runner_compute_mode_rows(tmp_path):
     """The compute-mode section end to end on small shapes: every peer and mode timed in one round robin,
     errors and memory recorded, the targets table written (its full-shape targets then 'not measured')."""
