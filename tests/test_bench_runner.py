@@ -59,7 +59,9 @@ def test_int16_and_fixed_model_benches_reject_bad_arguments():
     proc = bench("int8_wide.py", "one")
     assert proc.returncode == 2 and "invalid int value: 'one'" in proc.stderr, proc.stderr
     proc = bench("fixed_model_modes.py", "--batch", "0")
-    assert proc.returncode == 2 and "--batch and --repeats must be >= 1, got 0, 9" in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and "--batch, --repeats and --threads must be >= 1, got 0, 9, 1" in proc.stderr, proc.stderr
+    proc = bench("fixed_model_modes.py", "--threads", "0")
+    assert proc.returncode == 2 and "got 256, 9, 0" in proc.stderr, proc.stderr
     proc = bench("fixed_model_modes.py", "/nonexistent/model.safetensors")
     assert proc.returncode == 2 and "model file /nonexistent/model.safetensors does not exist" in proc.stderr
 

@@ -29,15 +29,16 @@ def int_path(request):
     torch.ops.wfn_cpu.set_fp32_int_gemm(before)
 
 
-@pytest.fixture(params=["int8-gemm", "fp32-gemm", "avx2-kernel"])
+@pytest.fixture(params=["int8-gemm", "fp32-gemm", "avx2-kernel", "avx2-kernel16"])
 def int_gemm(request, level):
     """The int8 conv's product on oneDNN's int8 GEMM or on the exact fp32 GEMM (and, for a long K at the AVX2
     level, the GEMV on im2col rows), wherever the level does not run the AVX-512 kernels; at the AVX2 level
-    also the fused vpmaddubsw conv kernel (the default there on CPUs without int8 dot-product units)."""
-    if request.param == "avx2-kernel" and level != "avx2":
-        pytest.skip("the AVX2 conv kernel runs at the avx2 level only")
+    also the fused conv kernels (the default there on CPUs without int8 dot-product units): vpmaddubsw for
+    int8 tables and vpmaddwd for int16 ones ("avx2-kernel"), or vpmaddwd for every table ("avx2-kernel16")."""
+    if request.param.startswith("avx2-kernel") and level != "avx2":
+        pytest.skip("the AVX2 conv kernels run at the avx2 level only")
     before = torch.ops.wfn_cpu.set_fp32_int_gemm(1 if request.param == "fp32-gemm" else 0)
-    before_conv = torch.ops.wfn_cpu.set_avx2_int8_conv(1 if request.param == "avx2-kernel" else 0)
+    before_conv = torch.ops.wfn_cpu.set_avx2_int8_conv({"avx2-kernel": 1, "avx2-kernel16": 2}.get(request.param, 0))
     yield request.param
     torch.ops.wfn_cpu.set_fp32_int_gemm(before)
     torch.ops.wfn_cpu.set_avx2_int8_conv(before_conv)
@@ -153,16 +154,22 @@ def test_int8_conv_nonfinite_pixels_give_nan(level, int_gemm, width, rng):
                                   (1, 4, 9, 9, 2, 2, 2, 0, 1), (1, 9, 3, 3, 70, 1, 1, 0, 1),
                                   (2, 3, 21, 45, 6, 7, 2, 3, 1), (1, 2, 17, 70, 5, 3, 1, 1, 1)])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_int8_conv_extreme_products_exact(level, int_gemm, geom, threads, rng):
+@pytest.mark.parametrize("table_kind", ["int8", "int16"])
+def test_int8_conv_extreme_products_exact(level, int_gemm, geom, threads, table_kind, rng):
     """Weights -128 and 127 against activations quantised to +-127 (every input +-1, so each pixel's scale
     maps them to the range's ends): the largest byte-pair sums any product meets (2 * 128 * 127 on the AVX2
     kernel's vpmaddubsw of |w| and sign(w) x), K not a multiple of 4, odd channel counts, stride 3 with
     dilation 2, pixel blocks across output rows and images, rows long enough for the AVX2 kernel's plain
-    (stride 1) and paired (stride 2) loads beside its gathers, and work split across threads."""
+    (stride 1), masked (padding, one or two output rows per vector) and paired (stride 2) loads beside its
+    gathers, and work split across threads. int16: the table's ends (-32768, 32639) and low bytes with their
+    top bit set, through the vpmaddwd kernel's pairs (every K here keeps K * 127 * 32768 below 2^31)."""
     b, c, h, w_, o, kk, st, p, d = geom
     k = c * kk * kk
-    table = torch.tensor([-128, 127, -128, 127] * 4, dtype=torch.int16)
-    table[5], table[6] = -1, 64
+    if table_kind == "int8":
+        table = torch.tensor([-128, 127, -128, 127] * 4, dtype=torch.int16)
+        table[5], table[6] = -1, 64
+    else:
+        table = torch.tensor([-32768, 32639, -129, 255, -256, 383, 1, -1] * 2, dtype=torch.int16)
     codes = torch.randint(0, 16, (o, k), generator=rng)
     packed = pack_codes(codes, 4)
     x = torch.randint(0, 2, (b, c, h, w_), generator=rng).float() * 2 - 1
@@ -211,6 +218,13 @@ def test_int8_nonfinite_rows_give_nan(rng):
 
 def order0_codebook() -> Codebook:
     return Codebook.from_values([0.0] + [s * 2.0 ** e for e in range(-7, 0) for s in (1.0, -1.0)])
+
+
+def wide_codebook() -> Codebook:
+    """16 values whose integer table needs int16 (they span 12 bits of power-of-two steps), as a model fixed
+    with the paper's settings has."""
+    return Codebook.from_values([0.0, 2.0 ** -12, -(2.0 ** -12), 2.0 ** -9 + 2.0 ** -12]
+                                + [s * 2.0 ** e for e in range(-6, 0) for s in (1.0, -1.0)])
 
 
 @pytest.mark.parametrize("m", [1, 3, 16])
@@ -334,10 +348,11 @@ def test_bf16_refuses_inexact_weights():
                                   (2, 3, 21, 19, 7, 3, 1, 1), (2, 1, 6, 6, 4, 1, 1, 0), (1, 5, 7, 75, 6, 3, 1, 1),
                                   (1, 460, 4, 5, 7, 3, 1, 1)])  # K = 4140: the AVX2 GEMV-on-rows path
 def test_conv_modes_match_reference(level, int_gemm, mode, geom, rng):
-    if mode == "bf16" and int_gemm == "fp32-gemm":
+    if mode == "bf16" and int_gemm in ("fp32-gemm", "avx2-kernel16"):
         pytest.skip("the int8 product's setting does not apply to the bf16 mode")
     b, c, h, w_, o, kk, s, p = geom
-    cb = order0_codebook()
+    # the batch-2 geometries of the int8 mode take an int16 table (wide_codebook), the others an int8 one
+    cb = order0_codebook() if mode == "bf16" or geom[0] == 1 else wide_codebook()
     wshape = (o, c, kk, kk)
     codes = torch.randint(0, len(cb), (o, c * kk * kk), generator=rng)
     packed = pack_codes(codes, 4)
@@ -577,11 +592,12 @@ def test_module_direct_call_equals_front_end(mode, rng):
 
 @needs_ext
 def test_avx2_int8_conv_setting_checks_its_mode():
-    with pytest.raises(RuntimeError, match="set_avx2_int8_conv: mode must be -1 \\(default\\), 0 \\(off\\) or 1 "
-                                           "\\(on\\), got -2"):
-        torch.ops.wfn_cpu.set_avx2_int8_conv(-2)
-    before = torch.ops.wfn_cpu.set_avx2_int8_conv(1)
-    assert torch.ops.wfn_cpu.set_avx2_int8_conv(before) == 1
+    for bad in (-2, 3):
+        with pytest.raises(RuntimeError, match="set_avx2_int8_conv: mode must be -1 \\(default\\), 0 \\(off\\), 1 "
+                                               f"\\(on\\) or 2 \\(on, int16 kernel for every table\\), got {bad}"):
+            torch.ops.wfn_cpu.set_avx2_int8_conv(bad)
+    before = torch.ops.wfn_cpu.set_avx2_int8_conv(2)
+    assert torch.ops.wfn_cpu.set_avx2_int8_conv(before) == 2
 
 
 @needs_ext

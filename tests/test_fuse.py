@@ -12,6 +12,7 @@ from wfn_kernels.ops import int8 as int8_ops
 
 needs_ext = pytest.mark.skipif(ops._C is None, reason="extension not built")
 VALUES = [0.0] + [s * 2.0 ** e for e in range(-6, 0) for s in (1.0, -1.0)]
+WIDE_VALUES = [0.0, 2.0 ** -12] + [s * 2.0 ** e for e in range(-6, 0) for s in (1.0, -1.0)]  # int16 table
 
 
 def _randomise_bn(net, seed=0):
@@ -78,22 +79,25 @@ def test_fused_model_matches_unfused(mode, channels_last, rng):
 @needs_ext
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("geom", [(2, 64, 7, 6, 70, 3, 1, 1), (1, 3, 15, 15, 16, 7, 2, 3), (2, 5, 8, 8, 9, 1, 2, 0)])
-@pytest.mark.parametrize("avx2_kernel", [0, 1])
-def test_int8_conv_post_bit_exact(level, layout, geom, avx2_kernel, rng):
-    """The epilogue (multiply, add, ReLU) in the NHWC kernel, in the AVX2 conv kernel and as separate passes
-    elsewhere equals the reference bit for bit, NaN pixels included, at every dispatch level."""
+@pytest.mark.parametrize("avx2_kernel", [0, 1, 2])
+@pytest.mark.parametrize("table", ["int8", "int16"])
+def test_int8_conv_post_bit_exact(level, layout, geom, avx2_kernel, table, rng):
+    """The epilogue (multiply, add, ReLU) in the NHWC kernel, in the AVX2 conv kernels (1: vpmaddubsw for int8
+    tables, vpmaddwd for int16 ones; 2: vpmaddwd for both) and as separate passes elsewhere equals the
+    reference bit for bit, NaN pixels included, at every dispatch level."""
     if avx2_kernel and level != "avx2":
-        pytest.skip("the AVX2 conv kernel runs at the avx2 level only")
+        pytest.skip("the AVX2 conv kernels run at the avx2 level only")
     before = torch.ops.wfn_cpu.set_avx2_int8_conv(avx2_kernel)
     try:
-        _check_post_bit_exact(layout, geom, rng)
+        _check_post_bit_exact(layout, geom, rng, VALUES if table == "int8" else WIDE_VALUES)
     finally:
         torch.ops.wfn_cpu.set_avx2_int8_conv(before)
 
 
-def _check_post_bit_exact(layout, geom, rng):
+def _check_post_bit_exact(layout, geom, rng, values):
     b, c, h, w_, o, kk, s, p = geom
-    cb = Codebook.from_values(VALUES)
+    cb = Codebook.from_values(values)
+    assert int8_ops.integer_weights(cb.values).narrow == (values is VALUES)
     iw = int8_ops.integer_weights(cb.values, c * kk * kk)
     packed = pack_codes(torch.randint(0, len(cb), (o, c * kk * kk), generator=rng), 4)
     x = torch.randn(b, c, h, w_, generator=rng)

@@ -16,6 +16,9 @@
 //  3. Rescale: y = float(acc) * s[pixel] + bias, two roundings as the reference (this file is compiled
 //     without FMA, so nothing is contracted), then the optional folded-BatchNorm affine and ReLU, stored
 //     straight into y[b, n, p0 ..].
+// int16 weights (a layer whose integer table does not fit int8, as in models fixed with the paper's
+// settings) take int16_conv_avx2 below: the same tasks, gather and rescale, activation pairs as int16 and
+// vpmaddwd against a broadcast weight pair, exact without the vpsignb step.
 // The interleave's unpacks work within 128-bit lanes: vector j holds pixels 4 j .. 4 j + 3 in its low lane
 // and 16 + 4 j .. 16 + 4 j + 3 in its high one, so vectors (2 h, 2 h + 1) hold pixels 8 h .. 8 h + 7 and
 // 16 + 8 h .. 16 + 8 h + 7, put back in order by one vperm2i128 each.
@@ -51,7 +54,14 @@ WFN_INL3 __m256i lanes(int64_t n) {
 // and the value is 0, as the zero padding).
 // dense[t * 4 + v] = 1 where vector v's 8 pixels read 8 consecutive elements, all inside (a stride-1 run
 // within one output row): one plain load instead of the gather; 2 where they read every second element
-// of 16 that lie inside the plane (a stride-2 run): two loads and a shuffle.
+// of 16 that lie inside the plane (a stride-2 run): two loads and a shuffle. With stride 1 and some lanes
+// outside (padding, block end): 3 where the block's pixels of the vector lie in one output row (one masked
+// load, vmaskmovps reads nothing where masked), 8 + s where they start a new output row at lane s (two
+// masked loads, lanes < s and >= s, each a run of consecutive elements). Else 0: the gather. On Zen 3 the
+// gathers took half the time of a 16 -> 32 channel 3x3 conv (28 x 28, batch 64); the masked loads took
+// min-of-25 times from 7.7 to 7.2 ms there, 4.1 to 3.3 ms at 32 -> 32 channels on 14 x 14, and 8.6 to 7.9
+// ms at 256 -> 256 on 14 x 14 (batch 4); about 1 % at 56 x 56, where few vectors touch the padding.
+// (The masked lanes' addresses may lie outside the plane; vmaskmovps does not touch them.)
 struct TapMap {
   std::vector<int32_t> off, valid;
   std::vector<uint8_t> dense;
@@ -67,14 +77,16 @@ struct TapMap {
     valid.resize(size_t(taps * kPix));
     dense.resize(size_t(taps * 4));
     int32_t base[kPix], ih0[kPix], iw0[kPix], inblock[kPix];
-    bool run[4];  // vector v's 8 pixels: all in the block, one output row, consecutive columns
+    bool run[4];   // vector v's 8 pixels: all in the block, one output row, consecutive columns
+    int split[4];  // the lane where vector v's block pixels start a new output row (0: none; -1: two rows start)
     int64_t oh = p0 / g.ow, ow = p0 % g.ow;
     for (int64_t j = 0; j < kPix; ++j) {
+      if (j % 8 == 0) run[j / 8] = j + 8 <= width && ow + 8 <= g.ow, split[j / 8] = 0;
+      if (ow == 0 && j % 8 != 0 && j < width) split[j / 8] = split[j / 8] == 0 ? int(j % 8) : -1;
       ih0[j] = int32_t(oh * g.sh - g.ph);
       iw0[j] = int32_t(ow * g.sw - g.pw);
       base[j] = int32_t(ih0[j] * g.w + iw0[j]);
       inblock[j] = j < width ? -1 : 0;
-      if (j % 8 == 0) run[j / 8] = j + 8 <= width && ow + 8 <= g.ow;
       if (++ow == g.ow) ow = 0, ++oh;
     }
     const int32_t h = int32_t(g.h), w = int32_t(g.w), hw = int32_t(g.h * g.w);
@@ -93,7 +105,9 @@ struct TapMap {
         for (int v = 0; v < 4; ++v) {
           bool all = run[v];
           for (int j = 8 * v; j < 8 * v + 8; ++j) all = all && ok[j] != 0;
-          dense[size_t(t * 4 + v)] = !all ? 0 : g.sw == 1 ? 1 : g.sw == 2 && o[8 * v] + 16 <= hw ? 2 : 0;
+          uint8_t d = !all ? 0 : g.sw == 1 ? 1 : g.sw == 2 && o[8 * v] + 16 <= hw ? 2 : 0;
+          if (d == 0 && g.sw == 1 && split[v] >= 0) d = uint8_t(split[v] == 0 ? 3 : 8 + split[v]);
+          dense[size_t(t * 4 + v)] = d;
         }
       }
     }
@@ -109,6 +123,14 @@ WFN_INL3 __m256i quantize8(const float* plane, const int32_t* off, const int32_t
   } else if (dense == 2) {  // elements 0, 2, .., 14 of 16: per lane evens of (lo, hi), then lanes in order
     const __m256 lo = _mm256_loadu_ps(plane + off[0]), hi = _mm256_loadu_ps(plane + off[0] + 8);
     v = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0x88)), 0xd8));
+  } else if (dense == 3) {  // one run of consecutive elements, masked lanes read nothing
+    v = _mm256_maskload_ps(plane + off[0], _mm256_loadu_si256(reinterpret_cast<const __m256i*>(valid)));
+  } else if (dense >= 8) {  // a run in each of two output rows: lanes < s from off[0], lanes >= s from off[s]
+    const int sp = dense - 8;
+    const __m256i m = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(valid));
+    const __m256i first = lanes(sp);
+    v = _mm256_or_ps(_mm256_maskload_ps(plane + off[0], _mm256_and_si256(m, first)),
+                     _mm256_maskload_ps(plane + (off[sp] - sp), _mm256_andnot_si256(first, m)));
   } else {
     const __m256i idx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(off));
     const __m256 m = _mm256_castsi256_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(valid)));
@@ -244,7 +266,119 @@ void product_block(const Int8ConvArgs& a, const int8_t* act, int64_t kq, int64_t
   }
 }
 
+// ---- int16 weights (a layer whose integer table does not fit int8): the same task, gather and epilogue, the
+// product on vpmaddwd. An activation pair dword holds two consecutive im2col rows of one pixel as int16
+// (row 2 q low, row 2 q + 1 high), in natural pixel order: act16[q * 32 + j]. The weights are int16 rows
+// (a.w16, kp = k rounded up to 2, zero-padded); per pair one broadcast weight dword and, per vector of 8
+// pixels, vpmaddwd(w, x) adds w[2q] x[2q] + w[2q+1] x[2q+1] to the pixel's int32 accumulator. Exact: the
+// front end bounds K * 127 * max|w| below 2^31, so no partial sum overflows. One vpmaddwd per two MACs
+// against vpsignb + vpmaddubsw + vpmaddwd per four in the int8 kernel: no more multiplier-pipe work per MAC.
+
+// (a, b) int32 lanes in [-127, 127] -> dwords (a low, b high) as int16.
+WFN_INL3 __m256i pair16(__m256i a, __m256i b) { return _mm256_blend_epi16(a, _mm256_slli_epi32(b, 16), 0xAA); }
+
+void gather_block_wide(const Int8ConvArgs& a, const float* image, const TapMap& tm, const float* inv, int64_t width,
+                       int64_t kpairs, int32_t* act) {
+  const ConvGeom& g = a.g;
+  const int64_t taps = g.kh * g.kw, plane = g.h * g.w;
+  __m256 iv[4];
+  for (int v = 0; v < 4; ++v) iv[v] = _mm256_maskload_ps(inv + 8 * v, lanes(width - 8 * v));
+  int64_t c = 0, t = 0;  // channel and tap of im2col row 2 q + r
+  for (int64_t q = 0; q < kpairs; ++q) {
+    __m256i rows[2][4];
+    for (int r = 0; r < 2; ++r) {
+      if (2 * q + r >= a.k) {
+        for (int v = 0; v < 4; ++v) rows[r][v] = _mm256_setzero_si256();
+        continue;
+      }
+      const float* pl = image + c * plane;
+      const int32_t* off = tm.off.data() + t * kPix;
+      const int32_t* valid = tm.valid.data() + t * kPix;
+      const uint8_t* dense = tm.dense.data() + t * 4;
+      for (int v = 0; v < 4; ++v) rows[r][v] = quantize8(pl, off + 8 * v, valid + 8 * v, dense[v], iv[v]);
+      if (++t == taps) t = 0, ++c;
+    }
+    __m256i* o = reinterpret_cast<__m256i*>(act + q * kPix);
+    for (int v = 0; v < 4; ++v) _mm256_storeu_si256(o + v, pair16(rows[0][v], rows[1][v]));
+  }
+}
+
+constexpr int kRowsWide = 4;  // 4 rows x 2 vectors: 8 accumulators, 2 activations, 1 weight broadcast
+
+// MR weight rows n0 .. against vectors 2 h, 2 h + 1 (pixels 16 h .. 16 h + 15), rescaled into y. (A whole
+// block of K = 4608 is 590 KB of pairs, beyond Zen 3's 512 KB L2; sweeping it in K chunks of 256 or 512
+// pairs, partial sums kept between, measured the same as this at batch 1 and 8.)
+template <int MR>
+__attribute__((noinline)) void product_rows_wide(const Int8ConvArgs& a, const int32_t* act, int64_t kpairs,
+                                                 int64_t n0, int64_t bi, int64_t p0, int64_t width, int h) {
+  __m256i a0[MR], a1[MR];
+  const int32_t* wrow[MR];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) {
+    wrow[r] = reinterpret_cast<const int32_t*>(a.w16 + (n0 + r) * a.kp);
+    a0[r] = a1[r] = _mm256_setzero_si256();
+  }
+  const int32_t* aq = act + 16 * h;
+  for (int64_t q = 0; q < kpairs; ++q, aq += kPix) {
+    const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(aq));
+    const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(aq + 8));
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      const __m256i w = _mm256_set1_epi32(wrow[r][q]);
+      a0[r] = _mm256_add_epi32(a0[r], _mm256_madd_epi16(w, x0));
+      a1[r] = _mm256_add_epi32(a1[r], _mm256_madd_epi16(w, x1));
+    }
+  }
+  const int64_t l = a.g.oh * a.g.ow;
+  const float* s = a.s + bi * l + p0;
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) {
+    float* y = a.y + (bi * a.n + n0 + r) * l + p0;
+    const int64_t o = n0 + r;
+    const Post post{a.bias != nullptr, a.post_scale != nullptr, a.relu, a.bias != nullptr ? a.bias[o] : 0.f,
+                    a.post_scale != nullptr ? a.post_scale[o] : 1.f, a.post_shift != nullptr ? a.post_shift[o] : 0.f};
+    const int64_t lo = 16 * h, hi = 16 * h + 8;
+    rescale8(a0[r], s + lo, post, y + lo, std::min<int64_t>(8, width - lo));
+    rescale8(a1[r], s + hi, post, y + hi, std::min<int64_t>(8, width - hi));
+  }
+}
+
+void product_block_wide(const Int8ConvArgs& a, const int32_t* act, int64_t kpairs, int64_t r0, int64_t r1, int64_t bi,
+                        int64_t p0, int64_t width) {
+  for (int h = 0; h < 2 && 16 * h < width; ++h) {
+    int64_t n0 = r0;
+    for (; n0 + kRowsWide <= r1; n0 += kRowsWide) product_rows_wide<kRowsWide>(a, act, kpairs, n0, bi, p0, width, h);
+    switch (r1 - n0) {
+      case 1: product_rows_wide<1>(a, act, kpairs, n0, bi, p0, width, h); break;
+      case 2: product_rows_wide<2>(a, act, kpairs, n0, bi, p0, width, h); break;
+      case 3: product_rows_wide<3>(a, act, kpairs, n0, bi, p0, width, h); break;
+      default: break;
+    }
+  }
+}
+
 }  // namespace
+
+void int16_conv_avx2(const Int8ConvArgs& a) {
+  const ConvGeom& g = a.g;
+  const int64_t l = g.oh * g.ow, blocks = (l + kPix - 1) / kPix, kpairs = a.kp / 2, tiles = a.batch * blocks;
+  const ConvWorkSplit split = conv_work_split(tiles, a.n, kRowsWide, at::get_num_threads());
+  const int64_t parts = split.parts, rows_per_part = split.rows_per_part;
+  at::parallel_for(0, tiles * parts, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<int32_t> act_buf(size_t(kpairs * kPix) + 16);
+    int32_t* act = act_buf.data();
+    TapMap tm;
+    for (int64_t task = lo; task < hi; ++task) {
+      const int64_t tile = task / parts, part = task % parts;
+      const int64_t bi = tile % a.batch, p0 = (tile / a.batch) * kPix, width = std::min(kPix, l - p0);
+      const int64_t r0 = part * rows_per_part, r1 = std::min(a.n, r0 + rows_per_part);
+      if (r0 >= r1) continue;
+      tm.build(g, p0, width);
+      gather_block_wide(a, a.x + bi * g.c * g.h * g.w, tm, a.inv + bi * l + p0, width, kpairs, act);
+      product_block_wide(a, act, kpairs, r0, r1, bi, p0, width);
+    }
+  });
+}
 
 void transpose_batched_avx2(const float* src, float* dst, int64_t batch, int64_t rows, int64_t cols) {
   const int64_t rb = (rows + 7) / 8;
@@ -278,6 +412,19 @@ void transpose_batched_avx2(const float* src, float* dst, int64_t batch, int64_t
         for (int64_t i = 0; i < nr; ++i) d[c0 * rows + i] = s[i * cols + c0];
     }
   });
+}
+
+void int16_join_rows_avx2(const int8_t* lo, const int8_t* hi, int64_t len, int16_t* out) {
+  int64_t i = 0;
+  for (; i + 16 <= len; i += 16) {
+    __m256i v = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lo + i)));
+    if (hi != nullptr) {  // 256 hi + lo, modulo 2^16: exact, as the weight fits int16
+      const __m256i h = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(hi + i)));
+      v = _mm256_add_epi16(v, _mm256_slli_epi16(h, 8));
+    }
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), v);
+  }
+  for (; i < len; ++i) out[i] = int16_t(int32_t(lo[i]) + (hi != nullptr ? 256 * int32_t(hi[i]) : 0));
 }
 
 void int8_abs_rows_avx2(const int8_t* w, int64_t len, uint8_t* out) {

@@ -208,15 +208,23 @@ struct Int8ConvArgs {
   const float* post_scale = nullptr;
   const float* post_shift = nullptr;
   bool relu = false;
+  // int16_conv_avx2 only: (n, kp) int16 weight rows, kp = k rounded up to 2, zero-padded (w unused)
+  const int16_t* w16 = nullptr;
 };
 void int8_conv_vnni(const Int8ConvArgs& a);
 // The same conv on AVX2 without int8 dot-product instructions (conv_int8_avx2.cpp): signed activations and
 // vpmaddubsw(|w|, sign(w) x), so comp is unused; the same integers and rescale, bit for bit. a.w holds the n
 // rows, then their absolute values (n rows of unsigned bytes, int8_abs_rows_avx2).
 void int8_conv_avx2(const Int8ConvArgs& a);
+// The same for int16 weights (a.w16; tables that do not fit int8): activation pairs as int16 and vpmaddwd,
+// the same integers and rescale, bit for bit.
+void int16_conv_avx2(const Int8ConvArgs& a);
 // dst[b][j][i] = src[b][i][j] for (rows x cols) float matrices, b < batch: NHWC <-> NCHW for the AVX2 conv
 // kernel (8 x 8 register transposes, parallel over batch and row blocks).
 void transpose_batched_avx2(const float* src, float* dst, int64_t batch, int64_t rows, int64_t cols);
+// out[i] = 256 * hi[i] + lo[i] as int16 (hi == nullptr: lo[i]), i < len: a wide table's weights from the
+// row decodes of its two byte tables (IntTable lo / hi), or a narrow one's sign-extended.
+void int16_join_rows_avx2(const int8_t* lo, const int8_t* hi, int64_t len, int16_t* out);
 // out[i] = |w[i]| as an unsigned byte (|-128| = 128), i < len.
 void int8_abs_rows_avx2(const int8_t* w, int64_t len, uint8_t* out);
 

@@ -124,19 +124,26 @@ bool use_panel(Isa isa, bool narrow) {
   return narrow && isa == Isa::Avx512 && !hardware_has_amx_int8() && panel_gemm_enabled();
 }
 
-// The int8 conv on the AVX2 vpmaddubsw kernel (conv_int8_avx2.cpp): narrow tables at the AVX2 level; by
-// default where the CPU has no int8 dot-product instructions (use_fp32_int_gemm), where it beats both the
-// exact fp32 GEMM and the GEMV on im2col rows (bench/results/conv_int8_zen3.md).
-// torch.ops.wfn_cpu.set_avx2_int8_conv(mode) forces it: 1 on, 0 off, -1 the default.
+// The int8 conv on the AVX2 kernels (conv_int8_avx2.cpp) at the AVX2 level: vpmaddubsw for narrow tables,
+// vpmaddwd for int16 ones; by default where the CPU has no int8 dot-product instructions
+// (use_fp32_int_gemm), where they beat both the exact fp32 GEMM and the GEMV on im2col rows
+// (bench/results/conv_int8_zen3.md; int16 tables: bench/results/fixed_model_modes_zen3.md).
+// torch.ops.wfn_cpu.set_avx2_int8_conv(mode) forces it: 1 on, 0 off, -1 the default, 2 on with the
+// vpmaddwd kernel for narrow tables too (level with vpmaddubsw on Zen 3: 0.99x over ResNet-18's convs at
+// batch 1, 0.93-1.00x at batch 8, 1 thread).
 std::atomic<int64_t>& avx2_conv_override() {
   static std::atomic<int64_t> v{env_int("WFN_AVX2_INT8_CONV", -1)};
   return v;
 }
 bool use_avx2_conv(Isa isa, bool narrow) {
-  if (!narrow || isa != Isa::Avx2) return false;
+  (void)narrow;  // int16 tables run int16_conv_avx2
+  if (isa != Isa::Avx2) return false;
   const int64_t forced = avx2_conv_override().load();
-  return forced >= 0 ? forced == 1 : use_fp32_int_gemm();
+  return forced >= 0 ? forced >= 1 : use_fp32_int_gemm();
 }
+
+// set_avx2_int8_conv(2): narrow tables on the int16 kernel too (measurement switch).
+bool avx2_conv_int16_all() { return avx2_conv_override().load() == 2; }
 
 struct IntTable {
   int16_t t[256] = {0};
@@ -656,6 +663,26 @@ at::Tensor int8_conv_columns(const at::Tensor& x, const ConvGeom& g, const at::T
     int8_conv_vnni({src, g, batch, w, comp.data(), n, k, kp, inv.data(), s.data(), bptr, yd});
     return y;
   }
+  if (use_avx2_conv(isa, t.narrow) && (!t.narrow || avx2_conv_int16_all())) {  // int16 weights: vpmaddwd
+    const int64_t kp = (k + 1) / 2 * 2;
+    int16_t* w = reinterpret_cast<int16_t*>(int8_workspace(2 * n * kp, 0));
+    parallel_chunks(n, std::max<int64_t>(1, (int64_t(1) << 15) / kp), [&](int64_t lo, int64_t hi) {
+      std::vector<int8_t> blo(static_cast<size_t>(k)), bhi(t.narrow ? size_t{0} : static_cast<size_t>(k));  // the rows' low and high bytes
+      for (int64_t r = lo; r < hi; ++r) {
+        int8_decode_rows_avx2(p, rb, k, bits, t.lo, r, r + 1, blo.data(), k);
+        if (!t.narrow) int8_decode_rows_avx2(p, rb, k, bits, t.hi, r, r + 1, bhi.data(), k);
+        int16_join_rows_avx2(blo.data(), t.narrow ? nullptr : bhi.data(), k, w + r * kp);
+        if (kp != k) w[r * kp + k] = 0;
+      }
+    });
+    Int8ConvArgs args{src, g, batch, nullptr, nullptr, n, k, kp, inv.data(), s.data(), bptr, yd};
+    if (post.scale.defined()) args.post_scale = post.scale.data_ptr<float>(), args.post_shift = post.shift.data_ptr<float>();
+    args.relu = post.relu;
+    args.w16 = w;
+    int16_conv_avx2(args);
+    *post_done = true;
+    return y;
+  }
   if (use_avx2_conv(isa, t.narrow)) {  // fused gather + quantise + vpmaddubsw product + rescale
     const int64_t kp = (k + 3) / 4 * 4;
     int8_t* w = int8_workspace(2 * n * kp, 0);  // the rows, then their absolute values (u8)
@@ -915,7 +942,8 @@ TORCH_LIBRARY_FRAGMENT(wfn_cpu, m) {
   // The int8 conv on the AVX2 vpmaddubsw kernel at the AVX2 level (narrow tables): 1 on, 0 off, -1 the
   // default (on where the CPU has no VNNI / AMX-INT8). Returns the previous setting.
   m.def("set_avx2_int8_conv(int mode) -> int", [](int64_t mode) {
-    TORCH_CHECK(mode >= -1 && mode <= 1, "set_avx2_int8_conv: mode must be -1 (default), 0 (off) or 1 (on), got ",
+    TORCH_CHECK(mode >= -1 && mode <= 2,
+                "set_avx2_int8_conv: mode must be -1 (default), 0 (off), 1 (on) or 2 (on, int16 kernel for every table), got ",
                 mode);
     return wfn::avx2_conv_override().exchange(mode);
   });
