@@ -101,6 +101,23 @@ def test_other_batch_sizes_grad_and_reference_backend_stay_correct():
         assert torch.equal(net(xr), plain(xr))
 
 
+def test_channels_last_input_runs_the_onednn_conv_without_a_layout_copy():
+    """A channels_last model (optimised on a channels_last input) feeds its NHWC activations to the oneDNN conv
+    as they are: channels_last out, the exact values, no NCHW copy (aten::copy_) on the way in."""
+    net = nn.Sequential(pow2_conv(16, 32, 3, padding=1, bias=True))
+    wk.convert(net)
+    plain = copy.deepcopy(net)
+    net = net.to(memory_format=torch.channels_last)
+    x = int_input((2, 16, 12, 12)).contiguous(memory_format=torch.channels_last)
+    assert wk.optimize_for_inference(net, x, measure=False) == [("0", "optimized")]
+    with torch.no_grad():
+        names = ops_called(lambda: net(x))
+        y = net(x)
+        assert torch.equal(y, plain(x.contiguous()))
+    assert "mkldnn::_convolution_pointwise" in names and "aten::copy_" not in names
+    assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+
+
 def test_unsupported_layers_are_reported_and_left_alone():
     net = nn.Sequential(pow2_conv(8, 16, 3, padding=1, groups=2), nn.Flatten(), nn.Linear(16 * 36, 4))
     with torch.no_grad():

@@ -85,15 +85,36 @@ def test_conv2d_matches_dense(backend, stride, padding, dilation, groups, batch,
     torch.testing.assert_close(y, expected, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("op_args", ["linear", "conv"])
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape", [(1, 128, 5, 5), (2, 8, 12, 9)])  # K = 1152 at 25 pixels: im2col + the GEMV
+def test_conv2d_channels_last_input_gives_channels_last_output(backend, shape, rng):
+    """A channels_last input gives a channels_last output with the NCHW values (integer inputs and power-of-two
+    weights: every sum is exact, so any summation order gives the same bits), as torch's convolutions do."""
+    b, c, h, w_ = shape
+    wshape = (16, c, 3, 3)
+    cb = pow2_codebook(12, rng)
+    codes = torch.randint(0, 12, (16, c * 9), generator=rng)
+    x = torch.randint(-2, 3, (b, c, h, w_), generator=rng).float()
+    bias = torch.randint(-3, 4, (16,), generator=rng).float()
+    args = (pack_codes(codes, 4), cb, 4, wshape, bias, 1, 1)
+    y = wk.codebook_conv2d(x, *args, backend=backend)
+    y_cl = wk.codebook_conv2d(x.contiguous(memory_format=torch.channels_last), *args, backend=backend)
+    assert y.is_contiguous() and y_cl.is_contiguous(memory_format=torch.channels_last) and not y_cl.is_contiguous()
+    assert torch.equal(y_cl, y) and torch.equal(y, F.conv2d(x, cb[codes].reshape(wshape), bias, 1, 1))
+
+
+@pytest.mark.parametrize("op_args", ["linear", "conv", "conv-channels-last"])
 def test_opcheck(op_args, rng):
     x, packed, cb, _ = make_case(3, 5, 18, 4, gen=rng)
     if op_args == "linear":
         x = x.requires_grad_()
         torch.library.opcheck(torch.ops.wfn.codebook_linear.default, (x, packed, cb, 4, 18, torch.randn(5)))
         torch.library.opcheck(torch.ops.wfn.codebook_linear.default, (x[:0].detach(), packed, cb, 4, 18, None))
-    else:
-        xc = torch.randn(2, 2, 5, 5, requires_grad=True)
+    else:  # the fake kernel's output strides must match the real one's: channels_last in, channels_last out
+        xc = torch.randn(2, 2, 5, 5)
+        if op_args == "conv-channels-last":
+            xc = xc.contiguous(memory_format=torch.channels_last)
+        xc.requires_grad_()
         torch.library.opcheck(torch.ops.wfn.codebook_conv2d.default,
                               (xc, packed, cb, 4, [5, 2, 3, 3], None, [1, 1], [1, 1], [1, 1], 1))
 

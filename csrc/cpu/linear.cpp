@@ -306,12 +306,15 @@ at::Tensor conv2d_dispatch(const at::Tensor& x, const at::Tensor& packed, const 
   std::optional<at::Tensor> b;
   if (bias.has_value() && bias->defined()) b = bias->to(at::kFloat);
   const std::vector<float> table = padded_table(codebook);
+  // The output's memory format follows the input's (channels_last in, channels_last out), as torch's
+  // convolutions do: the decode + at::conv2d path runs oneDNN's NHWC conv with no layout copy.
+  const at::MemoryFormat fmt = x.suggest_memory_format();
   uint16_t t16[256];
   if (groups == 1 && pixels > 0 && amx_conv_ok(batch * pixels, k) && bf16_table(table.data(), t16)) {
     // AMX tiles, exact (x as three bf16 parts): im2col + the tile product, no whole-weight copy
-    at::Tensor y = amx_bf16_conv2d(x, 3, packed, t16, int(bits), weight_shape, stride, padding, dilation);
+    at::Tensor y = amx_bf16_conv2d(x.contiguous(), 3, packed, t16, int(bits), weight_shape, stride, padding, dilation);
     if (b.has_value()) y.add_(b->view({1, n, 1, 1}));
-    return y.to(x.scalar_type());
+    return y.to(x.scalar_type()).contiguous(fmt);
   }
   if (groups == 1 && active_isa() != Isa::Scalar && pixels > 0 && conv_use_fused(batch * pixels, k)) {
     // im2col rows are (c, kh, kw)-major like the flattened weight rows: y (B*L, N) = cols (B*L, K) @ W.T
@@ -321,12 +324,12 @@ at::Tensor conv2d_dispatch(const at::Tensor& x, const at::Tensor& packed, const 
     at::Tensor y = linear_dispatch(xm, packed, codebook, bits, k);
     if (b.has_value()) y.add_(*b);
     return y.view({batch, pixels, n}).transpose(1, 2).reshape({batch, n, out_hw[0], out_hw[1]})
-        .to(x.scalar_type()).contiguous();
+        .to(x.scalar_type()).contiguous(fmt);
   }
   float* wbuf = decode_workspace(std::max<int64_t>(n * k, 1));
   decode_parallel(active_isa(), packed, k, int(bits), table.data(), 0, n, wbuf);
   const at::Tensor w = at::from_blob(wbuf, weight_shape, codebook.options());
-  return at::conv2d(x.to(at::kFloat), w, b, stride, padding, dilation, groups).to(x.scalar_type());
+  return at::conv2d(x.to(at::kFloat), w, b, stride, padding, dilation, groups).to(x.scalar_type()).contiguous(fmt);
 }
 
 }  // namespace wfn

@@ -337,7 +337,8 @@ class WFNConv2d(FoldedEpilogue, _WFNBase):
         bufs = self._buffers
         if (self._onednn is None and x.dim() == 4 and x.shape[1] == self.in_channels
                 and _direct_call_ok(self, bufs["packed"], x)):
-            return ti.redispatch_cpu(torch.ops.wfn.codebook_conv2d.default, x.contiguous(), bufs["packed"],
+            xc = x.contiguous(memory_format=memory_format_of(x))  # channels_last stays so
+            return ti.redispatch_cpu(torch.ops.wfn.codebook_conv2d.default, xc, bufs["packed"],
                                      bufs["codebook"], self.bits, list(self.weight_shape), bufs["bias"],
                                      list(self.stride), list(self.padding), list(self.dilation), self.groups)
         return ops.codebook_conv2d(x, self.canonical_packed(), self.codebook, self.bits, self.weight_shape,

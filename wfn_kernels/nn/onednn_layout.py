@@ -215,5 +215,8 @@ def forward(mod, x: torch.Tensor):
         return None
     ws = workspace(sig, mod._onednn["layout"])
     torch.ops.wfn_cpu.decode_into_mkldnn(mod.packed, mod.codebook, mod.bits, mod._onednn["row"], ws)
-    return ti.mkldnn_conv(x.contiguous(), ws, mod.bias, mod.padding, mod.stride, mod.dilation, mod.groups)
+    # oneDNN reads NHWC activations as they are (a channels_last model runs with no layout copy); its output
+    # is channels_last either way
+    xc = x if x.is_contiguous(memory_format=torch.channels_last) else x.contiguous()
+    return ti.mkldnn_conv(xc, ws, mod.bias, mod.padding, mod.stride, mod.dilation, mod.groups)
 

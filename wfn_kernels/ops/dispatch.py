@@ -44,7 +44,7 @@ def codebook_conv2d(x, packed, codebook, bits: int, weight_shape, bias=None, str
     """conv2d(x, codebook[codes].reshape(weight_shape), bias, stride, padding, dilation, groups).
 
     x: (B, C, H, W) float32/bfloat16/float16; weight_shape: (O, C/groups, kh, kw); returns (B, O, H', W')
-    in x.dtype. The Triton backend has no conv kernel: ``backend='triton'`` raises.
+    in x.dtype, channels_last when x is. The Triton backend has no conv kernel: ``backend='triton'`` raises.
     """
     ref.check_conv2d_args(x, packed, codebook, bits, list(weight_shape), bias, groups, full=validate)
     b = resolve_backend(backend, x.device)
@@ -53,7 +53,9 @@ def codebook_conv2d(x, packed, codebook, bits: int, weight_shape, bias=None, str
         return ref.codebook_conv2d(x, packed, codebook, bits, *args)
     if b is Backend.TRITON:
         raise BackendUnavailableError("backend 'triton' has no conv2d kernel; use 'extension' or 'reference'")
-    return torch.ops.wfn.codebook_conv2d(x.contiguous(), packed.contiguous(), codebook.contiguous(), bits, *args)
+    # a channels_last input stays channels_last (the output follows it, as torch's convolutions do)
+    xc = x.contiguous(memory_format=ref.memory_format_of(x))
+    return torch.ops.wfn.codebook_conv2d(xc, packed.contiguous(), codebook.contiguous(), bits, *args)
 
 
 def _pair(v) -> list[int]:

@@ -38,7 +38,8 @@ def _codebook_linear_fake(x, packed, codebook, bits, in_features, bias=None):
 def _codebook_conv2d_fake(x, packed, codebook, bits, weight_shape, bias, stride, padding, dilation, groups):
     out_hw = [(x.shape[2 + i] + 2 * padding[i] - dilation[i] * (weight_shape[2 + i] - 1) - 1) // stride[i] + 1
               for i in range(2)]
-    return x.new_empty(x.shape[0], weight_shape[0], *out_hw)
+    return torch.empty(x.shape[0], weight_shape[0], *out_hw, dtype=x.dtype, device=x.device,
+                       memory_format=ref.memory_format_of(x))
 
 
 def _linear_setup(ctx, inputs, output):
