@@ -50,7 +50,7 @@ def test_runner_rejects_bad_arguments_before_work(tmp_path):
 
 
 def test_int16_and_fixed_model_benches_reject_bad_arguments():
-    """bench/int8_wide.py and bench/fixed_model_modes.py name the bad argument before any work."""
+    """bench/int8_wide.py, fixed_model_modes.py and bn_reestimation.py name the bad argument before any work."""
     def bench(script, *args):
         return subprocess.run([sys.executable, str(ROOT / "bench" / script), *args], capture_output=True,
                               text=True, cwd=ROOT, timeout=300)
@@ -63,6 +63,10 @@ def test_int16_and_fixed_model_benches_reject_bad_arguments():
     proc = bench("fixed_model_modes.py", "--threads", "0")
     assert proc.returncode == 2 and "got 256, 9, 0" in proc.stderr, proc.stderr
     proc = bench("fixed_model_modes.py", "/nonexistent/model.safetensors")
+    assert proc.returncode == 2 and "model file /nonexistent/model.safetensors does not exist" in proc.stderr
+    proc = bench("bn_reestimation.py", "--batches", "0")
+    assert proc.returncode == 2 and "--batches and --batch-size must be >= 1, got [0] and 128" in proc.stderr
+    proc = bench("bn_reestimation.py", "/nonexistent/model.safetensors")
     assert proc.returncode == 2 and "model file /nonexistent/model.safetensors does not exist" in proc.stderr
 
 
