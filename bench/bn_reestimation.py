@@ -53,7 +53,7 @@ def main() -> None:
     fit, _ = data.validation_split(train)
     print(f"Fashion-MNIST test split ({len(test.labels)} images); re-estimation over batches of {args.batch_size} "
           "from the training split less its validation tenth\n")
-    print("| model | unique values | test top-1 as saved (%) | " +
+    print("| model | unique conv / linear weight values (zero included) | test top-1 as saved (%) | " +
           " | ".join(f"after re-estimating over {b} batches (%)" for b in args.batches) + " |")
     print("|---|---|---|" + "---|" * len(args.batches))
     for p, meta, tensors in loaded:
