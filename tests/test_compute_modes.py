@@ -16,17 +16,22 @@ from wfn_kernels.ops import shift_add as sa
 needs_ext = pytest.mark.skipif(ops._C is None, reason="extension not built")
 
 
-@pytest.fixture(params=["gemv", "gemm", "gemm-fp32"])
-def int_path(request):
-    """Route every M through the fused GEMV (threshold above any M), the decode-tile + _int_mm path, or the
-    decode-tile + exact fp32 GEMM path (the default on CPUs without int8 dot-product instructions)."""
+@pytest.fixture(params=["gemv", "gemm", "gemm-fp32", "gemm-avx2"])
+def int_path(request, level):
+    """Route every M through the fused GEMV (threshold above any M), the decode-tile + _int_mm path, the
+    decode-tile + exact fp32 GEMM path, or (AVX2 level) the int16 vpmaddwd GEMM, the default for large M on
+    CPUs without int8 dot-product instructions."""
     if ops._C is None:
         pytest.skip("extension not built")
+    if request.param == "gemm-avx2" and level != "avx2":
+        pytest.skip("the AVX2 int16 GEMM runs at the avx2 level only")
     previous = torch.ops.wfn_cpu.set_int_gemm_min_m(1 << 30 if request.param == "gemv" else 0)
     before = torch.ops.wfn_cpu.set_fp32_int_gemm(1 if request.param == "gemm-fp32" else 0)
+    before16 = torch.ops.wfn_cpu.set_avx2_int16_gemm(1 if request.param == "gemm-avx2" else 0)
     yield request.param
     torch.ops.wfn_cpu.set_int_gemm_min_m(previous)
     torch.ops.wfn_cpu.set_fp32_int_gemm(before)
+    torch.ops.wfn_cpu.set_avx2_int16_gemm(before16)
 
 
 @pytest.fixture(params=["int8-gemm", "fp32-gemm", "avx2-kernel", "avx2-kernel16"])
@@ -598,6 +603,15 @@ def test_avx2_int8_conv_setting_checks_its_mode():
             torch.ops.wfn_cpu.set_avx2_int8_conv(bad)
     before = torch.ops.wfn_cpu.set_avx2_int8_conv(2)
     assert torch.ops.wfn_cpu.set_avx2_int8_conv(before) == 2
+
+
+@needs_ext
+def test_avx2_int16_gemm_setting_checks_its_mode():
+    with pytest.raises(RuntimeError, match="set_avx2_int16_gemm: mode must be -1 \\(default\\), 0 \\(off\\) or 1 "
+                                           "\\(on\\), got 2"):
+        torch.ops.wfn_cpu.set_avx2_int16_gemm(2)
+    before = torch.ops.wfn_cpu.set_avx2_int16_gemm(1)
+    assert torch.ops.wfn_cpu.set_avx2_int16_gemm(before) == 1
 
 
 @needs_ext

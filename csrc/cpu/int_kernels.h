@@ -157,6 +157,23 @@ int64_t set_panel_blocking(int64_t nc, int64_t kdw);
 // previous setting.
 bool set_panel_direct_pack(bool on);
 
+// The large-M int8 product on AVX2 without int8 dot-product instructions (int16_gemm_avx2.cpp): y (m, ldy)
+// int32 = x (m, xstride) int8, natural order . W^T for all n weight rows, exact; W decoded from the codes
+// through lo (int8 weights, or a wide table's low bytes) and hi (a wide table's high bytes: w = 256 hi + lo;
+// nullptr for narrow tables). Activation pairs and weights as int16 on vpmaddwd.
+struct Int16GemmArgs {
+  const int8_t* x;
+  int64_t m, xstride;
+  const uint8_t* packed;
+  int64_t row_bytes, k;
+  int bits;
+  const int8_t* lo;
+  const int8_t* hi;
+  int32_t* y;
+  int64_t ldy;
+};
+void int16_gemm_avx2(const Int16GemmArgs& a, int64_t n);
+
 // Convolution geometry of the int8 conv paths (int_linear.cpp, conv_int8_avx512.cpp): input C x H x W,
 // kernel kh x kw, output oh x ow, strides, paddings, dilations.
 struct ConvGeom {

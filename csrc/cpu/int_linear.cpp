@@ -11,8 +11,10 @@
 // Paths (int_kernels.h): small M runs the fused lookup + dot-product GEMV; from M >= int_gemm_min_m, on
 // AVX-512 VNNI CPUs without AMX, the panel kernel (panel_gemm_avx512.cpp); elsewhere a tile of weight rows
 // (~1 MB) is decoded to int8 and multiplied by at::_int_mm (oneDNN's int8 GEMM), or, on CPUs without int8
-// dot-product instructions, decoded to float and multiplied exactly on the fp32 GEMM (int_gemm_fp32.h). No
-// whole-weight copy exists. int16 weights take two int8 GEMMs (w = 256 * hi + lo, lo in [-128, 127]).
+// dot-product instructions, at the AVX2 level the int16 vpmaddwd GEMM (int16_gemm_avx2.cpp: panels of
+// decoded weights, from M >= 128 for int8 tables and M >= 32 for int16 ones), else decoded to float and
+// multiplied exactly on the fp32 GEMM (int_gemm_fp32.h). No whole-weight copy exists. int16 weights take
+// two int8 GEMMs on the oneDNN path (w = 256 * hi + lo, lo in [-128, 127]).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -105,13 +107,30 @@ std::atomic<int64_t>& int_gemm_min_m_override() {
 // ms), GEMM from M=128 (37.5 vs 42.2).
 bool use_panel(Isa isa, bool narrow);
 
+// The large-M int8 linear product on the AVX2 int16 GEMM (int16_gemm_avx2.cpp) at the AVX2 level: by default
+// where the CPU has no int8 dot-product instructions (use_fp32_int_gemm). set_avx2_int16_gemm(mode): 1 on,
+// 0 off (the exact fp32 GEMM, or oneDNN's int8 GEMM without the fp32 setting), -1 the default.
+std::atomic<int64_t>& avx2_gemm_override() {
+  static std::atomic<int64_t> v{env_int("WFN_AVX2_INT16_GEMM", -1)};
+  return v;
+}
+bool use_avx2_gemm(Isa isa) {
+  if (isa != Isa::Avx2) return false;
+  const int64_t forced = avx2_gemm_override().load();
+  return forced >= 0 ? forced == 1 : use_fp32_int_gemm();
+}
+
 // With the VNNI panel kernel (bench/results/panel_gemm_zen5.md, 1 and 2 threads): GEMV ahead up to M=48,
 // the panel kernel from M=64.
-int64_t int_gemm_min_m(Isa isa) {
+// The AVX2 int16 GEMM against the AVX2 GEMVs (AMD Zen 3, N=4096, K=14336, 4-bit, bench/results/
+// int16_gemm_zen3.md): int8 tables, GEMM ahead from M=128 at 1 thread (122.3 vs 134.3 ms; 2 threads 70.8 vs
+// 67.5) and at M=256 (238.4 vs 259.2); int16 tables from M=32 (40.7 vs 46.5 ms; M=16: 31.8 vs 23.5).
+int64_t int_gemm_min_m(Isa isa, bool narrow) {
   const int64_t forced = int_gemm_min_m_override().load();
   if (forced >= 0) return forced;
   if (isa == Isa::Scalar) return 2;
   if (hardware_has_amx_int8()) return 16;
+  if (use_avx2_gemm(isa)) return narrow ? 128 : 32;
   if (isa == Isa::Avx2 && use_fp32_int_gemm()) return std::numeric_limits<int64_t>::max();  // conv_rows_on_gemv
   return use_panel(isa, true) ? 64 : 128;
 }
@@ -424,6 +443,14 @@ void int_product(Isa isa, bool gemv, const QRows& q, const XLayout& l, int64_t m
     sink(int64_t(0), y);
     return;
   }
+  if (use_avx2_gemm(isa)) {  // no int8 dot-product instructions: vpmaddwd on int16 (int16_gemm_avx2.cpp)
+    at::Tensor y = at::empty({m, n}, at::TensorOptions().dtype(at::kInt));
+    const Int16GemmArgs a{q.xq.data_ptr<int8_t>(), m, l.stride, p, rb, k, bits, t.lo, t.narrow ? nullptr : t.hi,
+                          y.data_ptr<int32_t>(), n};
+    int16_gemm_avx2(a, n);
+    sink(int64_t(0), y);
+    return;
+  }
   if (use_fp32_int_gemm()) {  // no int8 dot-product instructions: the exact product on the fp32 GEMM
     const int64_t nb = int_tile_rows(4 * k, n);
     float* wlo = reinterpret_cast<float*>(int8_workspace(4 * nb * k, 0));
@@ -450,9 +477,9 @@ void int_product(Isa isa, bool gemv, const QRows& q, const XLayout& l, int64_t m
 }
 
 // Without int8 dot-product instructions (no VNNI / AMX-INT8, so use_fp32_int_gemm) the lookup + vpmaddubsw
-// GEMV is the fastest int8 product of a linear layer at every M (AMD Zen 3, N=4096 K=14336 4-bit, 1
-// thread: M=128 142 ms against 374 ms on the exact fp32 GEMM; bench/int8_paths.py), so linear layers stay
-// on it. Convs with a long K run it on their im2col rows (one row per output pixel, the quantisation's own
+// GEMV beat the exact fp32 GEMM at every M (AMD Zen 3, N=4096 K=14336 4-bit, 1 thread: M=128 142 ms
+// against 374 ms; bench/int8_paths.py); the int16 GEMM (int_gemm_min_m) now takes large M. Convs with a long
+// K run the int8 linear product on their im2col rows (one row per output pixel, the quantisation's own
 // unit): ResNet-18's layer4 3x3 at batch 8, 27.8 ms against 34.0 on the fp32 GEMM of quantised columns;
 // with K <= 2304 the columns were level or far ahead (conv1, K=147: 69 against 209 ms; bench/conv_int8.py).
 // Both now serve only wide (int16) tables there: narrow ones take the AVX2 conv kernel (use_avx2_conv).
@@ -460,7 +487,7 @@ bool conv_rows_on_gemv(int64_t k) { return int_isa() == Isa::Avx2 && use_fp32_in
 
 // K = 1 stays on the GEMV: at::_int_mm returns wrong values for K = 1 on CPU (torch 2.13, checked by
 // tests/test_compute_modes.py through the forced GEMM path).
-bool use_gemv(Isa isa, int64_t m, int64_t k) { return m < int_gemm_min_m(isa) || k < 2; }
+bool use_gemv(Isa isa, bool narrow, int64_t m, int64_t k) { return m < int_gemm_min_m(isa, narrow) || k < 2; }
 
 // y (M, N) float = rescaled integer product of quantised rows; bias may be undefined.
 at::Tensor int8_linear_float(const at::Tensor& xf, const at::Tensor& packed, const IntTable& t, int bits, int64_t k,
@@ -469,7 +496,7 @@ at::Tensor int8_linear_float(const at::Tensor& xf, const at::Tensor& packed, con
   at::Tensor y = at::empty({m, n}, xf.options());
   if (m == 0 || n == 0) return y;
   const Isa isa = int_isa();
-  const bool gemv = use_gemv(isa, m, k);
+  const bool gemv = use_gemv(isa, t.narrow, m, k);
   const XLayout l = x_layout(isa, gemv, t.narrow, bits, packed.size(1), k);
   const QRows q = quantize_rows(xf, l);
   std::vector<float> s(static_cast<size_t>(m), 0.f);
@@ -797,7 +824,7 @@ at::Tensor int_linear_cpu(const at::Tensor& xq, const at::Tensor& packed, const 
   at::Tensor y = at::zeros({m, n}, xq.options().dtype(at::kInt));
   if (m == 0 || n == 0 || k == 0) return y;
   const Isa isa = int_isa();
-  const bool gemv = use_gemv(isa, m, k);
+  const bool gemv = use_gemv(isa, t.narrow, m, k);
   const XLayout l = x_layout(isa, gemv, t.narrow, int(bits), pc.size(1), k);
   const QRows q = layout_rows(xc, l);
   int_product(isa, gemv, q, l, m, pc, t, int(bits), k, [&](int64_t n0, const at::Tensor& tile) {
@@ -948,4 +975,11 @@ TORCH_LIBRARY_FRAGMENT(wfn_cpu, m) {
     return wfn::avx2_conv_override().exchange(mode);
   });
   m.def("int_capability() -> str", []() { return std::string(wfn::isa_name(wfn::int_isa())); });
+  // The large-M int8 linear product on the AVX2 int16 GEMM at the AVX2 level: 1 on, 0 off, -1 the default (on
+  // where the CPU has no VNNI / AMX-INT8). Returns the previous setting.
+  m.def("set_avx2_int16_gemm(int mode) -> int", [](int64_t mode) {
+    TORCH_CHECK(mode >= -1 && mode <= 1, "set_avx2_int16_gemm: mode must be -1 (default), 0 (off) or 1 (on), got ",
+                mode);
+    return wfn::avx2_gemm_override().exchange(mode);
+  });
 }
