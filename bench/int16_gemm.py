@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import subprocess
+import warnings
 
 import torch
 from common import interleaved_medians
@@ -49,6 +50,8 @@ def main() -> None:
     lin = torch.nn.Linear(K, N, bias=False)
     with torch.no_grad():
         lin.weight.copy_(int8_friendly_pow2(4)[codes])
+    warnings.filterwarnings("ignore", category=DeprecationWarning)  # torch.ao.quantization's notice
+    warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
     dyn = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(lin), {torch.nn.Linear}, dtype=torch.qint8)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(f"commit {commit}, torch {torch.__version__}, {args.threads} thread(s), N={N}, K={K}, 4-bit codes, "

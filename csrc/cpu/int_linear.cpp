@@ -123,8 +123,8 @@ bool use_avx2_gemm(Isa isa) {
 // With the VNNI panel kernel (bench/results/panel_gemm_zen5.md, 1 and 2 threads): GEMV ahead up to M=48,
 // the panel kernel from M=64.
 // The AVX2 int16 GEMM against the AVX2 GEMVs (AMD Zen 3, N=4096, K=14336, 4-bit, bench/results/
-// int16_gemm_zen3.md): int8 tables, GEMM ahead from M=128 at 1 thread (122.3 vs 134.3 ms; 2 threads 70.8 vs
-// 67.5) and at M=256 (238.4 vs 259.2); int16 tables from M=32 (40.7 vs 46.5 ms; M=16: 31.8 vs 23.5).
+// int16_gemm_zen3.md, 1 / 2 threads): int8 tables level at M=64 (1.01x / 0.98x), 0.98x / 1.09x at M=128,
+// 1.10x / 1.02x at M=256; int16 tables ahead from M=32 (1.13x / 1.18x; M=16: 0.87x).
 int64_t int_gemm_min_m(Isa isa, bool narrow) {
   const int64_t forced = int_gemm_min_m_override().load();
   if (forced >= 0) return forced;
