@@ -154,8 +154,7 @@ std::atomic<int64_t>& avx2_conv_override() {
   static std::atomic<int64_t> v{env_int("WFN_AVX2_INT8_CONV", -1)};
   return v;
 }
-bool use_avx2_conv(Isa isa, bool narrow) {
-  (void)narrow;  // int16 tables run int16_conv_avx2
+bool use_avx2_conv(Isa isa) {
   if (isa != Isa::Avx2) return false;
   const int64_t forced = avx2_conv_override().load();
   return forced >= 0 ? forced >= 1 : use_fp32_int_gemm();
@@ -482,7 +481,7 @@ void int_product(Isa isa, bool gemv, const QRows& q, const XLayout& l, int64_t m
 // K run the int8 linear product on their im2col rows (one row per output pixel, the quantisation's own
 // unit): ResNet-18's layer4 3x3 at batch 8, 27.8 ms against 34.0 on the fp32 GEMM of quantised columns;
 // with K <= 2304 the columns were level or far ahead (conv1, K=147: 69 against 209 ms; bench/conv_int8.py).
-// Both now serve only wide (int16) tables there: narrow ones take the AVX2 conv kernel (use_avx2_conv).
+// Both now serve only where the AVX2 conv kernels are off (set_avx2_int8_conv(0); use_avx2_conv).
 bool conv_rows_on_gemv(int64_t k) { return int_isa() == Isa::Avx2 && use_fp32_int_gemm() && k >= 4096; }
 
 // K = 1 stays on the GEMV: at::_int_mm returns wrong values for K = 1 on CPU (torch 2.13, checked by
@@ -690,11 +689,12 @@ at::Tensor int8_conv_columns(const at::Tensor& x, const ConvGeom& g, const at::T
     int8_conv_vnni({src, g, batch, w, comp.data(), n, k, kp, inv.data(), s.data(), bptr, yd});
     return y;
   }
-  if (use_avx2_conv(isa, t.narrow) && (!t.narrow || avx2_conv_int16_all())) {  // int16 weights: vpmaddwd
+  if (use_avx2_conv(isa) && (!t.narrow || avx2_conv_int16_all())) {  // int16 weights: vpmaddwd
     const int64_t kp = (k + 1) / 2 * 2;
     int16_t* w = reinterpret_cast<int16_t*>(int8_workspace(2 * n * kp, 0));
     parallel_chunks(n, std::max<int64_t>(1, (int64_t(1) << 15) / kp), [&](int64_t lo, int64_t hi) {
-      std::vector<int8_t> blo(static_cast<size_t>(k)), bhi(t.narrow ? size_t{0} : static_cast<size_t>(k));  // the rows' low and high bytes
+      // each row's low bytes (a narrow table's weights) and high bytes, joined into int16
+      std::vector<int8_t> blo(static_cast<size_t>(k)), bhi(t.narrow ? size_t{0} : static_cast<size_t>(k));
       for (int64_t r = lo; r < hi; ++r) {
         int8_decode_rows_avx2(p, rb, k, bits, t.lo, r, r + 1, blo.data(), k);
         if (!t.narrow) int8_decode_rows_avx2(p, rb, k, bits, t.hi, r, r + 1, bhi.data(), k);
@@ -710,7 +710,7 @@ at::Tensor int8_conv_columns(const at::Tensor& x, const ConvGeom& g, const at::T
     *post_done = true;
     return y;
   }
-  if (use_avx2_conv(isa, t.narrow)) {  // fused gather + quantise + vpmaddubsw product + rescale
+  if (use_avx2_conv(isa)) {  // fused gather + quantise + vpmaddubsw product + rescale
     const int64_t kp = (k + 3) / 4 * 4;
     int8_t* w = int8_workspace(2 * n * kp, 0);  // the rows, then their absolute values (u8)
     parallel_chunks(n, std::max<int64_t>(1, (int64_t(1) << 16) / kp), [&](int64_t lo, int64_t hi) {
@@ -907,7 +907,7 @@ at::Tensor int8_conv2d_impl(const at::Tensor& x, const at::Tensor& packed, const
     const at::Tensor xl = x.to(at::kFloat).contiguous(at::MemoryFormat::ChannelsLast);
     return int8_conv_nhwc(xl, g, packed.contiguous(), t, int(bits), k, step, b, out_hw, post).to(x.scalar_type());
   }
-  if (fmt == at::MemoryFormat::ChannelsLast && k >= 2 && use_avx2_conv(int_isa(), t.narrow)) {
+  if (fmt == at::MemoryFormat::ChannelsLast && k >= 2 && use_avx2_conv(int_isa())) {
     // the AVX2 kernel reads and writes NCHW: both layout changes by its own 8 x 8 transposes, which are
     // several times faster than torch's strided copies (bench/results/conv_int8_zen3.md)
     const at::Tensor xl = x.to(at::kFloat).contiguous(at::MemoryFormat::ChannelsLast);
@@ -921,7 +921,7 @@ at::Tensor int8_conv2d_impl(const at::Tensor& x, const at::Tensor& packed, const
     return yl.to(x.scalar_type());
   }
   const at::Tensor xf = x.to(at::kFloat).contiguous();
-  if (k >= 2 && (!conv_rows_on_gemv(k) || use_avx2_conv(int_isa(), t.narrow))) {
+  if (k >= 2 && (!conv_rows_on_gemv(k) || use_avx2_conv(int_isa()))) {
     bool post_done = false;
     at::Tensor y = int8_conv_columns(xf, g, packed.contiguous(), t, int(bits), k, step, b, out_hw, post, &post_done);
     return post_done ? y.to(x.scalar_type()).contiguous(fmt) : finish(y);
