@@ -34,12 +34,13 @@
 
 #pragma GCC push_options
 #pragma GCC target("avx2,bmi,bmi2")
+#include "avx2_transpose.h"  // inside the AVX2 region
 
 namespace wfn {
 namespace {
 
 constexpr int64_t kPix = 32;  // output pixels per task (four ymm of 8 dword lanes)
-constexpr int kRows = 4;      // weight rows per micro-kernel call: 8 accumulators + 2 activations + 4 temps
+constexpr int kRows = 4;      // weight rows per micro-kernel call: 8 accumulators + 2 activations + temps
 
 #define WFN_INL3 inline __attribute__((always_inline))
 
@@ -213,6 +214,17 @@ WFN_INL3 void rescale8(__m256i acc, const float* s, const Post& p, float* y, int
   else _mm256_maskstore_ps(y, m, v);
 }
 
+// Output channel o's accumulators for block pixels lo .. lo + 7 and hi .. hi + 7 (in order), rescaled with
+// the channel's epilogue into y[bi, o, p0 + ..] (s: the block's pixel scales).
+WFN_INL3 void store_pixels(const Int8ConvArgs& a, int64_t o, int64_t bi, int64_t p0, int64_t width, const float* s,
+                           __m256i v_lo, int64_t lo, __m256i v_hi, int64_t hi) {
+  float* y = a.y + (bi * a.n + o) * (a.g.oh * a.g.ow) + p0;
+  const Post post{a.bias != nullptr, a.post_scale != nullptr, a.relu, a.bias != nullptr ? a.bias[o] : 0.f,
+                  a.post_scale != nullptr ? a.post_scale[o] : 1.f, a.post_shift != nullptr ? a.post_shift[o] : 0.f};
+  rescale8(v_lo, s + lo, post, y + lo, std::min<int64_t>(8, width - lo));
+  rescale8(v_hi, s + hi, post, y + hi, std::min<int64_t>(8, width - hi));
+}
+
 // MR weight rows n0 .. n0 + MR - 1 against half h of the task's block (vectors 2 h, 2 h + 1 of each quad:
 // pixels 8 h .. 8 h + 7 and 16 + 8 h .. 16 + 8 h + 7), rescaled into y. Accumulators as two arrays.
 template <int MR>
@@ -241,30 +253,11 @@ __attribute__((noinline)) void product_rows(const Int8ConvArgs& a, const int8_t*
   const int64_t l = a.g.oh * a.g.ow;
   const float* s = a.s + bi * l + p0;
 #pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r) {
-    float* y = a.y + (bi * a.n + n0 + r) * l + p0;
-    const int64_t o = n0 + r;
-    const Post post{a.bias != nullptr, a.post_scale != nullptr, a.relu, a.bias != nullptr ? a.bias[o] : 0.f,
-                    a.post_scale != nullptr ? a.post_scale[o] : 1.f, a.post_shift != nullptr ? a.post_shift[o] : 0.f};
-    const int64_t lo = 8 * h, hi = 16 + 8 * h;
-    rescale8(_mm256_permute2x128_si256(a0[r], a1[r], 0x20), s + lo, post, y + lo, std::min<int64_t>(8, width - lo));
-    rescale8(_mm256_permute2x128_si256(a0[r], a1[r], 0x31), s + hi, post, y + hi, std::min<int64_t>(8, width - hi));
-  }
+  for (int r = 0; r < MR; ++r)
+    store_pixels(a, n0 + r, bi, p0, width, s, _mm256_permute2x128_si256(a0[r], a1[r], 0x20), 8 * h,
+                 _mm256_permute2x128_si256(a0[r], a1[r], 0x31), 16 + 8 * h);
 }
 
-void product_block(const Int8ConvArgs& a, const int8_t* act, int64_t kq, int64_t r0, int64_t r1, int64_t bi,
-                   int64_t p0, int64_t width) {
-  for (int h = 0; h < 2 && 8 * h < width; ++h) {
-    int64_t n0 = r0;
-    for (; n0 + kRows <= r1; n0 += kRows) product_rows<kRows>(a, act, kq, n0, bi, p0, width, h);
-    switch (r1 - n0) {
-      case 1: product_rows<1>(a, act, kq, n0, bi, p0, width, h); break;
-      case 2: product_rows<2>(a, act, kq, n0, bi, p0, width, h); break;
-      case 3: product_rows<3>(a, act, kq, n0, bi, p0, width, h); break;
-      default: break;
-    }
-  }
-}
 
 // ---- int16 weights (a layer whose integer table does not fit int8): the same task, gather and epilogue, the
 // product on vpmaddwd. An activation pair dword holds two consecutive im2col rows of one pixel as int16
@@ -303,7 +296,6 @@ void gather_block_wide(const Int8ConvArgs& a, const float* image, const TapMap& 
   }
 }
 
-constexpr int kRowsWide = 4;  // 4 rows x 2 vectors: 8 accumulators, 2 activations, 1 weight broadcast
 
 // MR weight rows n0 .. against vectors 2 h, 2 h + 1 (pixels 16 h .. 16 h + 15), rescaled into y. (A whole
 // block of K = 4608 is 590 KB of pairs, beyond Zen 3's 512 KB L2; sweeping it in K chunks of 256 or 512
@@ -332,40 +324,44 @@ __attribute__((noinline)) void product_rows_wide(const Int8ConvArgs& a, const in
   const int64_t l = a.g.oh * a.g.ow;
   const float* s = a.s + bi * l + p0;
 #pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r) {
-    float* y = a.y + (bi * a.n + n0 + r) * l + p0;
-    const int64_t o = n0 + r;
-    const Post post{a.bias != nullptr, a.post_scale != nullptr, a.relu, a.bias != nullptr ? a.bias[o] : 0.f,
-                    a.post_scale != nullptr ? a.post_scale[o] : 1.f, a.post_shift != nullptr ? a.post_shift[o] : 0.f};
-    const int64_t lo = 16 * h, hi = 16 * h + 8;
-    rescale8(a0[r], s + lo, post, y + lo, std::min<int64_t>(8, width - lo));
-    rescale8(a1[r], s + hi, post, y + hi, std::min<int64_t>(8, width - hi));
-  }
+  for (int r = 0; r < MR; ++r) store_pixels(a, n0 + r, bi, p0, width, s, a0[r], 16 * h, a1[r], 16 * h + 8);
 }
 
-void product_block_wide(const Int8ConvArgs& a, const int32_t* act, int64_t kpairs, int64_t r0, int64_t r1, int64_t bi,
-                        int64_t p0, int64_t width) {
-  for (int h = 0; h < 2 && 16 * h < width; ++h) {
+// Either kernel's rows [r0, r1) of the task against its block, both halves (act: the gathered block, steps
+// quads (int8) or pairs (int16) of K).
+template <bool Wide, int MR>
+void product(const Int8ConvArgs& a, const int32_t* act, int64_t steps, int64_t n0, int64_t bi, int64_t p0,
+             int64_t width, int h) {
+  if constexpr (Wide) product_rows_wide<MR>(a, act, steps, n0, bi, p0, width, h);
+  else product_rows<MR>(a, reinterpret_cast<const int8_t*>(act), steps, n0, bi, p0, width, h);
+}
+
+template <bool Wide>
+void product_block(const Int8ConvArgs& a, const int32_t* act, int64_t steps, int64_t r0, int64_t r1, int64_t bi,
+                   int64_t p0, int64_t width) {
+  for (int h = 0; h < 2 && (Wide ? 16 : 8) * h < width; ++h) {  // a half with no pixel of the block is skipped
     int64_t n0 = r0;
-    for (; n0 + kRowsWide <= r1; n0 += kRowsWide) product_rows_wide<kRowsWide>(a, act, kpairs, n0, bi, p0, width, h);
+    for (; n0 + kRows <= r1; n0 += kRows) product<Wide, kRows>(a, act, steps, n0, bi, p0, width, h);
     switch (r1 - n0) {
-      case 1: product_rows_wide<1>(a, act, kpairs, n0, bi, p0, width, h); break;
-      case 2: product_rows_wide<2>(a, act, kpairs, n0, bi, p0, width, h); break;
-      case 3: product_rows_wide<3>(a, act, kpairs, n0, bi, p0, width, h); break;
+      case 1: product<Wide, 1>(a, act, steps, n0, bi, p0, width, h); break;
+      case 2: product<Wide, 2>(a, act, steps, n0, bi, p0, width, h); break;
+      case 3: product<Wide, 3>(a, act, steps, n0, bi, p0, width, h); break;
       default: break;
     }
   }
 }
 
-}  // namespace
-
-void int16_conv_avx2(const Int8ConvArgs& a) {
+// The task loop of both kernels: tiles of 32 pixels (block-major: one tap map serves every image) x parts of
+// the weight rows (conv_work_split).
+template <bool Wide>
+void run_conv(const Int8ConvArgs& a) {
   const ConvGeom& g = a.g;
-  const int64_t l = g.oh * g.ow, blocks = (l + kPix - 1) / kPix, kpairs = a.kp / 2, tiles = a.batch * blocks;
-  const ConvWorkSplit split = conv_work_split(tiles, a.n, kRowsWide, at::get_num_threads());
+  const int64_t l = g.oh * g.ow, blocks = (l + kPix - 1) / kPix, tiles = a.batch * blocks;
+  const int64_t steps = Wide ? a.kp / 2 : a.kp / 4;  // K pairs (int16) or quads (int8): one dword per pixel
+  const ConvWorkSplit split = conv_work_split(tiles, a.n, kRows, at::get_num_threads());
   const int64_t parts = split.parts, rows_per_part = split.rows_per_part;
   at::parallel_for(0, tiles * parts, 1, [&](int64_t lo, int64_t hi) {
-    std::vector<int32_t> act_buf(size_t(kpairs * kPix) + 16);
+    std::vector<int32_t> act_buf(size_t(steps * kPix) + 16);
     int32_t* act = act_buf.data();
     TapMap tm;
     for (int64_t task = lo; task < hi; ++task) {
@@ -374,11 +370,18 @@ void int16_conv_avx2(const Int8ConvArgs& a) {
       const int64_t r0 = part * rows_per_part, r1 = std::min(a.n, r0 + rows_per_part);
       if (r0 >= r1) continue;
       tm.build(g, p0, width);
-      gather_block_wide(a, a.x + bi * g.c * g.h * g.w, tm, a.inv + bi * l + p0, width, kpairs, act);
-      product_block_wide(a, act, kpairs, r0, r1, bi, p0, width);
+      const float* image = a.x + bi * g.c * g.h * g.w;
+      if constexpr (Wide) gather_block_wide(a, image, tm, a.inv + bi * l + p0, width, steps, act);
+      else gather_block(a, image, tm, a.inv + bi * l + p0, width, steps, reinterpret_cast<int8_t*>(act));
+      product_block<Wide>(a, act, steps, r0, r1, bi, p0, width);
     }
   });
 }
+
+}  // namespace
+
+void int8_conv_avx2(const Int8ConvArgs& a) { run_conv<false>(a); }
+void int16_conv_avx2(const Int8ConvArgs& a) { run_conv<true>(a); }
 
 void transpose_batched_avx2(const float* src, float* dst, int64_t batch, int64_t rows, int64_t cols) {
   const int64_t rb = (rows + 7) / 8;
@@ -389,23 +392,11 @@ void transpose_batched_avx2(const float* src, float* dst, int64_t batch, int64_t
       float* d = dst + b * rows * cols + r0;
       int64_t c0 = 0;
       if (nr == 8) {
-        for (; c0 + 8 <= cols; c0 += 8) {  // rows r0.. x cols c0..: unpack pairs, quads, then 128-bit lanes
-          __m256 v[8], t[8];
+        for (; c0 + 8 <= cols; c0 += 8) {  // rows r0.. x cols c0..
+          __m256 v[8];
           for (int i = 0; i < 8; ++i) v[i] = _mm256_loadu_ps(s + i * cols + c0);
-          for (int i = 0; i < 8; i += 2) {
-            t[i] = _mm256_unpacklo_ps(v[i], v[i + 1]);
-            t[i + 1] = _mm256_unpackhi_ps(v[i], v[i + 1]);
-          }
-          for (int i = 0; i < 8; i += 4) {
-            v[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
-            v[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);
-            v[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-            v[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);
-          }
-          for (int i = 0; i < 4; ++i) {
-            _mm256_storeu_ps(d + (c0 + i) * rows, _mm256_permute2f128_ps(v[i], v[i + 4], 0x20));
-            _mm256_storeu_ps(d + (c0 + i + 4) * rows, _mm256_permute2f128_ps(v[i], v[i + 4], 0x31));
-          }
+          transpose8x8_ps(v);
+          for (int j = 0; j < 8; ++j) _mm256_storeu_ps(d + (c0 + j) * rows, v[j]);
         }
       }
       for (; c0 < cols; ++c0)
@@ -435,26 +426,6 @@ void int8_abs_rows_avx2(const int8_t* w, int64_t len, uint8_t* out) {
   for (; i < len; ++i) out[i] = uint8_t(w[i] < 0 ? -int(w[i]) : int(w[i]));
 }
 
-void int8_conv_avx2(const Int8ConvArgs& a) {
-  const ConvGeom& g = a.g;
-  const int64_t l = g.oh * g.ow, blocks = (l + kPix - 1) / kPix, kq = a.kp / 4, tiles = a.batch * blocks;
-  const ConvWorkSplit split = conv_work_split(tiles, a.n, kRows, at::get_num_threads());
-  const int64_t parts = split.parts, rows_per_part = split.rows_per_part;
-  at::parallel_for(0, tiles * parts, 1, [&](int64_t lo, int64_t hi) {
-    std::vector<int8_t> act_buf(size_t(kq * 4 * kPix) + 64);
-    int8_t* act = act_buf.data();
-    TapMap tm;
-    for (int64_t task = lo; task < hi; ++task) {
-      const int64_t tile = task / parts, part = task % parts;  // block-major: one map serves every image
-      const int64_t bi = tile % a.batch, p0 = (tile / a.batch) * kPix, width = std::min(kPix, l - p0);
-      const int64_t r0 = part * rows_per_part, r1 = std::min(a.n, r0 + rows_per_part);
-      if (r0 >= r1) continue;
-      tm.build(g, p0, width);
-      gather_block(a, a.x + bi * g.c * g.h * g.w, tm, a.inv + bi * l + p0, width, kq, act);
-      product_block(a, act, kq, r0, r1, bi, p0, width);
-    }
-  });
-}
 
 }  // namespace wfn
 

@@ -28,6 +28,7 @@
 
 #pragma GCC push_options
 #pragma GCC target("avx2,bmi,bmi2")
+#include "avx2_transpose.h"  // inside the AVX2 region
 
 namespace wfn {
 namespace {
@@ -43,24 +44,12 @@ constexpr int kNv = 2;  // strips per micro-kernel call
 
 #define WFN_INL4 inline __attribute__((always_inline))
 
-// 8 x 8 dword transpose: in[i] = row i (8 dwords) -> out[j] = dword j of every row.
+// 8 x 8 dword transpose: v[i] = row i (8 dwords) -> v[j] = dword j of every row.
 WFN_INL4 void transpose8(__m256i (&v)[8]) {
-  __m256 t[8], u[8];
+  __m256 u[8];
   for (int i = 0; i < 8; ++i) u[i] = _mm256_castsi256_ps(v[i]);
-  for (int i = 0; i < 8; i += 2) {
-    t[i] = _mm256_unpacklo_ps(u[i], u[i + 1]);
-    t[i + 1] = _mm256_unpackhi_ps(u[i], u[i + 1]);
-  }
-  for (int i = 0; i < 8; i += 4) {
-    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
-    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);
-    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);
-  }
-  for (int i = 0; i < 4; ++i) {
-    v[i] = _mm256_castps_si256(_mm256_permute2f128_ps(u[i], u[i + 4], 0x20));
-    v[i + 4] = _mm256_castps_si256(_mm256_permute2f128_ps(u[i], u[i + 4], 0x31));
-  }
+  transpose8x8_ps(u);
+  for (int i = 0; i < 8; ++i) v[i] = _mm256_castps_si256(u[i]);
 }
 
 // Columns [n0, n0 + cols) and pairs [q0, q0 + qn) of W into the panel (strips of 8 columns, qn dwords
