@@ -1,9 +1,9 @@
 """The int8 mode on layers whose integer weights need int16 ("wide" tables: values spanning more than 8 bits of
 power-of-two steps, as the paper configuration's layers do) against the same layer with an int8 table, the
 float mode and torch int8 dynamic, with 4-bit codes; and an int16 table with 8-bit codes (21 values).
-N=4096, K=14336, 1 thread, interleaved medians; one markdown row per M.
+N=4096, K=14336, interleaved medians (1 thread by default); one markdown row per M.
 
-    python bench/int8_wide.py [M ...]      (default M = 1 16; nothing else running)
+    python bench/int8_wide.py [M ...] [--threads T]      (default M = 1 16; nothing else running)
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ def wide8_pow2() -> torch.Tensor:
     return torch.tensor(sorted([0.0] + [s * 2.0 ** -e for e in range(1, 11) for s in (1.0, -1.0)]))
 
 
-def main(ms: list[int]) -> None:
+def main(ms: list[int], threads: int = 1) -> None:
     torch.manual_seed(0)
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     idx = torch.randint(0, 16, (LLM_N, LLM_K))
     narrow, wide = wfn_linear(int8_friendly_pow2()[idx], "int8"), wfn_linear(wide_pow2()[idx], "int8")
     wide_float = wfn_linear(wide_pow2()[idx], "float")
@@ -40,7 +40,7 @@ def main(ms: list[int]) -> None:
         dyn = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(torch.nn.Linear(LLM_K, LLM_N, bias=False)),
                                                      {torch.nn.Linear}, dtype=torch.qint8)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    print(f"commit {commit}, torch {torch.__version__}, 1 thread, N={LLM_N} K={LLM_K} 4-bit")
+    print(f"commit {commit}, torch {torch.__version__}, {threads} thread(s), N={LLM_N} K={LLM_K} 4-bit")
     print("| M | int8 table: WFN int8 ms | int16 table: WFN int8 ms | int16 table: WFN float ms | torch int8 dynamic ms "
           "| int16 vs int8 table | int16 table int8 vs int8 dynamic | int16 table, 8-bit codes: WFN int8 ms |")
     print("|---|---|---|---|---|---|---|---|")
@@ -56,7 +56,10 @@ def main(ms: list[int]) -> None:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("m", type=int, nargs="*", default=[1, 16], help="batch sizes M (default 1 16)")
-    ms = ap.parse_args().m
-    if min(ms) < 1:
-        ap.error(f"every M must be >= 1, got {ms}")
-    main(ms)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    if min(args.m) < 1:
+        ap.error(f"every M must be >= 1, got {args.m}")
+    if args.threads < 1:
+        ap.error(f"--threads must be >= 1, got {args.threads}")
+    main(args.m, args.threads)

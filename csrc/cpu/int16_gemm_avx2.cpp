@@ -67,9 +67,14 @@ void pack_panel(const Int16GemmArgs& a, int64_t n0, int64_t cols, int64_t q0, in
         continue;
       }
       const int64_t row = n0 + c0 + c;
-      int8_decode_rows_avx2(base, a.row_bytes, elems, a.bits, a.lo, row, row + 1, lo, elems);
-      if (a.hi != nullptr) int8_decode_rows_avx2(base, a.row_bytes, elems, a.bits, a.hi, row, row + 1, hi, elems);
-      int16_join_rows_avx2(lo, a.hi != nullptr ? hi : nullptr, elems, r);
+      if (a.bits == 8) {  // one code per byte: one int16 table lookup each
+        const uint8_t* codes = base + row * a.row_bytes;
+        for (int64_t i = 0; i < elems; ++i) r[i] = a.table[codes[i]];
+      } else {  // the byte tables' vpshufb row decodes, joined
+        int8_decode_rows_avx2(base, a.row_bytes, elems, a.bits, a.lo, row, row + 1, lo, elems);
+        if (a.hi != nullptr) int8_decode_rows_avx2(base, a.row_bytes, elems, a.bits, a.hi, row, row + 1, hi, elems);
+        int16_join_rows_avx2(lo, a.hi != nullptr ? hi : nullptr, elems, r);
+      }
       std::memset(r + elems, 0, size_t(2 * (2 * qn - elems)));
     }
     int32_t* out = panel + s * qn * 8;

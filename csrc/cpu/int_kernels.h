@@ -160,7 +160,7 @@ bool set_panel_direct_pack(bool on);
 // The large-M int8 product on AVX2 without int8 dot-product instructions (int16_gemm_avx2.cpp): y (m, ldy)
 // int32 = x (m, xstride) int8, natural order . W^T for all n weight rows, exact; W decoded from the codes
 // through lo (int8 weights, or a wide table's low bytes) and hi (a wide table's high bytes: w = 256 hi + lo;
-// nullptr for narrow tables). Activation pairs and weights as int16 on vpmaddwd.
+// nullptr for narrow tables), or, for 8-bit codes, table. Activation pairs and weights as int16 on vpmaddwd.
 struct Int16GemmArgs {
   const int8_t* x;
   int64_t m, xstride;
@@ -169,6 +169,7 @@ struct Int16GemmArgs {
   int bits;
   const int8_t* lo;
   const int8_t* hi;
+  const int16_t* table;  // the 256 integer weights (8-bit codes look them up directly)
   int32_t* y;
   int64_t ldy;
 };

@@ -322,8 +322,12 @@ void absmax_planes_avx2(const float* x, int64_t c, int64_t hw, float* am) {
 void int8_decode_rows_avx2(const uint8_t* packed, int64_t row_bytes, int64_t k, int bits, const int8_t* table8,
                            int64_t r0, int64_t r1, int8_t* out, int64_t ld) {
   if (ld < 0) ld = k;
-  if (bits == 8) {
-    int8_decode_rows_scalar(packed, row_bytes, k, bits, table8, r0, r1, out, ld);
+  if (bits == 8) {  // one code per byte: a plain table lookup (code_at would divide per element)
+    for (int64_t r = r0; r < r1; ++r) {
+      const uint8_t* row = packed + r * row_bytes;
+      int8_t* o = out + (r - r0) * ld;
+      for (int64_t i = 0; i < k; ++i) o[i] = table8[row[i]];
+    }
     return;
   }
   alignas(32) int8_t rep[32];

@@ -445,7 +445,7 @@ void int_product(Isa isa, bool gemv, const QRows& q, const XLayout& l, int64_t m
   if (use_avx2_gemm(isa)) {  // no int8 dot-product instructions: vpmaddwd on int16 (int16_gemm_avx2.cpp)
     at::Tensor y = at::empty({m, n}, at::TensorOptions().dtype(at::kInt));
     const Int16GemmArgs a{q.xq.data_ptr<int8_t>(), m, l.stride, p, rb, k, bits, t.lo, t.narrow ? nullptr : t.hi,
-                          y.data_ptr<int32_t>(), n};
+                          t.t, y.data_ptr<int32_t>(), n};
     int16_gemm_avx2(a, n);
     sink(int64_t(0), y);
     return;
