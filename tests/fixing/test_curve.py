@@ -64,6 +64,19 @@ def test_report_writes_csv_png_markdown(digits_runs, tmp_path):
     assert (out / "curve.png").stat().st_size > 10_000
     md = (out / "curve.md").read_text()
     assert "# Accuracy vs unique weights on digits" in md and "WFN δ=0.01" in md and "## Targets" in md
+    # the WFN point's fixing history, read from its run directory
+    assert "## Fixing histories" in md
+    (row,) = [line for line in md.splitlines() if line.startswith("| small-cnn_s0_wfn_d0.01 | ")]
+    cells = row.strip("| ").split(" | ")
+    assert int(cells[1]) >= 1 and len(cells[2].split(" / ")) == 3  # iterations; first / lowest / last
+
+
+def test_history_table_reports_the_largest_fall_between_iterations():
+    hist = [{"val_accuracy": v, "unique": u} for v, u in (("90.0", "900"), ("60.5", "90"), ("85.0", "20"),
+                                                             ("80.0", "12"))]
+    (row,) = curve_report.history_table({"m_s0_wfn_d0.1": hist})[2:]
+    assert row == "| m_s0_wfn_d0.1 | 4 | 90.00 / 60.50 / 80.00 | 29.50 | 12 |"
+    assert curve_report.history_table({})[0].startswith("No fixing histories found")
 
 
 def test_damaged_point_is_an_error_not_a_skip(digits_runs, tmp_path):

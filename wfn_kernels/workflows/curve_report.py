@@ -2,7 +2,7 @@
 over the seeds there are, the dominance check, the targets, and the plot.
 
 Writes into ``out``: curve_points.csv (one row per point), curve.csv (one row per group, mean and std),
-curve.md (settings, coverage, tables) and curve.png (accuracy vs unique non-zero values and vs entropy,
+curve.md (settings, coverage, tables, and the fixing histories found beside the points) and curve.png (accuracy vs unique non-zero values and vs entropy,
 one row of panels per model). Counts are on the parameter set ``all`` (every Linear / Conv parameter plus
 BatchNorm γ/β) unless a column names another.
 """
@@ -213,6 +213,40 @@ def plot(groups: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def load_histories(dirs, rows: list[dict]) -> dict[str, list[dict]]:
+    """The fixing history (history.csv rows) of each WFN point that has one: ``dir/histories/<point>.csv``
+    (committed copies) or the point's run directory ``dir/<model>_s<seed>_d<δ>/history.csv``."""
+    out = {}
+    for r in rows:
+        if r["method"] != "wfn":
+            continue
+        name = f"{r['model']}_s{r['seed']}_wfn_d{r['delta']:g}"
+        for d in dirs:
+            for path in (Path(d, "histories", f"{name}.csv"),
+                         Path(d, f"{r['model']}_s{r['seed']}_d{r['delta']:g}", "history.csv")):
+                if name not in out and path.is_file():
+                    with open(path, newline="") as f:
+                        hist = [h for h in csv.DictReader(f) if h.get("val_accuracy")]
+                    if hist:
+                        out[name] = hist
+    return out
+
+
+def history_table(histories: dict[str, list[dict]]) -> list[str]:
+    """One row per WFN run with a history: validation accuracy after the first, the worst and the last fixing
+    iteration, and the largest fall from one iteration to the next (a swing the final number hides)."""
+    if not histories:
+        return ["No fixing histories found (`histories/<point>.csv` or the points' run directories)."]
+    lines = ["| point | iterations | validation accuracy (%): first / lowest / last | largest fall between "
+             "iterations (points) | unique values at the end |", "|---|---|---|---|---|"]
+    for name, hist in sorted(histories.items()):
+        acc = [float(h["val_accuracy"]) for h in hist]
+        fall = max([a - b for a, b in zip(acc, acc[1:])] + [0.0])
+        lines.append(f"| {name} | {len(hist)} | {acc[0]:.2f} / {min(acc):.2f} / {acc[-1]:.2f} | {fall:.2f} | "
+                     f"{hist[-1].get('unique', '?')} |")
+    return lines
+
+
 def _csv(path: Path, rows: list[dict]) -> None:
     buf = io.StringIO(newline="")
     w = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
@@ -245,7 +279,11 @@ def report(dirs, out: Path) -> int:
           "file in `points/`; a WFN point's run directory also holds its model, history and plots. To continue the "
           "grid from the committed points, copy this directory's `points/` and `baseline_*.safetensors` into "
           "RUNS first (`curve run` then skips what is there and reuses the same float baselines).", "",
-          "![curve](curve.png)", "", *_table(groups), "", "## Targets", "", *targets(groups), ""]
+          "![curve](curve.png)", "", *_table(groups), "", "## Targets", "", *targets(groups), "",
+          "## Fixing histories", "",
+          "Validation accuracy (the tenth of the training split held out) at the end of each fixing iteration, "
+          "for the WFN points whose history is here (`histories/`, or their run directories):", "",
+          *history_table(load_histories([*dirs, out], rows)), ""]
     atomic_write(out / "curve.md", lambda tmp: Path(tmp).write_text("\n".join(md)))
     print("\n".join(md))
     return 0
