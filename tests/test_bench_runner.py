@@ -56,6 +56,8 @@ def test_int16_and_fixed_model_benches_reject_bad_arguments():
                               text=True, cwd=ROOT, timeout=300)
     proc = bench("int8_wide.py", "1", "0")
     assert proc.returncode == 2 and "every M must be >= 1, got [1, 0]" in proc.stderr, proc.stderr
+    proc = bench("int8_wide.py", "1", "--threads", "0")
+    assert proc.returncode == 2 and "--threads must be >= 1, got 0" in proc.stderr, proc.stderr
     proc = bench("int8_wide.py", "one")
     assert proc.returncode == 2 and "invalid int value: 'one'" in proc.stderr, proc.stderr
     proc = bench("fixed_model_modes.py", "--batch", "0")

@@ -66,15 +66,7 @@ void pack_panel(const Int16GemmArgs& a, int64_t n0, int64_t cols, int64_t q0, in
         std::memset(r, 0, size_t(4 * qn));
         continue;
       }
-      const int64_t row = n0 + c0 + c;
-      if (a.bits == 8) {  // one code per byte: one int16 table lookup each
-        const uint8_t* codes = base + row * a.row_bytes;
-        for (int64_t i = 0; i < elems; ++i) r[i] = a.table[codes[i]];
-      } else {  // the byte tables' vpshufb row decodes, joined
-        int8_decode_rows_avx2(base, a.row_bytes, elems, a.bits, a.lo, row, row + 1, lo, elems);
-        if (a.hi != nullptr) int8_decode_rows_avx2(base, a.row_bytes, elems, a.bits, a.hi, row, row + 1, hi, elems);
-        int16_join_rows_avx2(lo, a.hi != nullptr ? hi : nullptr, elems, r);
-      }
+      int16_decode_row_avx2(base + (n0 + c0 + c) * a.row_bytes, elems, a.bits, a.lo, a.hi, a.table, r, lo, hi);
       std::memset(r + elems, 0, size_t(2 * (2 * qn - elems)));
     }
     int32_t* out = panel + s * qn * 8;
@@ -147,6 +139,17 @@ void micro_rows(int64_t mr, const int32_t* x16, int64_t xs, const int32_t* panel
 }
 
 }  // namespace
+
+void int16_decode_row_avx2(const uint8_t* codes, int64_t k, int bits, const int8_t* lo, const int8_t* hi,
+                           const int16_t* table, int16_t* out, int8_t* blo, int8_t* bhi) {
+  if (bits == 8) {  // one code per byte: one int16 table lookup each
+    for (int64_t i = 0; i < k; ++i) out[i] = table[codes[i]];
+    return;
+  }
+  int8_decode_rows_avx2(codes, 0, k, bits, lo, 0, 1, blo, k);  // the byte tables' vpshufb decodes, joined
+  if (hi != nullptr) int8_decode_rows_avx2(codes, 0, k, bits, hi, 0, 1, bhi, k);
+  int16_join_rows_avx2(blo, hi != nullptr ? bhi : nullptr, k, out);
+}
 
 void int16_gemm_avx2(const Int16GemmArgs& a, int64_t n) {
   const int64_t m = a.m, kp = (a.k + 1) / 2;  // pairs per row

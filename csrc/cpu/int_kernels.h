@@ -174,6 +174,10 @@ struct Int16GemmArgs {
   int64_t ldy;
 };
 void int16_gemm_avx2(const Int16GemmArgs& a, int64_t n);
+// One row's k codes (from codes, byte aligned) as int16 weights: 8-bit codes through table, 2/4-bit ones
+// through the byte tables lo / hi (hi nullptr for an int8 table) joined; blo / bhi: k bytes of scratch each.
+void int16_decode_row_avx2(const uint8_t* codes, int64_t k, int bits, const int8_t* lo, const int8_t* hi,
+                           const int16_t* table, int16_t* out, int8_t* blo, int8_t* bhi);
 
 // Convolution geometry of the int8 conv paths (int_linear.cpp, conv_int8_avx512.cpp): input C x H x W,
 // kernel kh x kw, output oh x ow, strides, paddings, dilations.

@@ -114,11 +114,14 @@ std::atomic<int64_t>& avx2_gemm_override() {
   static std::atomic<int64_t> v{env_int("WFN_AVX2_INT16_GEMM", -1)};
   return v;
 }
-bool use_avx2_gemm(Isa isa) {
+// The AVX2 integer kernels' switches: at the AVX2 level, on where forced (mode >= 1), else by default where
+// the CPU has no int8 dot-product instructions.
+bool avx2_switch_on(Isa isa, const std::atomic<int64_t>& mode) {
   if (isa != Isa::Avx2) return false;
-  const int64_t forced = avx2_gemm_override().load();
-  return forced >= 0 ? forced == 1 : use_fp32_int_gemm();
+  const int64_t forced = mode.load();
+  return forced >= 0 ? forced >= 1 : use_fp32_int_gemm();
 }
+bool use_avx2_gemm(Isa isa) { return avx2_switch_on(isa, avx2_gemm_override()); }
 
 // With the VNNI panel kernel (bench/results/panel_gemm_zen5.md, 1 and 2 threads): GEMV ahead up to M=48,
 // the panel kernel from M=64.
@@ -154,11 +157,7 @@ std::atomic<int64_t>& avx2_conv_override() {
   static std::atomic<int64_t> v{env_int("WFN_AVX2_INT8_CONV", -1)};
   return v;
 }
-bool use_avx2_conv(Isa isa) {
-  if (isa != Isa::Avx2) return false;
-  const int64_t forced = avx2_conv_override().load();
-  return forced >= 0 ? forced >= 1 : use_fp32_int_gemm();
-}
+bool use_avx2_conv(Isa isa) { return avx2_switch_on(isa, avx2_conv_override()); }
 
 // set_avx2_int8_conv(2): narrow tables on the int16 kernel too (measurement switch).
 bool avx2_conv_int16_all() { return avx2_conv_override().load() == 2; }
@@ -693,12 +692,10 @@ at::Tensor int8_conv_columns(const at::Tensor& x, const ConvGeom& g, const at::T
     const int64_t kp = (k + 1) / 2 * 2;
     int16_t* w = reinterpret_cast<int16_t*>(int8_workspace(2 * n * kp, 0));
     parallel_chunks(n, std::max<int64_t>(1, (int64_t(1) << 15) / kp), [&](int64_t lo, int64_t hi) {
-      // each row's low bytes (a narrow table's weights) and high bytes, joined into int16
-      std::vector<int8_t> blo(static_cast<size_t>(k)), bhi(t.narrow ? size_t{0} : static_cast<size_t>(k));
+      std::vector<int8_t> blo(static_cast<size_t>(k)), bhi(static_cast<size_t>(k));  // decode scratch
       for (int64_t r = lo; r < hi; ++r) {
-        int8_decode_rows_avx2(p, rb, k, bits, t.lo, r, r + 1, blo.data(), k);
-        if (!t.narrow) int8_decode_rows_avx2(p, rb, k, bits, t.hi, r, r + 1, bhi.data(), k);
-        int16_join_rows_avx2(blo.data(), t.narrow ? nullptr : bhi.data(), k, w + r * kp);
+        int16_decode_row_avx2(p + r * rb, k, bits, t.lo, t.narrow ? nullptr : t.hi, t.t, w + r * kp, blo.data(),
+                              bhi.data());
         if (kp != k) w[r * kp + k] = 0;
       }
     });
