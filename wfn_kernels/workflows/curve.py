@@ -34,7 +34,7 @@ from ..fixing.config import WFNConfig
 from ..fixing.metrics import PARAMETER_SETS, count_values
 from ..format.container import read_safetensors, read_sealed_json, write_sealed_json, write_sealed_safetensors
 from . import data, models, train
-from .curve_report import BASELINES, DELTAS, POINT_KIND, report
+from .curve_report import BASELINES, DELTAS, POINT_KIND, point_name, report, run_dir_name
 from .pipeline import RunSpec, ensure_baseline, load_saved_model, read_summary, run, run_status
 
 CKPT_KIND = "wfn-baseline-finetune"
@@ -57,10 +57,6 @@ def wfn_config(delta: float, seed: int) -> WFNConfig:
 def budget_epochs(cfg: WFNConfig) -> int:
     """Training epochs of a WFN run: first_epochs, then epochs_per_iteration after each fixing but the last."""
     return cfg.first_epochs + cfg.epochs_per_iteration * (cfg.num_iterations - 1)
-
-
-def point_name(model: str, seed: int, method: str, delta: float | None = None) -> str:
-    return f"{model}_s{seed}_{method}" + (f"_d{delta:g}" if method == "wfn" else "")
 
 
 @dataclass(frozen=True)
@@ -99,7 +95,7 @@ def _counts(model) -> dict:
 def wfn_point(w: Where, model: str, seed: int, delta: float) -> dict:
     """Run (or resume, or read back) the WFN run of one point; its row."""
     cfg = wfn_config(delta, seed)
-    out = w.runs / f"{model}_s{seed}_d{delta:g}"
+    out = w.runs / run_dir_name(model, seed, delta)
     if run_status(out) == "finished":
         s = read_summary(out)
         theirs = WFNConfig.from_dict(s["config"]).to_dict()  # fields added since take their defaults

@@ -2,8 +2,8 @@
 over the seeds there are, the dominance check, the targets, and the plot.
 
 Writes into ``out``: curve_points.csv (one row per point), curve.csv (one row per group, mean and std),
-curve.md (settings, coverage, tables, and the fixing histories found beside the points) and curve.png (accuracy vs unique non-zero values and vs entropy,
-one row of panels per model). Counts are on the parameter set ``all`` (every Linear / Conv parameter plus
+curve.md (settings, coverage, tables, and the fixing histories found beside the points) and curve.png
+(accuracy vs unique non-zero values and vs entropy, one row of panels per model). Counts are on the parameter set ``all`` (every Linear / Conv parameter plus
 BatchNorm γ/β) unless a column names another.
 """
 
@@ -24,6 +24,16 @@ STATS = ("accuracy", "drop", "baseline_accuracy", "seconds",
          *(f"{k}:{s}" for s in PARAMETER_SETS for k in ("unique_nonzero", "entropy_bits")), "zero_fraction:all")
 MARKERS = {"apot3": ("v", "tab:orange"), "apot4": ("s", "tab:red"), "apot5": ("D", "tab:purple"),
            "uniform4": ("^", "tab:green")}
+
+
+def point_name(model: str, seed: int, method: str, delta: float | None = None) -> str:
+    """A point's file stem (points/<name>.json)."""
+    return f"{model}_s{seed}_{method}" + (f"_d{delta:g}" if method == "wfn" else "")
+
+
+def run_dir_name(model: str, seed: int, delta: float) -> str:
+    """The directory a WFN point's fixing run writes (model, history, plots) under the runs directory."""
+    return f"{model}_s{seed}_d{delta:g}"
 
 
 def load_points(dirs) -> list[dict]:
@@ -220,10 +230,10 @@ def load_histories(dirs, rows: list[dict]) -> dict[str, list[dict]]:
     for r in rows:
         if r["method"] != "wfn":
             continue
-        name = f"{r['model']}_s{r['seed']}_wfn_d{r['delta']:g}"
+        name = point_name(r["model"], r["seed"], "wfn", r["delta"])
         for d in dirs:
             for path in (Path(d, "histories", f"{name}.csv"),
-                         Path(d, f"{r['model']}_s{r['seed']}_d{r['delta']:g}", "history.csv")):
+                         Path(d, run_dir_name(r["model"], r["seed"], r["delta"]), "history.csv")):
                 if name not in out and path.is_file():
                     with open(path, newline="") as f:
                         hist = [h for h in csv.DictReader(f) if h.get("val_accuracy")]
