@@ -18,18 +18,11 @@ from pathlib import Path
 
 import torch
 
-from wfn_kernels.fixing.trainer import recalibrate_batchnorm
+from wfn_kernels.fixing.trainer import evaluate, recalibrate_batchnorm
 from wfn_kernels.format.container import read_safetensors
 from wfn_kernels.workflows import data, models
 
 MODELS = Path(__file__).parent / "results/curve/models"
-
-
-@torch.no_grad()
-def accuracy(model, split) -> float:
-    model.eval()
-    right = sum(int((model(x).argmax(1) == y).sum()) for x, y in split.loader(1000))
-    return 100.0 * right / len(split.labels)
 
 
 def main() -> None:
@@ -61,11 +54,11 @@ def main() -> None:
         model.load_state_dict(tensors)
         unique = torch.unique(torch.cat([m.weight.detach().reshape(-1) for m in model.modules()
                                          if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))])).numel()
-        cells = [p.name, str(unique), f"{accuracy(model, test):.2f}"]
+        cells = [p.name, str(unique), f"{evaluate(model, test.loader(1000)):.2f}"]
         for b in args.batches:
             m = copy.deepcopy(model)
             recalibrate_batchnorm(m, fit.loader(args.batch_size, shuffle=True, seed=0), b)
-            cells.append(f"{accuracy(m, test):.2f}")
+            cells.append(f"{evaluate(m, test.loader(1000)):.2f}")
         print("| " + " | ".join(cells) + " |")
 
 
