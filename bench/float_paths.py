@@ -16,4 +16,4 @@ from path_probe import probe
 if __name__ == "__main__":
     probe("float", torch.ops.wfn_cpu.set_gemm_min_m, "fp32 F.linear",
           lambda: torch.nn.Linear(LLM_K, LLM_N, bias=False), int(sys.argv[1]) if len(sys.argv) > 1 else 1,
-          batches=(1, 2, 4, 8, 16, 64))
+          batches=(1, 2, 4, 8, 16, 32, 64))

@@ -68,6 +68,8 @@ def test_int16_and_fixed_model_benches_reject_bad_arguments():
     assert proc.returncode == 2 and "model file /nonexistent/model.safetensors does not exist" in proc.stderr
     proc = bench("int16_gemm.py", "0")
     assert proc.returncode == 2 and "every M, --threads and --repeats must be >= 1, got [0], 1, 5" in proc.stderr
+    proc = bench("float_gemv_avx2.py", "0")
+    assert proc.returncode == 2 and "every M, --threads and --repeats must be >= 1, got [0], 1, 15" in proc.stderr
     proc = bench("bn_reestimation.py", "--batches", "0")
     assert proc.returncode == 2 and "--batches and --batch-size must be >= 1, got [0] and 128" in proc.stderr
     proc = bench("bn_reestimation.py", "/nonexistent/model.safetensors")

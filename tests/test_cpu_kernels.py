@@ -36,6 +36,17 @@ def gemm_path():
     torch.ops.wfn_cpu.set_gemm_min_m(previous)
 
 
+@pytest.fixture(params=["default", "avx2-permute"])
+def avx2_gemv(request, level):
+    """The AVX2 GEMV's two decodes of 2/4-bit codes: the bf16-byte tables (the default for bf16-exact
+    codebooks, which every power-of-two one is) and the permute + blend decode (any table; forced here)."""
+    if request.param == "avx2-permute" and level != "avx2":
+        pytest.skip("the permute decode is an AVX2-level choice")
+    previous = torch.ops.wfn_cpu.set_avx2_bf16_gemv(0 if request.param == "avx2-permute" else -1)
+    yield request.param
+    torch.ops.wfn_cpu.set_avx2_bf16_gemv(previous)
+
+
 def exact_codebook(bits: int, gen) -> torch.Tensor:
     """A codebook whose values times small integers sum exactly in fp32: powers of two for 2/4 bits,
     up to 256 distinct quarter-integers for 8 bits (so the 8-bit decode sees a full table)."""
@@ -60,7 +71,7 @@ def make_linear(m, n, k, bits, dtype, gen):
 @pytest.mark.parametrize("bits", [2, 4, 8])
 @pytest.mark.parametrize("m", [0, 1, 3, 16, 127])
 @pytest.mark.parametrize("k", [1, 15, 33, 130, 1000])
-def test_linear_exact_fp32(level, bits, m, k, rng):
+def test_linear_exact_fp32(level, avx2_gemv, bits, m, k, rng):
     x, packed, cb, bias = make_linear(m, 7, k, bits, torch.float32, rng)
     y = wk.codebook_linear(x, packed, cb, bits, bias, in_features=k, backend="extension")
     assert y.shape == (m, 7) and y.dtype == torch.float32
@@ -86,7 +97,7 @@ def test_linear_exact_8bit_full_mantissa(level, m, k, rng):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("bits", [2, 4, 8])
 @pytest.mark.parametrize("m,k", [(1, 33), (5, 130), (16, 1000)])
-def test_linear_exact_half_dtypes(level, dtype, bits, m, k, rng):
+def test_linear_exact_half_dtypes(level, avx2_gemv, dtype, bits, m, k, rng):
     x, packed, cb, bias = make_linear(m, 9, k, bits, dtype, rng)
     y = wk.codebook_linear(x, packed, cb, bits, bias, in_features=k, backend="extension")
     assert y.dtype == dtype
@@ -102,7 +113,7 @@ def test_gemm_path_exact(level, gemm_path, bits, m, k, rng):
 
 
 @pytest.mark.parametrize("bits", [2, 4, 8])
-def test_many_rows_and_row_tails(level, bits, rng):
+def test_many_rows_and_row_tails(level, avx2_gemv, bits, rng):
     """N not a multiple of the 4-row tile, several 128 KB row chunks, K with a partial SIMD block."""
     x, packed, cb, bias = make_linear(6, 1023, 517, bits, torch.float32, rng)
     y = wk.codebook_linear(x, packed, cb, bits, bias, in_features=517, backend="extension")
@@ -110,7 +121,7 @@ def test_many_rows_and_row_tails(level, bits, rng):
 
 
 @pytest.mark.parametrize("bits", [2, 4, 8])
-def test_random_floats_close(level, bits, rng):
+def test_random_floats_close(level, avx2_gemv, bits, rng):
     c = {2: 4, 4: 16, 8: 256}[bits]
     cb = torch.sort(torch.randn(c, generator=rng)).values
     codes = torch.randint(0, c, (33, 700), generator=rng)
@@ -119,7 +130,29 @@ def test_random_floats_close(level, bits, rng):
     torch.testing.assert_close(y, x @ cb[codes].t(), rtol=1e-4, atol=1e-4)
 
 
-def test_decoded_weight_matches_reference_every_width(level, rng):
+@pytest.mark.parametrize("bits", [2, 4])
+@pytest.mark.parametrize("m", [1, 3, 5])
+def test_linear_exact_table_not_bf16(level, bits, m, rng):
+    """A 2/4-bit codebook with one value that is not bf16-exact (low 16 bits set) cannot take the AVX2
+    bf16-byte decode: the result is still exact (multiples of 2**-10 below 2**13: 23 bits)."""
+    j = torch.randperm(128, generator=rng)[: 1 << bits] - 64
+    cb = torch.sort(j.float() * 2.0 ** -4).values
+    cb[0] = -4.0 - 2.0 ** -10  # 13 significant bits
+    assert bool(((cb.view(torch.int32) & 0xFFFF) != 0).any())
+    codes = torch.randint(0, cb.numel(), (9, 517), generator=rng)
+    x = torch.randint(-3, 4, (m, 517), generator=rng).float()
+    packed = pack_codes(codes, bits)
+    y = wk.codebook_linear(x, packed, cb, bits, in_features=517, backend="extension")
+    assert torch.equal(y, reference.codebook_linear(x, packed, cb, bits, 517))
+
+
+def test_set_avx2_bf16_gemv_rejects_unknown_mode():
+    with pytest.raises(RuntimeError, match=r"set_avx2_bf16_gemv: mode must be -1 \(default\), 0 \(off\) or 1 "
+                                           r"\(on\), got 2"):
+        torch.ops.wfn_cpu.set_avx2_bf16_gemv(2)
+
+
+def test_decoded_weight_matches_reference_every_width(level, avx2_gemv, rng):
     for bits in (2, 4, 8):
         for k in (1, 15, 16, 17, 64, 130):
             cb = exact_codebook(bits, rng)
@@ -180,7 +213,7 @@ def test_conv2d_default_path_choice_is_exact(level, rng):
         assert torch.equal(y, F.conv2d(x, cb[codes].reshape(wshape), None, 1, 1))
 
 
-def test_two_threads_match_one(level, rng):
+def test_two_threads_match_one(level, avx2_gemv, rng):
     """The work-claiming parallel GEMV gives the same bits as the single-threaded run."""
     x, packed, cb, bias = make_linear(2, 2051, 300, 4, torch.float32, rng)
     x = torch.randn(2, 300, generator=rng)

@@ -45,7 +45,18 @@ struct GemvArgs {
   const float* table;    // 256 floats: codebook padded with zeros (out-of-range codes read 0)
   float* y;              // (M, ldy)
   int64_t ldy;
+  // AVX2 only: the first 2^bits entries as bf16 when every one is bf16-exact (2/4-bit codes), else null.
+  // Set, the kernel decodes through bf16 byte tables and reads x in the order avx2_bf16_element gives.
+  const uint16_t* table16 = nullptr;
 };
+
+// Element (within a block) that fp32 vector g, lane l of the AVX2 bf16-byte decode holds (kernels_avx2.cpp).
+inline int64_t avx2_bf16_element(int bits, int64_t g, int64_t l) {
+  const int64_t q = g / 4, u = (g / 2) % 2, s = g % 2;  // code vector, unpack lo/hi, word lo/hi
+  const int64_t t = 8 * u + 2 * (l % 4) + s;           // byte within the 128-bit lane
+  const int64_t j = 4 * (l / 4) + t / 4, b = t % 4;    // 32-bit word of the block, byte within it
+  return j * (32 / bits) + b * (8 / bits) + q;
+}
 
 // y[:, r0:r1] for rows r0..r1 of the weight. One function per level.
 void gemv_rows_scalar(const GemvArgs& a, int64_t r0, int64_t r1);

@@ -34,21 +34,31 @@ int64_t env_int(const char* name, int64_t fallback) {
 // Smallest M that takes the decode + GEMM path. The fused kernel's 4x4 register tile reuses each decoded
 // vector for 4 activation rows, which at the AVX-512 level (Zen 4 / 5) beat torch's fp32 sgemm even at
 // M = 256, so that level uses it up to a large M. At the AVX2 level (Zen 3, bench/results/
-// float_paths_zen3.md) the sgemm path is ahead from M = 16 (1 thread: 55.9 vs 69.6 ms at N=4096 K=14336,
-// M = 64: 128 vs 279); scalar switches early. WFN_GEMM_MIN_M or
-// torch.ops.wfn_cpu.set_gemm_min_m override (bench/bench_cpu.py measures both paths).
+// float_paths_zen3.md) the permute + blend decode fell behind the sgemm path from M = 16 (1 thread: 69.6 vs
+// 55.9 ms at N=4096 K=14336); the bf16-byte decode (bf16-exact tables) stays ahead at M = 16 (43.2-44.1 vs
+// 46.4-50.3 ms) and falls behind at M = 32 (88.4-91.2 vs 73.8-78.2), so it switches at 32. Scalar switches
+// early. WFN_GEMM_MIN_M or torch.ops.wfn_cpu.set_gemm_min_m override (bench/float_paths.py measures both).
 std::atomic<int64_t>& gemm_min_m_override() {
   static std::atomic<int64_t> v{env_int("WFN_GEMM_MIN_M", -1)};
   return v;
 }
 
-int64_t gemm_min_m(Isa isa) {
+int64_t gemm_min_m(Isa isa, bool avx2_bf16) {
   const int64_t forced = gemm_min_m_override().load();
   if (forced >= 0) return forced;
-  return isa == Isa::Scalar ? 4 : isa == Isa::Avx2 ? 16 : 1024;
+  return isa == Isa::Scalar ? 4 : isa == Isa::Avx2 ? (avx2_bf16 ? 32 : 16) : 1024;
 }
 
 int64_t set_gemm_min_m_op(int64_t m) { return gemm_min_m_override().exchange(m); }
+
+// The AVX2 GEMV's bf16-byte decode for bf16-exact 2/4-bit tables: -1 default (on), 0 off (the permute +
+// blend decode every table can take), 1 on. WFN_AVX2_BF16_GEMV or torch.ops.wfn_cpu.set_avx2_bf16_gemv.
+std::atomic<int64_t>& avx2_bf16_gemv_override() {
+  static std::atomic<int64_t> v{env_int("WFN_AVX2_BF16_GEMV", -1)};
+  return v;
+}
+
+bool avx2_bf16_gemv_enabled() { return avx2_bf16_gemv_override().load() != 0; }
 
 // Float bytes of a decoded row tile: a few MB so it stays in L2/L3 while at::mm reads it M times.
 int64_t gemm_tile_rows(int64_t k) {
@@ -178,7 +188,7 @@ void decode_parallel(Isa isa, const at::Tensor& packed, int64_t k, int bits, con
 namespace {
 
 // Activations in the order the level's GEMV reads them (kernels.h); scalar reads x as is.
-at::Tensor permute_x(Isa isa, const at::Tensor& x, int64_t row_bytes, int bits) {
+at::Tensor permute_x(Isa isa, const at::Tensor& x, int64_t row_bytes, int bits, bool bf16_bytes) {
   const int64_t bb = gemv_block_bytes(isa, bits);
   if (bb == 1) return x;
   const int64_t m = x.size(0), k = x.size(1);
@@ -198,7 +208,10 @@ at::Tensor permute_x(Isa isa, const at::Tensor& x, int64_t row_bytes, int bits) 
         for (int64_t p = 0; p < e; ++p)
           for (int64_t j = 0; j < d; ++j) {
             // planes: vector g=p, lane j=4l+i holds element 16l+4g+i; else phase p, lane j holds j*e+p
-            const int64_t el = planes ? (j / 4) * 16 + p * 4 + (j % 4) : j * e + p;
+            // bf16_bytes: the AVX2 bf16-byte decode's order (kernels.h)
+            const int64_t el = planes       ? (j / 4) * 16 + p * 4 + (j % 4)
+                               : bf16_bytes ? avx2_bf16_element(bits, p, j)
+                                            : j * e + p;
             if (base + el < k) o[base + p * d + j] = s[base + el];
           }
       }
@@ -207,12 +220,15 @@ at::Tensor permute_x(Isa isa, const at::Tensor& x, int64_t row_bytes, int bits) 
   return xp;
 }
 
-at::Tensor gemv(Isa isa, const at::Tensor& x, const at::Tensor& packed, const float* table, int bits, int64_t k) {
+// t16: the table as bf16 when the AVX2 bf16-byte decode applies (linear_dispatch decides), else null.
+at::Tensor gemv(Isa isa, const at::Tensor& x, const at::Tensor& packed, const float* table, const uint16_t* t16,
+                int bits, int64_t k) {
   const int64_t m = x.size(0), n = packed.size(0);
   at::Tensor y = at::empty({m, n}, x.options());
-  const at::Tensor xp = permute_x(isa, x, packed.size(1), bits);
+  const bool bf = t16 != nullptr;
+  const at::Tensor xp = permute_x(isa, x, packed.size(1), bits, bf);
   GemvArgs a{xp.data_ptr<float>(), m, xp.size(1), packed.data_ptr<uint8_t>(), packed.size(1), k, bits,
-             table, y.data_ptr<float>(), n};
+             table, y.data_ptr<float>(), n, t16};
   auto fn = isa == Isa::Avx512 ? gemv_rows_avx512 : isa == Isa::Avx2 ? gemv_rows_avx2 : gemv_rows_scalar;
   // Chunks of whole 4-row groups (every kernel's row tile divides 4), ~256 KB of codes each, so threads
   // balance dynamically; small problems stay on the calling thread.
@@ -262,8 +278,10 @@ at::Tensor linear_dispatch(const at::Tensor& x, const at::Tensor& packed, const 
   uint16_t t16[256];
   if (m >= amx_min_m(3) && amx_bf16_available() && bf16_table(table.data(), t16))
     return amx_bf16_linear(x, 3, packed, t16, int(bits), k);
-  if (m >= gemm_min_m(isa)) return gemm(isa, x, packed, table.data(), int(bits), k);
-  return gemv(isa, x, packed, table.data(), int(bits), k);
+  // AVX2, 2/4-bit codes: bf16-exact tables (every WFN codebook) take the bf16-byte decode (kernels_avx2.cpp)
+  const bool bf = isa == Isa::Avx2 && bits != 8 && avx2_bf16_gemv_enabled() && bf16_table(table.data(), t16);
+  if (m >= gemm_min_m(isa, bf)) return gemm(isa, x, packed, table.data(), int(bits), k);
+  return gemv(isa, x, packed, table.data(), bf ? t16 : nullptr, int(bits), k);
 }
 
 namespace {
@@ -339,6 +357,13 @@ TORCH_LIBRARY_FRAGMENT(wfn_cpu, m) {
   m.def("set_gemm_min_m(int m) -> int", &wfn::set_gemm_min_m_op);
   // Force the largest B*H'*W' of the im2col + fused conv path (0: never; -1: default); returns previous.
   m.def("set_conv_fused_max_m(int m) -> int", &wfn::set_conv_fused_max_m_op);
+  // The AVX2 GEMV's bf16-byte decode for bf16-exact 2/4-bit tables: -1 default (on), 0 off, 1 on; returns
+  // the previous setting.
+  m.def("set_avx2_bf16_gemv(int mode) -> int", [](int64_t mode) {
+    TORCH_CHECK(mode >= -1 && mode <= 1, "set_avx2_bf16_gemv: mode must be -1 (default), 0 (off) or 1 (on), got ",
+                mode);
+    return wfn::avx2_bf16_gemv_override().exchange(mode);
+  });
   // Bytes of per-thread decode workspaces held (all threads, every slot) since the last reset.
   m.def("workspace_bytes() -> int", []() { return wfn::workspace_bytes(); });
   // The part of workspace_bytes() that holds activations (the AMX path's packed operand), not weights.
