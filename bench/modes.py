@@ -12,7 +12,9 @@ fp32 channels_last, TorchScript frozen + torch.jit.optimize_for_inference, bf16 
 (NCHW max-pooling is a slow path in torch on CPU: 6.3 ms at 64x112x112 vs 0.3 channels_last), and an int8 static
 model (torchao PT2E + X86InductorQuantizer, torch.compile) where it runs (else the reason is recorded).
 WFN: float with optimize_for_inference (NCHW, and channels_last: the oneDNN convs then read and write NHWC
-with no layout copies), bf16 and int8 (NCHW), and bf16 / int8 channels_last (the model and
+with no layout copies; and channels_last with wk.fuse_batchnorm first, which moves each BatchNorm (+ ReLU)
+into its oneDNN conv: weights scaled per channel as they are decoded, ReLU as oneDNN's post-op, as
+the frozen fp32 peer folds them), bf16 and int8 (NCHW), and bf16 / int8 channels_last (the model and
 its input moved to channels_last as for the channels_last peers: the int8 convs then read and write NHWC, the
 bf16 ones run oneDNN's channels_last conv, and the BatchNorm / ReLU / max-pool between them run on torch's
 channels_last kernels), and int8 channels_last with every BatchNorm (+ ReLU) folded into its conv's epilogue
@@ -246,12 +248,15 @@ def model_mode_rows(batches, repeats: int, threads: int, int8_static: bool = Tru
             notes.append("int8 static peer skipped (--no-int8-static)")
         float_opt = wfn["float"]
         float_cl = copy.deepcopy(wfn["float"]).to(memory_format=torch.channels_last)
+        float_cl_fused = wk.fuse_batchnorm(wfn["float"]).to(memory_format=torch.channels_last)
         onednn.clear_workspaces()
         if not onednn.unavailable_reason():
             float_opt = copy.deepcopy(wfn["float"])
             wk.optimize_for_inference(float_opt, x)
             wk.optimize_for_inference(float_cl, x_cl)
-        cands = {"wfn_float": float_opt, "wfn_float_cl": float_cl, "wfn_bf16": wfn["bf16"], "wfn_int8": wfn["int8"],
+            wk.optimize_for_inference(float_cl_fused, x_cl)  # BatchNorm / ReLU inside the oneDNN convs
+        cands = {"wfn_float": float_opt, "wfn_float_cl": float_cl, "wfn_float_cl_fused": float_cl_fused,
+                 "wfn_bf16": wfn["bf16"], "wfn_int8": wfn["int8"],
                  "wfn_bf16_cl": copy.deepcopy(wfn["bf16"]).to(memory_format=torch.channels_last),
                  "wfn_int8_cl": copy.deepcopy(wfn["int8"]).to(memory_format=torch.channels_last),
                  "wfn_int8_cl_fused": wk.fuse_batchnorm(wfn["int8"]).to(memory_format=torch.channels_last)}

@@ -149,6 +149,67 @@ def test_decode_into_mkldnn_rejects_bad_arguments():
     assert torch.equal(dst.to_dense().reshape(16, 36), cb[m[0].codes()])
 
 
+def test_decode_into_mkldnn_scale_and_its_bad_arguments(level):
+    """The per-channel scale multiplies each output channel's weights in a [O/block][K][block] layout, at every
+    dispatch level (AVX2 scales blocks of 8 channels as it decodes; otherwise a pass per decoded chunk)."""
+    conv = pow2_conv(4, 16, 3)
+    wk.convert(m := nn.Sequential(conv))
+    packed, cb = m[0].packed, m[0].codebook
+    scale = torch.arange(1, 17).float() / 4  # channel o: (o + 1) / 4, exact
+    dst = torch.zeros(16, 4, 3, 3).to_mkldnn()
+    torch.ops.wfn_cpu.decode_into_mkldnn(packed, cb, 4, 36, dst, scale, 1, 36)  # block 1: rows are channels
+    assert torch.equal(dst.to_dense().reshape(16, 36), cb[m[0].codes()] * scale[:, None])
+    # block 8: channel of element e is (e // (8 * 36)) * 8 + e % 8, rows of 72 = 8 channels x 9 columns
+    blocked = onednn.to_blocked(m[0].codes(), onednn.Layout(block=8, colperm=tuple(range(36)), rows=16))
+    from wfn_kernels.format.packing import pack_codes
+    packed8 = pack_codes(blocked.reshape(-1, 72), 4)
+    torch.ops.wfn_cpu.decode_into_mkldnn(packed8, cb, 4, 72, dst, scale, 8, 36)
+    w = cb[m[0].codes()] * scale[:, None]  # (16, 36) canonical
+    assert torch.equal(dst.to_dense().reshape(-1), w.reshape(2, 8, 36).transpose(1, 2).reshape(-1))
+    with pytest.raises(RuntimeError, match="scale has 15 channels, block 1, 36 columns per channel"):
+        torch.ops.wfn_cpu.decode_into_mkldnn(packed, cb, 4, 36, dst, scale[:15], 1, 36)
+    with pytest.raises(RuntimeError, match="scale has 16 channels, block 5"):
+        torch.ops.wfn_cpu.decode_into_mkldnn(packed, cb, 4, 36, dst, scale, 5, 36)
+    with pytest.raises(RuntimeError, match="scale must be a contiguous 1-D float32 CPU tensor"):
+        torch.ops.wfn_cpu.decode_into_mkldnn(packed, cb, 4, 36, dst, scale.double(), 1, 36)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("relu", [False, True])
+def test_folded_batchnorm_runs_inside_the_onednn_conv(channels_last, relu):
+    """wk.fuse_batchnorm + optimize_for_inference on a float model: the BatchNorm (and ReLU) run inside the
+    oneDNN conv (weights scaled as decoded, shift in the bias, ReLU post-op), no BatchNorm or ReLU pass."""
+    g = torch.Generator().manual_seed(3)
+    conv = pow2_conv(16, 40, 3, padding=1, bias=True, values=12)
+    bn = nn.BatchNorm2d(40)
+    with torch.no_grad():
+        bn.running_mean.uniform_(-1, 1, generator=g)
+        bn.running_var.uniform_(0.5, 2, generator=g)
+        bn.weight.uniform_(-1.5, 1.5, generator=g)
+        bn.bias.uniform_(-1, 1, generator=g)
+    net = nn.Sequential(conv, bn, *([nn.ReLU()] if relu else [])).eval()
+    wk.convert(net)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(2, 16, 10, 10, generator=g).contiguous(memory_format=fmt)
+    with torch.no_grad():
+        expected = net(x)
+    fused = wk.fuse_batchnorm(net).to(memory_format=fmt)
+    assert wk.optimize_for_inference(fused, x, measure=False) == [("0", "optimized")]
+    with torch.no_grad():
+        y = fused(x)  # the first call folds the epilogue into a bias (cached)
+        names = ops_called(lambda: fused(x))
+    assert "wfn_cpu::decode_into_mkldnn" in names and "mkldnn::_convolution_pointwise" in names
+    assert not {"aten::native_batch_norm", "aten::batch_norm", "aten::relu", "aten::clamp_min", "aten::mul",
+                "aten::add"} & names, names
+    torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
+    if relu:
+        assert bool((y >= 0).all()) and bool((y == 0).any())
+    conv_fused = fused.get_submodule("0")
+    conv_fused.fold_post(None, None, False)  # epilogue removed: back to the plain conv's output
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), net[0](x), rtol=1e-5, atol=1e-5)
+
+
 def test_layout_permutation_round_trips():
     layout = onednn.Layout(block=4, colperm=(2, 0, 1), rows=8)
     codes = torch.arange(8 * 3).reshape(8, 3)

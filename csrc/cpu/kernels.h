@@ -66,10 +66,23 @@ void gemv_rows_avx512(const GemvArgs& a, int64_t r0, int64_t r1);
 // Decode rows r0..r1 into natural-order floats out[(r - r0) * k + i] (for the GEMM / conv paths).
 void decode_rows_scalar(const uint8_t* packed, int64_t row_bytes, int64_t k, int bits, const float* table,
                         int64_t r0, int64_t r1, float* out);
+// AVX2 only: with scale, every weight times its channel's scale as it is decoded, for a [O/block][K][block]
+// layout (slab = block * K) with block a multiple of 8 and k of block (onednn_layout.cpp).
 void decode_rows_avx2(const uint8_t* packed, int64_t row_bytes, int64_t k, int bits, const float* table,
-                      int64_t r0, int64_t r1, float* out);
+                      int64_t r0, int64_t r1, float* out, const float* scale = nullptr, int64_t block = 0,
+                      int64_t slab = 0);
 void decode_rows_avx512(const uint8_t* packed, int64_t row_bytes, int64_t k, int bits, const float* table,
                         int64_t r0, int64_t r1, float* out);
+
+// out[e] *= scale[(e / slab) * block + e % block] for e in [e0, e1), e0 and e1 multiples of block: per-channel
+// scaling of decoded weights in a [O/block][K][block] layout (slab = block * K). AVX2 where the CPU has it
+// (every AVX-512 CPU does), else scalar.
+void scale_channel_blocks(Isa isa, float* out, int64_t e0, int64_t e1, const float* scale, int64_t block,
+                          int64_t slab);
+
+// decode_rows_<level> for a level (single-threaded over rows r0..r1).
+void decode_rows(Isa isa, const uint8_t* packed, int64_t row_bytes, int64_t k, int bits, const float* table,
+                 int64_t r0, int64_t r1, float* out);
 
 // Runs fn(lo, hi) over [0, n) in chunks of `chunk`, claimed dynamically by torch's intra-op threads
 // (or inter-op helpers with WFN_CPU_PARALLEL=launch; linear.cpp says when each wins).

@@ -236,9 +236,21 @@ void gemv_rows_avx2(const GemvArgs& a, int64_t r0, int64_t r1) {
   else gemv_rows_impl<8>(a, r0, r1);
 }
 
-// Natural-order decode, 8 codes per step, scalar tail.
+void scale_channel_blocks_avx2(float* out, int64_t e0, int64_t e1, const float* scale, int64_t block,
+                               int64_t slab) {
+  for (int64_t e = e0; e < e1; e += block) {
+    const float* s = scale + (e / slab) * block;
+    float* w = out + e;
+    int64_t j = 0;
+    for (; j + 8 <= block; j += 8) _mm256_storeu_ps(w + j, _mm256_mul_ps(_mm256_loadu_ps(w + j), _mm256_loadu_ps(s + j)));
+    for (; j < block; ++j) w[j] *= s[j];
+  }
+}
+
+// Natural-order decode, 8 codes per step, scalar tail. scale (block a multiple of 8, k a multiple of block):
+// each 8 decoded weights, all of one [O/block][K][block] slab, times their channels' scales before the store.
 void decode_rows_avx2(const uint8_t* packed, int64_t row_bytes, int64_t k, int bits, const float* table,
-                      int64_t r0, int64_t r1, float* out) {
+                      int64_t r0, int64_t r1, float* out, const float* scale, int64_t block, int64_t slab) {
   const Dec2<4> d4(table);
   const Dec2<2> d2(table);
   const __m256i sh4 = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
@@ -247,6 +259,8 @@ void decode_rows_avx2(const uint8_t* packed, int64_t row_bytes, int64_t k, int b
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* row = packed + r * row_bytes;
     float* o = out + (r - r0) * k;
+    const float* srow = scale == nullptr ? nullptr : scale + (r * k / slab) * block;
+    int64_t j = 0;
     for (int64_t i = 0; i < full; i += 8) {
       __m256 w;
       if (bits == 2) {
@@ -261,11 +275,17 @@ void decode_rows_avx2(const uint8_t* packed, int64_t row_bytes, int64_t k, int b
         const __m256i idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + i)));
         w = _mm256_i32gather_ps(table, idx, 4);
       }
+      if (scale != nullptr) {  // k is a multiple of block: element i of the row is channel i % block
+        w = _mm256_mul_ps(w, _mm256_loadu_ps(srow + j));
+        j = j + 8 == block ? 0 : j + 8;
+      }
       _mm256_storeu_ps(o + i, w);
     }
     const int per_byte = 8 / bits;
-    for (int64_t i = full; i < k; ++i)
+    for (int64_t i = full; i < k; ++i) {
       o[i] = table[(row[i / per_byte] >> ((i % per_byte) * bits)) & ((1u << bits) - 1u)];
+      if (scale != nullptr) o[i] *= scale[((r * k + i) / slab) * block + (r * k + i) % block];
+    }
   }
 }
 

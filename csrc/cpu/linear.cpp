@@ -86,6 +86,8 @@ std::vector<float> padded_table(const at::Tensor& codebook) {
   return table;
 }
 
+}  // namespace
+
 void decode_rows(Isa isa, const uint8_t* packed, int64_t row_bytes, int64_t k, int bits, const float* table,
                  int64_t r0, int64_t r1, float* out) {
   switch (isa) {
@@ -94,6 +96,20 @@ void decode_rows(Isa isa, const uint8_t* packed, int64_t row_bytes, int64_t k, i
     default: decode_rows_scalar(packed, row_bytes, k, bits, table, r0, r1, out); break;
   }
 }
+
+void scale_channel_blocks_avx2(float* out, int64_t e0, int64_t e1, const float* scale, int64_t block,
+                               int64_t slab);  // kernels_avx2.cpp
+
+void scale_channel_blocks(Isa isa, float* out, int64_t e0, int64_t e1, const float* scale, int64_t block,
+                          int64_t slab) {
+  if (isa != Isa::Scalar) return scale_channel_blocks_avx2(out, e0, e1, scale, block, slab);
+  for (int64_t e = e0; e < e1; e += block) {
+    const float* s = scale + (e / slab) * block;
+    for (int64_t j = 0; j < block; ++j) out[e + j] *= s[j];
+  }
+}
+
+namespace {
 
 // Runs fn(lo, hi) over [0, n) in chunks claimed from an atomic counter, so a thread that starts late or
 // runs slower takes fewer chunks. Default: the chunks are claimed inside at::parallel_for (torch's

@@ -9,7 +9,9 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include "kernels.h"
@@ -27,8 +29,11 @@ int64_t mkldnn_int_op(const char* name, const at::Tensor& t) {
 
 // packed: uint8 (R, ceil(k*bits/8)) codes in the destination's element order (row r fills elements
 // [r*k, (r+1)*k)); codebook float32 (C <= 2**bits); dst: an mkldnn float tensor of exactly R*k elements.
+// scale (optional): float32, one per output channel of the blocked layout [O/block][K][block] (kdim columns
+// per channel, O = scale.numel() a multiple of block): every decoded weight of channel o is multiplied by
+// scale[o] (an eval BatchNorm folded into the conv), chunk by chunk while the chunk is still in cache.
 void decode_into_mkldnn(const at::Tensor& packed, const at::Tensor& codebook, int64_t bits, int64_t k,
-                        const at::Tensor& dst) {
+                        const at::Tensor& dst, const std::optional<at::Tensor>& scale, int64_t block, int64_t kdim) {
   TORCH_CHECK(dst.is_mkldnn() && dst.scalar_type() == at::kFloat, "decode_into_mkldnn: dst must be an mkldnn "
               "float32 tensor, got ", dst.toString());
   TORCH_CHECK(packed.device().is_cpu() && packed.scalar_type() == at::kByte && packed.dim() == 2 &&
@@ -42,11 +47,41 @@ void decode_into_mkldnn(const at::Tensor& packed, const at::Tensor& codebook, in
   TORCH_CHECK(mkldnn_int_op("nbytes", dst) == n * k * int64_t(sizeof(float)),
               "decode_into_mkldnn: dst holds ", mkldnn_int_op("nbytes", dst), " bytes but the codes decode to ",
               n * k * int64_t(sizeof(float)), " (padded oneDNN layouts are not supported)");
+  const float* sc = nullptr;
+  if (scale.has_value()) {
+    const at::Tensor& s = *scale;
+    TORCH_CHECK(s.device().is_cpu() && s.scalar_type() == at::kFloat && s.dim() == 1 && s.is_contiguous(),
+                "decode_into_mkldnn: scale must be a contiguous 1-D float32 CPU tensor");
+    TORCH_CHECK(block >= 1 && kdim >= 1 && s.numel() % block == 0 && s.numel() * kdim == n * k &&
+                    (k % block == 0) && ((kdim * block) % k == 0),
+                "decode_into_mkldnn: scale has ", s.numel(), " channels, block ", block, ", ", kdim,
+                " columns per channel: that does not tile the ", n, " x ", k, " decoded elements in whole rows");
+    sc = s.data_ptr<float>();
+  }
   float* out = reinterpret_cast<float*>(mkldnn_int_op("data_ptr", dst));
   std::vector<float> table(256, 0.f);
   const at::Tensor cb = codebook.contiguous();
   std::memcpy(table.data(), cb.data_ptr<float>(), sizeof(float) * size_t(cb.numel()));
-  decode_parallel(active_isa(), packed, k, int(bits), table.data(), 0, n, out);
+  if (sc == nullptr) {
+    decode_parallel(active_isa(), packed, k, int(bits), table.data(), 0, n, out);
+    return;
+  }
+  // Rows never straddle an output-channel block (k is a multiple of block and divides kdim * block), so a
+  // chunk of rows is whole [K][block] slabs or part of one; element e has channel (e / (block*kdim)) * block
+  // + e % block.
+  const Isa isa = active_isa();
+  const uint8_t* p = packed.data_ptr<uint8_t>();
+  const int64_t rb = packed.size(1), slab = block * kdim;
+  const int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 14) / std::max<int64_t>(k, 1));  // ~64 KB of floats
+  parallel_chunks(n, chunk, [&](int64_t lo, int64_t hi) {
+    float* o = out + lo * k;
+    if (isa == Isa::Avx2 && block % 8 == 0) {  // scaled as decoded, no second pass
+      decode_rows_avx2(p, rb, k, int(bits), table.data(), lo, hi, o, sc, block, slab);
+      return;
+    }
+    decode_rows(isa, p, rb, k, int(bits), table.data(), lo, hi, o);
+    scale_channel_blocks(isa, out, lo * k, hi * k, sc, block, slab);
+  });
 }
 
 }  // namespace
@@ -54,6 +89,9 @@ void decode_into_mkldnn(const at::Tensor& packed, const at::Tensor& codebook, in
 
 TORCH_LIBRARY_FRAGMENT(wfn_cpu, m) {
   // Decode codes (already in the destination's element order) into an mkldnn float tensor, in place.
-  m.def("decode_into_mkldnn(Tensor packed, Tensor codebook, int bits, int k, Tensor dst) -> ()",
+  // With scale (one float per output channel of the [O/block][kdim][block] layout), each channel's weights
+  // are multiplied by it as they are decoded (a folded eval BatchNorm).
+  m.def("decode_into_mkldnn(Tensor packed, Tensor codebook, int bits, int k, Tensor dst, Tensor? scale=None, "
+        "int block=1, int kdim=1) -> ()",
         &wfn::decode_into_mkldnn);
 }

@@ -21,7 +21,8 @@ class FoldedEpilogue:
     def fold_post(self, scale: torch.Tensor | None, shift: torch.Tensor | None, relu: bool = False) -> None:
         """Apply ``y * scale[c] + shift[c]`` (an eval BatchNorm folded into the conv: multiply, then add) and,
         with ``relu``, ``max(y, 0)`` to this conv's output. In the int8 mode the NHWC kernel does it in its
-        epilogue, on the output still in registers; other paths as separate passes. Inference only: a module
+        epilogue, on the output still in registers; a float conv on the oneDNN layout inside the oneDNN conv
+        (weights scaled as decoded, shift as bias, ReLU post-op); other paths as separate passes. Inference only: a module
         with a folded epilogue refuses ``state_dict()`` (save the model before fusing)."""
         n = self.out_channels
         if (scale is None) != (shift is None):

@@ -5,8 +5,11 @@ The conv's weights stay the few WFN values: BatchNorm becomes a per-channel affi
 ``y * a[c] + b[c]`` with ``a = gamma / sqrt(running_var + eps)`` and ``b = beta - running_mean * a``
 (computed in float64, stored in float32), then ``max(y, 0)`` for a folded ReLU. In the int8 mode the
 channels_last kernel applies it to the output still in registers, which saves the BatchNorm and ReLU passes
-over every activation; elsewhere it runs as separate passes. The values differ from conv -> BatchNorm ->
-ReLU only by float rounding (BatchNorm's own formula rounds differently).
+over every activation. In the float mode, a conv on the oneDNN layout (``wk.optimize_for_inference``, run
+after fusing) scales each channel's weights by ``a`` as it decodes them, adds ``b`` through the conv's bias
+and runs the ReLU as oneDNN's post-op, as frozen fp32 models fold BatchNorm into their weights; elsewhere it
+runs as separate passes. The values differ from conv -> BatchNorm -> ReLU only by float rounding
+(BatchNorm's own formula rounds differently).
 
 The model is traced with ``torch.fx`` (the result is a ``GraphModule``; the model passed in is not changed).
 Inference only: a module with a folded epilogue refuses ``state_dict()``, so save the model before fusing.

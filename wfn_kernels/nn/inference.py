@@ -7,6 +7,7 @@ import copy
 import torch
 from torch import nn
 
+from ..ops.reference import memory_format_of
 from ..timing import interleaved_medians
 from .modules import WFNConv2d
 
@@ -20,16 +21,18 @@ def optimize_for_inference(model: nn.Module, example_input: torch.Tensor, measur
     decode-into-oneDNN + conv without a weight reorder; any other call takes the plain path and is still
     correct. ``state_dict()``, ``codes()``, ``save_packed`` see canonical codes.
 
-    ``measure=True`` (default) times each layer both ways on a random input of its shape (medians of
+    ``measure=True`` (default) times each layer both ways (with any folded BatchNorm / ReLU, see
+    :func:`~wfn_kernels.fuse_batchnorm`) on a random input of its shape and memory format (medians of
     ``repeats`` interleaved calls) and keeps the oneDNN layout only where it is faster: on tiny convs the
     extra call overhead outweighs the saved reorder. Returns ``[(layer name, 'optimized ...' or the
     reason it was left alone)]``.
     """
-    shapes, hooks = {}, []
+    shapes, formats, hooks = {}, {}, []
 
     def record(name):
         def hook(_module, inputs, _output):
             shapes.setdefault(name, tuple(inputs[0].shape))  # returns None: the output is left alone
+            formats.setdefault(name, memory_format_of(inputs[0]))
         return hook
 
     for name, mod in model.named_modules():
@@ -58,7 +61,7 @@ def optimize_for_inference(model: nn.Module, example_input: torch.Tensor, measur
             if why:
                 result.append((name, why))
                 continue
-            x = torch.randn(shapes[name])
+            x = torch.randn(shapes[name]).contiguous(memory_format=formats[name])  # the layout the model runs
             with torch.no_grad():
                 t_plain, t_opt = interleaved_medians([lambda: mod(x), lambda: trial(x)], repeats)
             if t_opt < t_plain:

@@ -324,6 +324,12 @@ class WFNConv2d(FoldedEpilogue, _WFNBase):
         if self.compute != "float":
             return self._forward_mode(x)
         if self._has_post():
+            if self._onednn is not None:  # the folded BatchNorm / ReLU inside the oneDNN conv
+                from . import onednn_layout
+
+                y = onednn_layout.forward(self, x, fold_post=True)
+                if y is not None:
+                    return y
             return self._post(self._forward_float(x))
         return self._forward_float(x)
 

@@ -205,18 +205,41 @@ def signature_for(mod, shape: tuple):
     return sig
 
 
-def forward(mod, x: torch.Tensor):
-    """The decode-into-oneDNN conv, or None when this call cannot take it."""
+def _folded_post(mod) -> tuple[torch.Tensor, torch.Tensor]:
+    """The module's folded epilogue (fold_post) moved into the conv: per-channel weight scale (padded with 1
+    to the layout's rows) and bias ``bias * scale + shift``; cached until the epilogue or bias changes."""
+    key = (mod.post_scale, mod.post_shift, mod.bias)  # held by the cache, so identity cannot be reused
+    cached = mod._onednn.get("post")
+    if cached is not None and all(a is b for a, b in zip(cached[0], key)):
+        return cached[1], cached[2]
+    n, rows = mod.out_channels, mod._onednn["layout"].rows
+    scale = torch.ones(rows)
+    scale[:n] = mod.post_scale
+    bias = mod.post_shift + (0.0 if mod.bias is None else mod.bias.float() * mod.post_scale)
+    mod._onednn["post"] = (key, scale, bias.contiguous())
+    return scale, mod._onednn["post"][2]
+
+
+def forward(mod, x: torch.Tensor, fold_post: bool = False):
+    """The decode-into-oneDNN conv, or None when this call cannot take it. ``fold_post``: apply the
+    module's folded BatchNorm (and ReLU) inside the conv: each channel's weights scaled as they are
+    decoded, the shift in the bias, the ReLU as oneDNN's post-op (no passes over the output)."""
     if (x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 4 or mod.backend == "reference"
             or (x.requires_grad and torch.is_grad_enabled()) or torch.compiler.is_compiling()):
         return None
     sig = signature_for(mod, tuple(x.shape))
     if sig is None:
         return None
-    ws = workspace(sig, mod._onednn["layout"])
-    torch.ops.wfn_cpu.decode_into_mkldnn(mod.packed, mod.codebook, mod.bits, mod._onednn["row"], ws)
+    layout = mod._onednn["layout"]
+    ws = workspace(sig, layout)
     # oneDNN reads NHWC activations as they are (a channels_last model runs with no layout copy); its output
     # is channels_last either way
     xc = x if x.is_contiguous(memory_format=torch.channels_last) else x.contiguous()
+    if fold_post:
+        scale, bias = _folded_post(mod)
+        torch.ops.wfn_cpu.decode_into_mkldnn(mod.packed, mod.codebook, mod.bits, mod._onednn["row"], ws, scale,
+                                             layout.block, mod._k())
+        return ti.mkldnn_conv(xc, ws, bias, mod.padding, mod.stride, mod.dilation, mod.groups, relu=mod.post_relu)
+    torch.ops.wfn_cpu.decode_into_mkldnn(mod.packed, mod.codebook, mod.bits, mod._onednn["row"], ws)
     return ti.mkldnn_conv(xc, ws, mod.bias, mod.padding, mod.stride, mod.dilation, mod.groups)
 

@@ -83,7 +83,9 @@ def mkldnn_buffer(t: torch.Tensor) -> tuple[int, int]:
     return int(torch.ops.mkldnn.data_ptr(t)), int(torch.ops.mkldnn._nbytes(t))
 
 
-def mkldnn_conv(x: torch.Tensor, weight, bias, padding, stride, dilation, groups: int) -> torch.Tensor:
-    """fp32 conv2d with a weight already in oneDNN's blocked layout (no reorder)."""
+def mkldnn_conv(x: torch.Tensor, weight, bias, padding, stride, dilation, groups: int,
+                relu: bool = False) -> torch.Tensor:
+    """fp32 conv2d with a weight already in oneDNN's blocked layout (no reorder); ``relu``: oneDNN's fused
+    ReLU post-op on the output."""
     return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, list(padding), list(stride), list(dilation),
-                                                   groups, "none", [], "")
+                                                   groups, "relu" if relu else "none", [], "")
