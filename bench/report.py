@@ -189,7 +189,8 @@ def write_outputs(rows: list[dict], env: dict, out: Path, backends: list[str]) -
         lines += ["", "## Compute-mode targets (1 thread)", "", "| target | required | measured | status |",
                   "|---|---|---|---|"]
         for label, need, value, status in mode_targets(rows):
-            lines.append(f"| {label} | {need} | {'' if value is None else f'{value:.3f}'} | {status} |")
+            shown = '' if value is None else (f'{value:.1e}' if 0 < abs(value) < 1e-3 else f'{value:.3f}')
+            lines.append(f"| {label} | {need} | {shown} | {status} |")
         lines += ["", "## Compute modes: linear layers, 4-bit (ms, medians, interleaved)", "",
                   _modes_linear_table(rows), "", "## Compute modes: ResNet-18-shaped net (ms)", "",
                   _modes_model_table(rows)]
