@@ -29,6 +29,7 @@ namespace {
 template <int BITS>
 struct Dec2 {
   static constexpr int kPhases = 32 / BITS;
+  static constexpr int64_t kElems = 8 * kPhases;  // weights per 32-byte block
   __m256 lut0, lut1;
   const float* table;
   explicit Dec2(const float* t) : table(t) {
@@ -55,8 +56,10 @@ struct Dec2 {
 };
 
 template <int BITS, int R, int MT>
-WFN_INLINE2 void block_fma(const Dec2<BITS>& dec, const __m256i (&v)[R], const float* xk, int64_t xstride,
-                           __m256 (&acc)[MT][R][2]) {
+WFN_INLINE2 void block_fma(const Dec2<BITS>& dec, const uint8_t* const (&rows)[R], int64_t off, const float* xk,
+                           int64_t xstride, __m256 (&acc)[MT][R][2]) {
+  __m256i v[R];
+  for (int r = 0; r < R; ++r) v[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[r] + off));
 #pragma GCC unroll 16
   for (int p = 0; p < Dec2<BITS>::kPhases; ++p) {
     __m256 w[R];
@@ -74,47 +77,11 @@ WFN_INLINE2 float hsum(__m256 v) {
   return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
 }
 
-template <int BITS, int R, int MT>
-void gemv_tile(const Dec2<BITS>& dec, const GemvArgs& a, int64_t r, int64_t m0) {
-  constexpr int64_t kElems = 8 * Dec2<BITS>::kPhases;
-  __m256 acc[MT][R][2];
-  for (int i = 0; i < MT; ++i)
-    for (int j = 0; j < R; ++j) acc[i][j][0] = acc[i][j][1] = _mm256_setzero_ps();
-  const uint8_t* rows[R];
-  for (int j = 0; j < R; ++j) rows[j] = a.packed + (r + j) * a.row_bytes;
-  const float* x = a.x + m0 * a.xstride;
-  const int64_t nfull = a.row_bytes / 32, tail = a.row_bytes % 32;
-  __m256i v[R];
-  for (int64_t b = 0; b < nfull; ++b) {
-    for (int j = 0; j < R; ++j) v[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[j] + 32 * b));
-    block_fma<BITS, R, MT>(dec, v, x + b * kElems, a.xstride, acc);
-  }
-  if (tail) {  // copy the last partial block into a zeroed buffer: never read past the row
-    alignas(32) uint8_t buf[R][32];
-    for (int j = 0; j < R; ++j) {
-      std::memset(buf[j], 0, 32);
-      std::memcpy(buf[j], rows[j] + 32 * nfull, size_t(tail));
-      v[j] = _mm256_load_si256(reinterpret_cast<const __m256i*>(buf[j]));
-    }
-    block_fma<BITS, R, MT>(dec, v, x + nfull * kElems, a.xstride, acc);
-  }
-  for (int i = 0; i < MT; ++i)
-    for (int j = 0; j < R; ++j) a.y[(m0 + i) * a.ldy + r + j] = hsum(_mm256_add_ps(acc[i][j][0], acc[i][j][1]));
-}
-
-template <int BITS, int R>
-void gemv_tile_m(const Dec2<BITS>& dec, const GemvArgs& a, int64_t r, int64_t m0, int64_t mt) {
-  switch (mt) {
-    case 1: gemv_tile<BITS, R, 1>(dec, a, r, m0); break;
-    case 2: gemv_tile<BITS, R, 2>(dec, a, r, m0); break;
-    case 3: gemv_tile<BITS, R, 3>(dec, a, r, m0); break;
-    default: gemv_tile<BITS, R, 4>(dec, a, r, m0); break;
-  }
-}
 
 template <int BITS>
 struct DecBf {
   static constexpr int kQ = 8 / BITS;  // code vectors per 32-byte block, 4 float vectors each
+  static constexpr int64_t kElems = 32 * kQ;
   __m256i tlo, thi, mask, hiword;
   explicit DecBf(const uint16_t* t16) {
     alignas(16) uint8_t lo[16], hi[16];
@@ -143,7 +110,7 @@ struct DecBf {
 // One row at a time within a code vector, its code block re-read from L1 each time: holding R blocks and
 // R x 4 decoded vectors at once spilled (AVX2 has 16 registers).
 template <int BITS, int R, int MT>
-WFN_INLINE2 void block_fma_bf(const DecBf<BITS>& dec, const uint8_t* const (&rows)[R], int64_t off,
+WFN_INLINE2 void block_fma(const DecBf<BITS>& dec, const uint8_t* const (&rows)[R], int64_t off,
                               const float* xk, int64_t xstride, __m256 (&acc)[MT][R][2]) {
 #pragma GCC unroll 4
   for (int q = 0; q < DecBf<BITS>::kQ; ++q)
@@ -157,9 +124,11 @@ WFN_INLINE2 void block_fma_bf(const DecBf<BITS>& dec, const uint8_t* const (&row
     }
 }
 
-template <int BITS, int R, int MT>
-void gemv_tile_bf(const DecBf<BITS>& dec, const GemvArgs& a, int64_t r, int64_t m0) {
-  constexpr int64_t kElems = 32 * DecBf<BITS>::kQ;
+// One tile: R weight rows against MT activation rows, whole 32-byte blocks, then the last partial block
+// from a zeroed copy (never reading past a row; x is zero past K). D is Dec2 or DecBf.
+template <class D, int R, int MT>
+void gemv_tile(const D& dec, const GemvArgs& a, int64_t r, int64_t m0) {
+  constexpr int64_t kElems = D::kElems;
   __m256 acc[MT][R][2];
   for (int i = 0; i < MT; ++i)
     for (int j = 0; j < R; ++j) acc[i][j][0] = acc[i][j][1] = _mm256_setzero_ps();
@@ -167,8 +136,8 @@ void gemv_tile_bf(const DecBf<BITS>& dec, const GemvArgs& a, int64_t r, int64_t 
   for (int j = 0; j < R; ++j) rows[j] = a.packed + (r + j) * a.row_bytes;
   const float* x = a.x + m0 * a.xstride;
   const int64_t nfull = a.row_bytes / 32, tail = a.row_bytes % 32;
-  for (int64_t b = 0; b < nfull; ++b) block_fma_bf<BITS, R, MT>(dec, rows, 32 * b, x + b * kElems, a.xstride, acc);
-  if (tail) {  // the last partial block from a zeroed copy (x is zero past K)
+  for (int64_t b = 0; b < nfull; ++b) block_fma(dec, rows, 32 * b, x + b * kElems, a.xstride, acc);
+  if (tail) {
     alignas(32) uint8_t buf[R][32];
     const uint8_t* brows[R];
     for (int j = 0; j < R; ++j) {
@@ -176,10 +145,20 @@ void gemv_tile_bf(const DecBf<BITS>& dec, const GemvArgs& a, int64_t r, int64_t 
       std::memcpy(buf[j], rows[j] + 32 * nfull, size_t(tail));
       brows[j] = buf[j];
     }
-    block_fma_bf<BITS, R, MT>(dec, brows, 0, x + nfull * kElems, a.xstride, acc);
+    block_fma(dec, brows, 0, x + nfull * kElems, a.xstride, acc);
   }
   for (int i = 0; i < MT; ++i)
     for (int j = 0; j < R; ++j) a.y[(m0 + i) * a.ldy + r + j] = hsum(_mm256_add_ps(acc[i][j][0], acc[i][j][1]));
+}
+
+template <int BITS, int R>
+void gemv_tile_m(const Dec2<BITS>& dec, const GemvArgs& a, int64_t r, int64_t m0, int64_t mt) {
+  switch (mt) {
+    case 1: gemv_tile<Dec2<BITS>, R, 1>(dec, a, r, m0); break;
+    case 2: gemv_tile<Dec2<BITS>, R, 2>(dec, a, r, m0); break;
+    case 3: gemv_tile<Dec2<BITS>, R, 3>(dec, a, r, m0); break;
+    default: gemv_tile<Dec2<BITS>, R, 4>(dec, a, r, m0); break;
+  }
 }
 
 // Rows per tile by activation rows, keeping MT x R x 2 accumulators within 8 registers. Zen 3, N=4096,
@@ -189,8 +168,8 @@ template <int BITS, int MT>
 void gemv_rows_bf_m(const DecBf<BITS>& dec, const GemvArgs& a, int64_t c0, int64_t c1, int64_t m0) {
   constexpr int R = MT == 1 ? 4 : MT == 2 ? 2 : 1;
   int64_t r = c0;
-  for (; r + R <= c1; r += R) gemv_tile_bf<BITS, R, MT>(dec, a, r, m0);
-  for (; r < c1; ++r) gemv_tile_bf<BITS, 1, MT>(dec, a, r, m0);
+  for (; r + R <= c1; r += R) gemv_tile<DecBf<BITS>, R, MT>(dec, a, r, m0);
+  for (; r < c1; ++r) gemv_tile<DecBf<BITS>, 1, MT>(dec, a, r, m0);
 }
 
 template <int BITS>
