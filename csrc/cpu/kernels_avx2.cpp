@@ -30,6 +30,8 @@ template <int BITS>
 struct Dec2 {
   static constexpr int kPhases = 32 / BITS;
   static constexpr int64_t kElems = 8 * kPhases;  // weights per 32-byte block
+  template <int MT>
+  static constexpr int rows() { return 4; }
   __m256 lut0, lut1;
   const float* table;
   explicit Dec2(const float* t) : table(t) {
@@ -82,6 +84,8 @@ template <int BITS>
 struct DecBf {
   static constexpr int kQ = 8 / BITS;  // code vectors per 32-byte block, 4 float vectors each
   static constexpr int64_t kElems = 32 * kQ;
+  template <int MT>
+  static constexpr int rows() { return MT == 1 ? 4 : MT == 2 ? 2 : 1; }
   __m256i tlo, thi, mask, hiword;
   explicit DecBf(const uint16_t* t16) {
     alignas(16) uint8_t lo[16], hi[16];
@@ -151,56 +155,31 @@ void gemv_tile(const D& dec, const GemvArgs& a, int64_t r, int64_t m0) {
     for (int j = 0; j < R; ++j) a.y[(m0 + i) * a.ldy + r + j] = hsum(_mm256_add_ps(acc[i][j][0], acc[i][j][1]));
 }
 
-template <int BITS, int R>
-void gemv_tile_m(const Dec2<BITS>& dec, const GemvArgs& a, int64_t r, int64_t m0, int64_t mt) {
-  switch (mt) {
-    case 1: gemv_tile<Dec2<BITS>, R, 1>(dec, a, r, m0); break;
-    case 2: gemv_tile<Dec2<BITS>, R, 2>(dec, a, r, m0); break;
-    case 3: gemv_tile<Dec2<BITS>, R, 3>(dec, a, r, m0); break;
-    default: gemv_tile<Dec2<BITS>, R, 4>(dec, a, r, m0); break;
-  }
-}
-
-// Rows per tile by activation rows, keeping MT x R x 2 accumulators within 8 registers. Zen 3, N=4096,
-// K=14336, M=1, 1 thread, medians of 25 (ad hoc builds): R = 4 3.85 ms, R = 2 4.15, R = 1 5.20 (one row's two
-// accumulator chains are FMA-latency bound); a software prefetch 512 bytes ahead changed nothing.
-template <int BITS, int MT>
-void gemv_rows_bf_m(const DecBf<BITS>& dec, const GemvArgs& a, int64_t c0, int64_t c1, int64_t m0) {
-  constexpr int R = MT == 1 ? 4 : MT == 2 ? 2 : 1;
+// Rows per tile: D::rows<MT>() (Dec2: 4 at every MT, as measured when it was the only decode; DecBf: at most
+// 8 accumulators, MT x R x 2). DecBf on Zen 3, N=4096, K=14336, M=1, 1 thread, medians of 25 (ad hoc builds):
+// R = 4 3.85 ms, R = 2 4.15, R = 1 5.20 (one row's two accumulator chains are FMA-latency bound); a software
+// prefetch 512 bytes ahead changed nothing.
+template <class D, int MT>
+void rows_m(const D& dec, const GemvArgs& a, int64_t c0, int64_t c1, int64_t m0) {
+  constexpr int R = D::template rows<MT>();
   int64_t r = c0;
-  for (; r + R <= c1; r += R) gemv_tile<DecBf<BITS>, R, MT>(dec, a, r, m0);
-  for (; r < c1; ++r) gemv_tile<DecBf<BITS>, 1, MT>(dec, a, r, m0);
+  for (; r + R <= c1; r += R) gemv_tile<D, R, MT>(dec, a, r, m0);
+  for (; r < c1; ++r) gemv_tile<D, 1, MT>(dec, a, r, m0);
 }
 
-template <int BITS>
-void gemv_rows_bf(const GemvArgs& a, int64_t r0, int64_t r1) {
-  const DecBf<BITS> dec(a.table16);
+// Cache blocking as in kernels_avx512.cpp: ~128 KB of rows in L2, x in 4-row blocks.
+template <class D>
+void gemv_rows(const D& dec, const GemvArgs& a, int64_t r0, int64_t r1) {
   const int64_t rc = std::max<int64_t>(4, (int64_t(128) << 10) / std::max<int64_t>(a.row_bytes, 1) / 4 * 4);
   for (int64_t c0 = r0; c0 < r1; c0 += rc) {
     const int64_t c1 = std::min(r1, c0 + rc);
     for (int64_t m0 = 0; m0 < a.m; m0 += 4) {
       switch (std::min<int64_t>(4, a.m - m0)) {
-        case 1: gemv_rows_bf_m<BITS, 1>(dec, a, c0, c1, m0); break;
-        case 2: gemv_rows_bf_m<BITS, 2>(dec, a, c0, c1, m0); break;
-        case 3: gemv_rows_bf_m<BITS, 3>(dec, a, c0, c1, m0); break;
-        default: gemv_rows_bf_m<BITS, 4>(dec, a, c0, c1, m0); break;
+        case 1: rows_m<D, 1>(dec, a, c0, c1, m0); break;
+        case 2: rows_m<D, 2>(dec, a, c0, c1, m0); break;
+        case 3: rows_m<D, 3>(dec, a, c0, c1, m0); break;
+        default: rows_m<D, 4>(dec, a, c0, c1, m0); break;
       }
-    }
-  }
-}
-
-// Cache blocking as in kernels_avx512.cpp: ~128 KB of rows in L2, x in 4-row blocks.
-template <int BITS>
-void gemv_rows_impl(const GemvArgs& a, int64_t r0, int64_t r1) {
-  const Dec2<BITS> dec(a.table);
-  const int64_t rc = std::max<int64_t>(4, (int64_t(128) << 10) / std::max<int64_t>(a.row_bytes, 1) / 4 * 4);
-  for (int64_t c0 = r0; c0 < r1; c0 += rc) {
-    const int64_t c1 = std::min(r1, c0 + rc);
-    for (int64_t m0 = 0; m0 < a.m; m0 += 4) {
-      const int64_t mt = std::min<int64_t>(4, a.m - m0);
-      int64_t r = c0;
-      for (; r + 4 <= c1; r += 4) gemv_tile_m<BITS, 4>(dec, a, r, m0, mt);
-      for (; r < c1; ++r) gemv_tile_m<BITS, 1>(dec, a, r, m0, mt);
     }
   }
 }
@@ -208,11 +187,11 @@ void gemv_rows_impl(const GemvArgs& a, int64_t r0, int64_t r1) {
 }  // namespace
 
 void gemv_rows_avx2(const GemvArgs& a, int64_t r0, int64_t r1) {
-  if (a.table16 != nullptr && a.bits == 2) gemv_rows_bf<2>(a, r0, r1);
-  else if (a.table16 != nullptr && a.bits == 4) gemv_rows_bf<4>(a, r0, r1);
-  else if (a.bits == 2) gemv_rows_impl<2>(a, r0, r1);
-  else if (a.bits == 4) gemv_rows_impl<4>(a, r0, r1);
-  else gemv_rows_impl<8>(a, r0, r1);
+  if (a.table16 != nullptr && a.bits == 2) gemv_rows(DecBf<2>(a.table16), a, r0, r1);
+  else if (a.table16 != nullptr && a.bits == 4) gemv_rows(DecBf<4>(a.table16), a, r0, r1);
+  else if (a.bits == 2) gemv_rows(Dec2<2>(a.table), a, r0, r1);
+  else if (a.bits == 4) gemv_rows(Dec2<4>(a.table), a, r0, r1);
+  else gemv_rows(Dec2<8>(a.table), a, r0, r1);
 }
 
 void scale_channel_blocks_avx2(float* out, int64_t e0, int64_t e1, const float* scale, int64_t block,
