@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <vector>
 
 namespace wfn {
 
@@ -79,6 +80,9 @@ void decode_rows_avx512(const uint8_t* packed, int64_t row_bytes, int64_t k, int
 // (every AVX-512 CPU does), else scalar.
 void scale_channel_blocks(Isa isa, float* out, int64_t e0, int64_t e1, const float* scale, int64_t block,
                           int64_t slab);
+
+// A contiguous float32 codebook (at most 256 entries) as the 256-float table the kernels read, zero-padded.
+std::vector<float> padded_table(const at::Tensor& codebook);
 
 // decode_rows_<level> for a level (single-threaded over rows r0..r1).
 void decode_rows(Isa isa, const uint8_t* packed, int64_t row_bytes, int64_t k, int bits, const float* table,

@@ -80,13 +80,13 @@ struct WsSlot {
   int64_t epoch = -1;
 };
 
+}  // namespace
+
 std::vector<float> padded_table(const at::Tensor& codebook) {
   std::vector<float> table(256, 0.f);  // zero padding: a code past the codebook reads 0, never OOB
   std::memcpy(table.data(), codebook.data_ptr<float>(), sizeof(float) * size_t(codebook.numel()));
   return table;
 }
-
-}  // namespace
 
 void decode_rows(Isa isa, const uint8_t* packed, int64_t row_bytes, int64_t k, int bits, const float* table,
                  int64_t r0, int64_t r1, float* out) {

@@ -59,9 +59,7 @@ void decode_into_mkldnn(const at::Tensor& packed, const at::Tensor& codebook, in
     sc = s.data_ptr<float>();
   }
   float* out = reinterpret_cast<float*>(mkldnn_int_op("data_ptr", dst));
-  std::vector<float> table(256, 0.f);
-  const at::Tensor cb = codebook.contiguous();
-  std::memcpy(table.data(), cb.data_ptr<float>(), sizeof(float) * size_t(cb.numel()));
+  const std::vector<float> table = padded_table(codebook.contiguous());
   if (sc == nullptr) {
     decode_parallel(active_isa(), packed, k, int(bits), table.data(), 0, n, out);
     return;
