@@ -97,6 +97,9 @@ float amax_avx2(const float* x, int64_t k, bool* finite);
 int32_t quantize_avx2(const float* x, int64_t k, float inv, int8_t* q);
 void quantize_span_avx2(const float* x, int64_t n, const float* inv, int8_t* q);
 void absmax_planes_avx2(const float* x, int64_t c, int64_t hw, float* am);
+// The 4-bit GEMVs' activation order: for each block of 2 * bb bytes (bb = 32 or 64), dst[p * bb + w] =
+// src[2 * w + p] (even elements, then odd ones). AVX2 (both SIMD levels have it).
+void deinterleave2_avx2(const int8_t* src, int64_t blocks, int64_t bb, int8_t* dst);
 
 // Natural-order decode into 16-bit words (bf16 bit patterns, or int16 weights): out[(r - r0) * ld + i]
 // for i < k (ld = -1: k).

@@ -107,19 +107,24 @@ struct WideDec {
 
 // Full blocks in a branch-free loop, then the last partial block from a zero-padded copy (never reading past
 // a row).
+// The next tile's rows (the R rows after these, when below rend) are prefetched line by line as this tile
+// runs: each tile starts R new code streams, which the hardware prefetchers only pick up after a few misses.
 template <class D, int R, int MT>
-void tile(const D& dec, const IntGemvArgs& a, int64_t r, int64_t m0) {
+void tile(const D& dec, const IntGemvArgs& a, int64_t r, int64_t m0, int64_t rend) {
   constexpr int64_t kElems = 32 * D::kPhases;
   __m256i acc[MT][R];
   for (int i = 0; i < MT; ++i)
     for (int j = 0; j < R; ++j) acc[i][j] = _mm256_setzero_si256();
   const uint8_t* rows[R];
   for (int j = 0; j < R; ++j) rows[j] = a.packed + (r + j) * a.row_bytes;
+  const int64_t ahead = r + 2 * R <= rend ? R * a.row_bytes : 0;  // 0: prefetch lines already in use
   const int8_t* x = a.x + m0 * a.xstride;
   const int64_t nfull = a.row_bytes / 32, tail = a.row_bytes % 32;
   for (int64_t b = 0; b < nfull; ++b) {
     const uint8_t* src[R];
     for (int j = 0; j < R; ++j) src[j] = rows[j] + 32 * b;
+    if ((b & 1) == 0)
+      for (int j = 0; j < R; ++j) _mm_prefetch(reinterpret_cast<const char*>(src[j] + ahead), _MM_HINT_T0);
     dec.template block<R, MT>(src, x + b * kElems, a.xstride, acc);
   }
   if (tail) {
@@ -143,20 +148,22 @@ void tile(const D& dec, const IntGemvArgs& a, int64_t r, int64_t m0) {
 }
 
 template <class D, int R>
-void tile_m(const D& dec, const IntGemvArgs& a, int64_t r, int64_t m0, int64_t mt) {
+void tile_m(const D& dec, const IntGemvArgs& a, int64_t r, int64_t m0, int64_t mt, int64_t rend) {
   switch (mt) {
-    case 1: tile<D, R, 1>(dec, a, r, m0); break;
-    case 2: tile<D, R, 2>(dec, a, r, m0); break;
-    case 3: tile<D, R, 3>(dec, a, r, m0); break;
-    default: tile<D, R, 4>(dec, a, r, m0); break;
+    case 1: tile<D, R, 1>(dec, a, r, m0, rend); break;
+    case 2: tile<D, R, 2>(dec, a, r, m0, rend); break;
+    case 3: tile<D, R, 3>(dec, a, r, m0, rend); break;
+    default: tile<D, R, 4>(dec, a, r, m0, rend); break;
   }
 }
 
 // Rows per tile: 16 ymm registers hold MT x R accumulators, R codes, R decoded rows and their absolute
-// values, an x vector and three constants. With up to 4 activation rows (MT) R = 2 keeps them in registers;
-// a single row takes R = 4 (more rows share each x load). Zen 3, N=4096, K=14336, 4-bit, 1 thread, the
-// same build alternated by process: M = 1: R = 4 2.25-2.48 ms, R = 2 2.84-3.07, R = 1 2.70-3.05; M = 16:
-// R = 2 17.1-17.8 ms, R = 4 18.2-23.0; M = 256: R = 2 263-269 ms, R = 4 283-290.
+// values, an x vector and three constants; with up to 4 activation rows (MT) R = 2 keeps them in registers.
+// Without the next-tile prefetch a single row ran faster with R = 4 (more streams in flight); with it R = 2
+// wins there too. Zen 3, N=4096, K=14336, 4-bit, 1 thread, int8 table, module forward, builds alternated by
+// process, two rounds: M = 1 without prefetch (R = 4) 2.67 / 2.32 ms, prefetch + R = 4 2.27 / 1.95, prefetch +
+// R = 2 1.89 / 1.86 (torch int8 dynamic 3.8-4.3 in the same processes). Earlier, M = 16: R = 2 17.1-17.8 ms,
+// R = 4 18.2-23.0; M = 256: R = 2 263-269 ms, R = 4 283-290.
 template <class D, int R>
 void rows_r(const D& dec, const IntGemvArgs& a, int64_t r0, int64_t r1) {
   const int64_t rc = std::max<int64_t>(R, (int64_t(128) << 10) / std::max<int64_t>(a.row_bytes, 1) / R * R);
@@ -165,8 +172,8 @@ void rows_r(const D& dec, const IntGemvArgs& a, int64_t r0, int64_t r1) {
     for (int64_t m0 = 0; m0 < a.m; m0 += 4) {
       const int64_t mt = std::min<int64_t>(4, a.m - m0);
       int64_t r = c0;
-      for (; r + R <= c1; r += R) tile_m<D, R>(dec, a, r, m0, mt);
-      for (; r < c1; ++r) tile_m<D, 1>(dec, a, r, m0, mt);
+      for (; r + R <= c1; r += R) tile_m<D, R>(dec, a, r, m0, mt, r1);
+      for (; r < c1; ++r) tile_m<D, 1>(dec, a, r, m0, mt, r1);
     }
   }
 }
@@ -176,15 +183,13 @@ void narrow_rows(const IntGemvArgs& a, int64_t r0, int64_t r1) {
   alignas(32) int8_t t8[256];
   for (int e = 0; e < 256; ++e) t8[e] = int8_t(a.table[e]);
   const Dec<BITS> dec(t8);
-  if (a.m == 1) rows_r<Dec<BITS>, 4>(dec, a, r0, r1);
-  else rows_r<Dec<BITS>, 2>(dec, a, r0, r1);
+  rows_r<Dec<BITS>, 2>(dec, a, r0, r1);
 }
 
 template <int BITS>
 void wide_rows_lut(const IntGemvArgs& a, int64_t r0, int64_t r1) {
   const WideDec<BITS> dec(a.table);
-  if (a.m == 1) rows_r<WideDec<BITS>, 4>(dec, a, r0, r1);
-  else rows_r<WideDec<BITS>, 2>(dec, a, r0, r1);
+  rows_r<WideDec<BITS>, 2>(dec, a, r0, r1);
 }
 
 template <int BITS>  // compile-time code width: the decode below divides by 8 / BITS
@@ -264,6 +269,25 @@ float amax_avx2(const float* x, int64_t k, bool* finite) {
   }
   *finite = ok;
   return amax;
+}
+
+void deinterleave2_avx2(const int8_t* src, int64_t blocks, int64_t bb, int8_t* dst) {
+  // per 128-bit lane: even bytes to the low half, odd bytes to the high half
+  const __m256i split = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15,
+                                         0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int8_t* s = src + b * 2 * bb;
+    int8_t* d = dst + b * 2 * bb;
+    for (int64_t h = 0; h < bb; h += 32) {  // 64 source bytes -> 32 evens at d[h], 32 odds at d[bb + h]
+      // after the shuffle and the qword permute: [evens 0..15 | odds 0..15] of each 32-byte half
+      const __m256i lo = _mm256_permute4x64_epi64(
+          _mm256_shuffle_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + 2 * h)), split), 0xd8);
+      const __m256i hi = _mm256_permute4x64_epi64(
+          _mm256_shuffle_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + 2 * h + 32)), split), 0xd8);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + h), _mm256_permute2x128_si256(lo, hi, 0x20));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + bb + h), _mm256_permute2x128_si256(lo, hi, 0x31));
+    }
+  }
 }
 
 int32_t quantize_avx2(const float* x, int64_t k, float inv, int8_t* q) {

@@ -245,6 +245,10 @@ void to_layout(const int8_t* src, int64_t k, const XLayout& l, int8_t* dst) {
   }
   const int64_t eb = l.bb * l.e;
   int64_t b0 = 0;
+  if (l.e == 2 && (l.bb == 32 || l.bb == 64) && active_isa() != Isa::Scalar) {  // 4-bit codes: SIMD transpose
+    deinterleave2_avx2(src, k / eb, l.bb, dst);
+    b0 = k / eb * eb;
+  }
   for (; b0 + eb <= k; b0 += eb)
     for (int64_t p = 0; p < l.e; ++p)
       for (int64_t w = 0; w < l.bb; ++w) dst[b0 + p * l.bb + w] = src[b0 + w * l.e + p];
