@@ -213,6 +213,29 @@ def test_conv2d_default_path_choice_is_exact(level, rng):
         assert torch.equal(y, F.conv2d(x, cb[codes].reshape(wshape), None, 1, 1))
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_conv2d_output_channel_blocks(channels_last):
+    """A weight above WFN_CONV_TILE_BYTES is decoded and convolved in output-channel blocks (here 32 + 8 of
+    40, uneven on purpose): the same bits as F.conv2d on the whole weight, the output in the input's memory
+    format, and the fp32 workspace holding one block rather than the layer."""
+    code = ("import torch, torch.nn.functional as F, wfn_kernels as wk; from wfn_kernels.format.packing import pack_codes;"
+            "torch.ops.wfn_cpu.set_conv_fused_max_m(0); g = torch.Generator().manual_seed(0);"
+            "cb = torch.tensor(sorted([0.] + [s * 2. ** e for e in range(-4, 3) for s in (1., -1.)] + [8.]));"
+            "codes = torch.randint(0, 16, (40, 8 * 9), generator=g);"
+            "x = torch.randint(-2, 3, (3, 8, 9, 10), generator=g).float();"
+            f"x = x.contiguous(memory_format=torch.channels_last) if {channels_last} else x;"
+            "b = torch.randint(-3, 4, (40,), generator=g).float(); torch.ops.wfn_cpu.reset_workspaces();"
+            "y = wk.codebook_conv2d(x, pack_codes(codes, 4), cb, 4, (40, 8, 3, 3), b, 2, 1, backend='extension');"
+            "e = F.conv2d(x, cb[codes].reshape(40, 8, 3, 3), b, 2, 1);"
+            "print(torch.equal(y, e), y.is_contiguous(memory_format=torch.channels_last) == {0},"
+            " torch.ops.wfn_cpu.workspace_bytes())".replace("{0}", str(channels_last)))
+    env = dict(os.environ, WFN_CONV_TILE_BYTES="8192")  # whole weight: 40 x 72 floats = 11520 bytes
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    same, fmt_kept, ws = out.stdout.split()
+    assert same == "True" and fmt_kept == "True"
+    assert 32 * 72 * 4 <= int(ws) < 40 * 72 * 4, ws  # one 32-channel block, not the layer
+
+
 def test_two_threads_match_one(level, avx2_gemv, rng):
     """The work-claiming parallel GEMV gives the same bits as the single-threaded run."""
     x, packed, cb, bias = make_linear(2, 2051, 300, 4, torch.float32, rng)

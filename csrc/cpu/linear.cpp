@@ -66,6 +66,17 @@ int64_t gemm_tile_rows(int64_t k) {
   return std::max<int64_t>(16, bytes / (4 * std::max<int64_t>(k, 1)) / 16 * 16);
 }
 
+// Output channels per decoded block of the decode + at::conv2d path: the whole layer when its fp32 weight
+// fits WFN_CONV_TILE_BYTES (default 4 MB), else equal blocks of about that size (multiples of 16 channels). The
+// budget bounds the fp32 workspace a model holds at run time (ResNet-18's 512 x 4608 convs: 9.4 MB whole).
+int64_t conv_tile_rows(int64_t n, int64_t k) {
+  static const int64_t bytes = env_int("WFN_CONV_TILE_BYTES", int64_t(4) << 20);
+  const int64_t whole = 4 * n * std::max<int64_t>(k, 1);
+  if (whole <= bytes) return n;
+  const int64_t tiles = (whole + bytes - 1) / bytes;
+  return std::min(n, std::max<int64_t>(16, ((n + tiles - 1) / tiles + 15) / 16 * 16));
+}
+
 // Per-thread scratch for decoded weights, reused across calls. Why: a fresh multi-MB at::empty per call
 // is a fresh mmap, and first-touch page faults on it cost as much as the decode itself (measured on
 // ResNet-18 conv weights). The buffer only ever feeds at::mm_out / at::conv2d inside one call, never
@@ -360,10 +371,30 @@ at::Tensor conv2d_dispatch(const at::Tensor& x, const at::Tensor& packed, const 
     return y.view({batch, pixels, n}).transpose(1, 2).reshape({batch, n, out_hw[0], out_hw[1]})
         .to(x.scalar_type()).contiguous(fmt);
   }
-  float* wbuf = decode_workspace(std::max<int64_t>(n * k, 1));
-  decode_parallel(active_isa(), packed, k, int(bits), table.data(), 0, n, wbuf);
-  const at::Tensor w = at::from_blob(wbuf, weight_shape, codebook.options());
-  return at::conv2d(x.to(at::kFloat), w, b, stride, padding, dilation, groups).to(x.scalar_type()).contiguous(fmt);
+  const at::Tensor xf = x.to(at::kFloat);
+  const int64_t nb = groups == 1 ? conv_tile_rows(n, k) : n;
+  float* wbuf = decode_workspace(std::max<int64_t>(nb * k, 1));
+  if (nb >= n) {
+    decode_parallel(active_isa(), packed, k, int(bits), table.data(), 0, n, wbuf);
+    const at::Tensor w = at::from_blob(wbuf, weight_shape, codebook.options());
+    return at::conv2d(xf, w, b, stride, padding, dilation, groups).to(x.scalar_type()).contiguous(fmt);
+  }
+  // A weight above the tile budget: output-channel blocks of nb, each decoded into the same workspace and
+  // convolved on its own, so the fp32 copy held at run time is one block, not the layer.
+  at::Tensor y;
+  for (int64_t n0 = 0; n0 < n; n0 += nb) {
+    const int64_t rows = std::min(nb, n - n0);
+    decode_parallel(active_isa(), packed, k, int(bits), table.data(), n0, n0 + rows, wbuf);
+    const at::Tensor w = at::from_blob(wbuf, {rows, weight_shape[1], weight_shape[2], weight_shape[3]},
+                                       codebook.options());
+    std::optional<at::Tensor> bt;
+    if (b.has_value()) bt = b->narrow(0, n0, rows);
+    const at::Tensor yt = at::conv2d(xf, w, bt, stride, padding, dilation, 1);
+    if (!y.defined())
+      y = at::empty({batch, n, yt.size(2), yt.size(3)}, yt.options().memory_format(fmt));
+    y.narrow(1, n0, rows).copy_(yt);
+  }
+  return y.to(x.scalar_type()).contiguous(fmt);
 }
 
 }  // namespace wfn
