@@ -226,21 +226,29 @@ at::Tensor permute_x(Isa isa, const at::Tensor& x, int64_t row_bytes, int bits, 
   const float* src = x.data_ptr<float>();
   float* dst = xp.data_ptr<float>();
   const int64_t kp = nblk * eb;
+  // Within a block, output slot p * d + j takes element el of the block: one index table per call.
+  // planes: vector g=p, lane j=4l+i holds element 16l+4g+i; bf16_bytes: the AVX2 bf16-byte decode's order
+  // (kernels.h); else phase p, lane j holds j*e+p.
+  std::vector<int32_t> from(static_cast<size_t>(eb));
+  for (int64_t p = 0; p < e; ++p)
+    for (int64_t j = 0; j < d; ++j)
+      from[size_t(p * d + j)] = int32_t(planes       ? (j / 4) * 16 + p * 4 + (j % 4)
+                                        : bf16_bytes ? avx2_bf16_element(bits, p, j)
+                                                     : j * e + p);
+  const int64_t full = std::min(nblk, k / eb);  // blocks wholly inside k; the rest check each element
   at::parallel_for(0, m, 16, [&](int64_t lo, int64_t hi) {
     for (int64_t i = lo; i < hi; ++i) {
       const float* s = src + i * k;
       float* o = dst + i * kp;
-      for (int64_t blk = 0; blk < nblk; ++blk) {
+      for (int64_t blk = 0; blk < full; ++blk) {
+        const float* sb = s + blk * eb;
+        float* ob = o + blk * eb;
+        for (int64_t t = 0; t < eb; ++t) ob[t] = sb[from[size_t(t)]];
+      }
+      for (int64_t blk = full; blk < nblk; ++blk) {
         const int64_t base = blk * eb;
-        for (int64_t p = 0; p < e; ++p)
-          for (int64_t j = 0; j < d; ++j) {
-            // planes: vector g=p, lane j=4l+i holds element 16l+4g+i; else phase p, lane j holds j*e+p
-            // bf16_bytes: the AVX2 bf16-byte decode's order (kernels.h)
-            const int64_t el = planes       ? (j / 4) * 16 + p * 4 + (j % 4)
-                               : bf16_bytes ? avx2_bf16_element(bits, p, j)
-                                            : j * e + p;
-            if (base + el < k) o[base + p * d + j] = s[base + el];
-          }
+        for (int64_t t = 0; t < eb; ++t)
+          if (base + from[size_t(t)] < k) o[base + t] = s[base + from[size_t(t)]];
       }
     }
   });
