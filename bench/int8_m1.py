@@ -1,7 +1,7 @@
 """M=1, N=4096, K=14336, 4-bit: the int8, bf16 and float modes against torch int8 dynamic, bf16 F.linear and
 one core's streaming rate (torch.sum over an fp32 buffer the size of the packed codes), 1 thread,
-interleaved medians of 41; and the int8 mode's fixed cost per call (a layer of 8 rows, same K: quantising x,
-reordering it, the launch), medians of 401.
+interleaved medians of 41; and each mode's fixed cost per call (a layer of 8 rows, same K: quantising or reordering x,
+the launch), medians of 401.
 
     python bench/int8_m1.py
 """
@@ -38,10 +38,10 @@ def main() -> None:
           f"int8 share of stream {100 * t[3] / t[0]:.0f} %")
     print(f"bf16 {t[4] * 1e3:.3f} ms  bf16 F.linear {t[5] * 1e3:.3f} ms  bf16 vs F.linear {t[5] / t[4]:.2f}x  "
           f"float vs int8 dynamic {t[2] / t[1]:.2f}x")
-    small = wfn_linear(w[:8], "int8")
+    small = {mode: wfn_linear(w[:8], mode) for mode in ("int8", "float", "bf16")}
     with torch.no_grad():
-        (c,) = interleaved_medians([lambda: small(x)], repeats=401, warmup=20)
-    print(f"int8 mode per call, 8 rows x K={LLM_K}: {c * 1e6:.1f} us")
+        c = interleaved_medians([lambda m=m: m(x) for m in small.values()], repeats=401, warmup=20)
+    print(f"per call, 8 rows x K={LLM_K}: " + "  ".join(f"{mode} {v * 1e6:.1f} us" for mode, v in zip(small, c)))
 
 
 if __name__ == "__main__":
