@@ -266,3 +266,51 @@ def test_measured_choice_keeps_whichever_layout_is_faster_and_stays_exact():
         assert " ms)" in why
     with torch.no_grad():
         assert torch.equal(net[0](x1), plain[0](x1)) and torch.equal(net[2](x2), plain[2](x2))
+
+
+def _three_conv_net():
+    net = nn.Sequential(pow2_conv(8, 16, 3, padding=1), nn.ReLU(), pow2_conv(16, 64, 3, padding=1, seed=2),
+                        nn.ReLU(), pow2_conv(64, 64, 3, padding=1, seed=3))
+    wk.convert(net)
+    return net
+
+
+@pytest.mark.parametrize("measure", [False, True])
+def test_workspace_budget_caps_the_onednn_copies(measure):
+    """max_workspace_bytes: the optimized signatures' oneDNN weight copies fit it, the others stay plain
+    (and say why), outputs are unchanged, and probes of layers left alone hold no workspace afterwards."""
+    x = int_input((1, 8, 8, 8))
+    plain = _three_conv_net()
+    with torch.no_grad():
+        expected = plain(x)
+    first_two = _three_conv_net()[:3]  # the first two convs' copies, as oneDNN lays (and pads) them
+    onednn.clear_workspaces()
+    wk.optimize_for_inference(first_two, x, measure=False)
+    two = onednn.workspace_bytes()
+    sizes = {}
+    for budget in (None, 0, two):
+        net = _three_conv_net()
+        onednn.clear_workspaces()
+        report = dict(wk.optimize_for_inference(net, x, measure=measure, repeats=3, max_workspace_bytes=budget))
+        held = onednn.workspace_bytes()
+        optimized = {name for name, why in report.items() if why.startswith("optimized")}
+        assert {name for name in ("0", "2", "4") if net[int(name)]._onednn is not None} == optimized
+        if budget is not None:
+            assert held <= budget
+            for name in set(report) - optimized:
+                if not measure or "does not fit" in report[name]:
+                    assert f"does not fit max_workspace_bytes={budget}" in report[name]
+        with torch.no_grad():
+            assert torch.equal(net(x), expected)
+        sizes[budget] = (held, optimized)
+    assert sizes[0] == (0, set())
+    if not measure:  # model order: the first two fit, the 64 x 576 one does not
+        assert sizes[None][1] == {"0", "2", "4"} and sizes[two] == (two, {"0", "2"})
+        assert sizes[None][0] > two > 0
+
+
+def test_workspace_budget_rejects_bad_values():
+    net = _three_conv_net()
+    for bad in (-1, True):
+        with pytest.raises(ValueError, match="max_workspace_bytes must be None or a byte count >= 0"):
+            wk.optimize_for_inference(net, int_input((1, 8, 8, 8)), max_workspace_bytes=bad)

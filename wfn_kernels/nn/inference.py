@@ -9,11 +9,13 @@ from torch import nn
 
 from ..ops.reference import memory_format_of
 from ..timing import interleaved_medians
+from . import onednn_layout
+from . import torch_internals as ti
 from .modules import WFNConv2d
 
 
 def optimize_for_inference(model: nn.Module, example_input: torch.Tensor, measure: bool = True,
-                           repeats: int = 15) -> list[tuple[str, str]]:
+                           repeats: int = 15, max_workspace_bytes: int | None = None) -> list[tuple[str, str]]:
     """Store every ``WFNConv2d``'s codes in oneDNN's blocked order for the shapes ``example_input`` gives.
 
     Runs one forward pass (no grad) to see each conv's input shape. Afterwards a forward pass with fp32
@@ -24,9 +26,16 @@ def optimize_for_inference(model: nn.Module, example_input: torch.Tensor, measur
     ``measure=True`` (default) times each layer both ways (with any folded BatchNorm / ReLU, see
     :func:`~wfn_kernels.fuse_batchnorm`) on a random input of its shape and memory format (medians of
     ``repeats`` interleaved calls) and keeps the oneDNN layout only where it is faster: on tiny convs the
-    extra call overhead outweighs the saved reorder. Returns ``[(layer name, 'optimized ...' or the
-    reason it was left alone)]``.
+    extra call overhead outweighs the saved reorder.
+
+    Each optimized conv signature holds one fp32 weight in oneDNN's layout as its decode workspace.
+    ``max_workspace_bytes`` caps their sum: the signatures that save the most time per workspace byte
+    (measured; with ``measure=False``, in model order) are taken while they fit, the others keep the plain
+    layout, whose decode workspace is a block of at most ``WFN_CONV_TILE_BYTES`` shared by every layer.
+    ``None`` (default): no cap. Returns ``[(layer name, 'optimized ...' or the reason it was left alone)]``.
     """
+    if max_workspace_bytes is not None and (isinstance(max_workspace_bytes, bool) or max_workspace_bytes < 0):
+        raise ValueError(f"max_workspace_bytes must be None or a byte count >= 0, got {max_workspace_bytes!r}")
     shapes, formats, hooks = {}, {}, []
 
     def record(name):
@@ -46,28 +55,70 @@ def optimize_for_inference(model: nn.Module, example_input: torch.Tensor, measur
     finally:
         for h in hooks:
             h.remove()
-    result = []
+    workspaces_before = set(onednn_layout._workspaces())
+    result, wins = {}, []  # wins: (name, module, saved seconds or None, workspace key, workspace bytes)
     for name, mod in model.named_modules():
-        if isinstance(mod, WFNConv2d):
-            if name not in shapes:
-                result.append((name, "not called by the example forward pass"))
-                continue
-            if not measure:
-                why = mod.use_onednn_layout(shapes[name])
-                result.append((name, why or "optimized"))
-                continue
-            trial = copy.deepcopy(mod)
-            why = trial.use_onednn_layout(shapes[name])
-            if why:
-                result.append((name, why))
-                continue
-            x = torch.randn(shapes[name]).contiguous(memory_format=formats[name])  # the layout the model runs
-            with torch.no_grad():
-                t_plain, t_opt = interleaved_medians([lambda: mod(x), lambda: trial(x)], repeats)
-            if t_opt < t_plain:
-                mod.use_onednn_layout(shapes[name])
-                result.append((name, f"optimized ({1e3 * t_plain:.3f} -> {1e3 * t_opt:.3f} ms)"))
-            else:
-                result.append((name, f"kept the plain layout: the oneDNN layout measured slower here "
-                                     f"({1e3 * t_opt:.3f} vs {1e3 * t_plain:.3f} ms)"))
-    return result
+        if not isinstance(mod, WFNConv2d):
+            continue
+        if name not in shapes:
+            result[name] = "not called by the example forward pass"
+            continue
+        trial = copy.deepcopy(mod)
+        why = trial.use_onednn_layout(shapes[name])
+        if why:
+            result[name] = why
+            continue
+        key, nbytes = _workspace_of(trial, shapes[name])
+        if not measure:
+            wins.append((name, mod, None, key, nbytes))
+            continue
+        x = torch.randn(shapes[name]).contiguous(memory_format=formats[name])  # the layout the model runs
+        with torch.no_grad():
+            t_plain, t_opt = interleaved_medians([lambda: mod(x), lambda: trial(x)], repeats)
+        if t_opt < t_plain:
+            wins.append((name, mod, (t_plain, t_opt), key, nbytes))
+        else:
+            result[name] = (f"kept the plain layout: the oneDNN layout measured slower here "
+                            f"({1e3 * t_opt:.3f} vs {1e3 * t_plain:.3f} ms)")
+    chosen = _within_budget(wins, max_workspace_bytes, measure)
+    for name, mod, times, key, nbytes in wins:
+        if key in chosen:
+            mod.use_onednn_layout(shapes[name])
+            result[name] = "optimized" if times is None else f"optimized ({1e3 * times[0]:.3f} -> {1e3 * times[1]:.3f} ms)"
+        else:
+            mod.use_plain_layout()  # (a layer optimized by an earlier call goes back)
+            result[name] = (f"kept the plain layout: its oneDNN workspace ({nbytes} bytes) does not fit "
+                            f"max_workspace_bytes={max_workspace_bytes} after the layers that save more per byte")
+    # probes of layers left alone made workspaces nobody will use: drop them
+    ws = onednn_layout._workspaces()
+    for key in set(ws) - workspaces_before - chosen:
+        del ws[key]
+    return [(name, result[name]) for name, mod in model.named_modules() if name in result]
+
+
+def _workspace_of(trial: WFNConv2d, input_shape) -> tuple[tuple, int]:
+    """(workspace key, bytes) of a conv just put on the oneDNN layout (shared by convs of one signature)."""
+    plan = trial._onednn
+    sig = plan["shapes"][tuple(int(v) for v in input_shape)]
+    key = onednn_layout._workspace_key(sig, plan["layout"])
+    return key, int(ti.mkldnn_buffer(onednn_layout.workspace(sig, plan["layout"]))[1])
+
+
+def _within_budget(wins, budget: int | None, measured: bool) -> set:
+    """Workspace keys to optimize: all without a budget; else by time saved per byte (model order when not
+    measured), each key's bytes counted once however many layers share it."""
+    keys = list(dict.fromkeys(k for *_, k, _ in wins))
+    if budget is None:
+        return set(keys)
+    nbytes = {k: b for *_, k, b in wins}
+    if measured:
+        saved = {k: 0.0 for k in keys}
+        for _, _, times, k, _ in wins:
+            saved[k] += times[0] - times[1]
+        keys.sort(key=lambda k: saved[k] / max(nbytes[k], 1), reverse=True)
+    chosen, used = set(), 0
+    for k in keys:
+        if used + nbytes[k] <= budget:
+            chosen.add(k)
+            used += nbytes[k]
+    return chosen
