@@ -14,7 +14,8 @@ model (torchao PT2E + X86InductorQuantizer, torch.compile) where it runs (else t
 WFN: float with optimize_for_inference (NCHW, and channels_last: the oneDNN convs then read and write NHWC
 with no layout copies; and channels_last with wk.fuse_batchnorm first, which moves each BatchNorm (+ ReLU)
 into its oneDNN conv: weights scaled per channel as they are decoded, ReLU as oneDNN's post-op, as
-the frozen fp32 peer folds them), bf16 and int8 (NCHW), and bf16 / int8 channels_last (the model and
+the frozen fp32 peer folds them; and the same with optimize_for_inference(max_workspace_bytes=) capped so
+that everything counted stays within 1/4 of fp32, float_memory_cap), bf16 and int8 (NCHW), and bf16 / int8 channels_last (the model and
 its input moved to channels_last as for the channels_last peers: the int8 convs then read and write NHWC, the
 bf16 ones run oneDNN's channels_last conv, and the BatchNorm / ReLU / max-pool between them run on torch's
 channels_last kernels), and int8 channels_last with every BatchNorm (+ ReLU) folded into its conv's epilogue
@@ -30,6 +31,7 @@ activations, not weights, and is reported beside it.
 from __future__ import annotations
 
 import copy
+import os
 import warnings
 
 import torch
@@ -192,6 +194,13 @@ def _int8_static(float_model: nn.Module, x: torch.Tensor):
     return compiled
 
 
+def float_memory_cap(model: nn.Module, fp32_bytes: int) -> int:
+    """max_workspace_bytes that keeps a float model's runtime weight memory within 1/4 of fp32: the quarter,
+    less its packed codes and the plain conv path's decode block (WFN_CONV_TILE_BYTES, 4 MiB by default)."""
+    block = int(os.environ.get("WFN_CONV_TILE_BYTES", 4 << 20))
+    return max(0, fp32_bytes // 4 - wk.weight_bytes(model)["packed_bytes"] - block)
+
+
 def model_mode_rows(batches, repeats: int, threads: int, int8_static: bool = True,
                     resolution: int = 224, bf16_compile: bool = True) -> tuple[list[dict], list[str]]:
     from shapes import ResNet18, put_on_codebook
@@ -249,13 +258,17 @@ def model_mode_rows(batches, repeats: int, threads: int, int8_static: bool = Tru
         float_opt = wfn["float"]
         float_cl = copy.deepcopy(wfn["float"]).to(memory_format=torch.channels_last)
         float_cl_fused = wk.fuse_batchnorm(wfn["float"]).to(memory_format=torch.channels_last)
+        float_cl_fused_cap = wk.fuse_batchnorm(wfn["float"]).to(memory_format=torch.channels_last)
         onednn.clear_workspaces()
         if not onednn.unavailable_reason():
             float_opt = copy.deepcopy(wfn["float"])
             wk.optimize_for_inference(float_opt, x)
             wk.optimize_for_inference(float_cl, x_cl)
             wk.optimize_for_inference(float_cl_fused, x_cl)  # BatchNorm / ReLU inside the oneDNN convs
+            wk.optimize_for_inference(float_cl_fused_cap, x_cl, max_workspace_bytes=float_memory_cap(wfn["float"],
+                                                                                                   fp32_bytes))
         cands = {"wfn_float": float_opt, "wfn_float_cl": float_cl, "wfn_float_cl_fused": float_cl_fused,
+                 "wfn_float_cl_fused_cap": float_cl_fused_cap,
                  "wfn_bf16": wfn["bf16"], "wfn_int8": wfn["int8"],
                  "wfn_bf16_cl": copy.deepcopy(wfn["bf16"]).to(memory_format=torch.channels_last),
                  "wfn_int8_cl": copy.deepcopy(wfn["int8"]).to(memory_format=torch.channels_last),

@@ -80,6 +80,9 @@ def mode_targets(rows: list[dict]) -> list[tuple[str, str, float | None, str]]:
             r.get("wfn_float_cl_vs_fastest_fp32"), lambda v: v >= 1.0)
         add(f"ResNet-18-shaped batch {b}: float channels_last + folded BatchNorm/ReLU vs fastest fp32 path", ">= 1.0x",
             r.get("wfn_float_cl_fused_vs_fastest_fp32"), lambda v: v >= 1.0)
+        add(f"ResNet-18-shaped batch {b}: float channels_last + folded BatchNorm/ReLU, oneDNN copies capped to "
+            "1/4 of fp32 in all, vs fastest fp32 path", ">= 1.0x", r.get("wfn_float_cl_fused_cap_vs_fastest_fp32"),
+            lambda v: v >= 1.0)
         add(f"ResNet-18-shaped batch {b}: bf16 channels_last vs bf16 eager", ">= 1.0x",
             r.get("wfn_bf16_cl_vs_bf16_eager"), lambda v: v >= 1.0)
         add(f"ResNet-18-shaped batch {b}: bf16 channels_last vs bf16 channels_last (same layout; stricter)",
@@ -111,7 +114,8 @@ def mode_targets(rows: list[dict]) -> list[tuple[str, str, float | None, str]]:
             "<= 0.10", r.get("wfn_int8_cl_fused_err"), lambda v: v <= 0.10)
         add(f"ResNet-18-shaped batch {b}: float channels_last + folded BatchNorm/ReLU logits vs float (max rel.)",
             "<= 1e-4", r.get("wfn_float_cl_fused_err"), lambda v: v <= 1e-4)
-        for mode in ("float", "float_cl", "float_cl_fused", "bf16", "int8", "bf16_cl", "int8_cl", "int8_cl_fused"):
+        for mode in ("float", "float_cl", "float_cl_fused", "float_cl_fused_cap", "bf16", "int8", "bf16_cl", "int8_cl",
+                     "int8_cl_fused"):
             add(f"ResNet-18-shaped batch {b}: {mode} runtime weight memory vs fp32", "<= 0.25",
                 r.get(f"wfn_{mode}_memory_ratio"), lambda v: v <= 0.25)
     return out
@@ -136,28 +140,32 @@ def _modes_linear_table(rows) -> str:
 
 def _modes_model_table(rows) -> str:
     head = ("| model | threads | batch | " + " | ".join(MODEL_PEERS) + " | WFN float | WFN float channels_last | "
-            "WFN float channels_last + folded BN | WFN bf16 | WFN int8 | "
+            "WFN float channels_last + folded BN | WFN float cl + folded BN, memory cap | WFN bf16 | WFN int8 | "
             "WFN bf16 channels_last | WFN int8 channels_last | WFN int8 channels_last + folded BN | "
             "float vs fastest fp32 | float channels_last vs fastest fp32 | float cl + folded BN vs fastest fp32 | "
+            "float cl + folded BN, memory cap vs fastest fp32 | "
             "bf16 vs bf16 eager | bf16 channels_last vs bf16 eager | "
             "bf16 channels_last vs bf16 channels_last | int8 vs bf16 eager | int8 channels_last vs bf16 eager | "
             "int8 channels_last vs bf16 channels_last | int8 channels_last vs int8 static | "
             "int8 cl + folded BN vs fastest bf16 | fastest peer | int8 cl + folded BN vs fastest peer | "
             "err bf16 | err int8 | err bf16 / int8 channels_last | "
-            "memory float / float cl / float cl folded / bf16 / int8 / bf16 cl / int8 cl / int8 cl folded (of fp32) | "
+            "memory float / float cl / float cl folded / float cl folded capped / bf16 / int8 / bf16 cl / int8 cl / "
+            "int8 cl folded (of fp32) | "
             "activation workspace MB float / bf16 / int8 |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in _find(rows, kind="modes-model"):
         cells = [r["name"], r["threads"], r["M"]] + [_fmt(r[f"{p}_s"] * 1e3, 2) if f"{p}_s" in r else "n/a"
                                                      for p in MODEL_PEERS]
-        modes = ("float", "float_cl", "float_cl_fused", "bf16", "int8", "bf16_cl", "int8_cl", "int8_cl_fused")
+        modes = ("float", "float_cl", "float_cl_fused", "float_cl_fused_cap", "bf16", "int8", "bf16_cl", "int8_cl",
+                 "int8_cl_fused")
         cells += [_fmt(r[f"wfn_{m}_s"] * 1e3, 2) if f"wfn_{m}_s" in r else "n/a" for m in modes]
 
         def ratio(key):
             return (_fmt(r[key]) + "x") if key in r else "n/a"
 
         cells += [ratio("wfn_float_vs_fastest_fp32"), ratio("wfn_float_cl_vs_fastest_fp32"),
-                  ratio("wfn_float_cl_fused_vs_fastest_fp32"), ratio("wfn_bf16_vs_bf16_eager"), ratio("wfn_bf16_cl_vs_bf16_eager"),
+                  ratio("wfn_float_cl_fused_vs_fastest_fp32"), ratio("wfn_float_cl_fused_cap_vs_fastest_fp32"),
+                  ratio("wfn_bf16_vs_bf16_eager"), ratio("wfn_bf16_cl_vs_bf16_eager"),
                   ratio("wfn_bf16_cl_vs_bf16_channels_last"), ratio("wfn_int8_vs_bf16_eager"),
                   ratio("wfn_int8_cl_vs_bf16_eager"), ratio("wfn_int8_cl_vs_bf16_channels_last"),
                   ratio("wfn_int8_cl_vs_int8_static"), ratio("wfn_int8_cl_fused_vs_fastest_bf16"),

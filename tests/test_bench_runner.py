@@ -99,7 +99,8 @@ def test_runner_compute_mode_rows(tmp_path):
         assert float(r["wfn_float_err"]) == 0 and 0 < float(r["wfn_int8_err"]) < 0.1
     (model,) = [r for r in rows if r["kind"] == "modes-model"]
     for name in ("fp32_eager", "fp32_channels_last", "fp32_frozen", "bf16_eager", "bf16_channels_last", "wfn_float",
-                 "wfn_float_cl", "wfn_float_cl_fused", "wfn_bf16", "wfn_int8", "wfn_bf16_cl", "wfn_int8_cl",
+                 "wfn_float_cl", "wfn_float_cl_fused", "wfn_float_cl_fused_cap", "wfn_bf16", "wfn_int8", "wfn_bf16_cl",
+                 "wfn_int8_cl",
                  "wfn_int8_cl_fused"):
         assert float(model[f"{name}_s"]) > 0, name
     # the float mode is exact in either layout (the oneDNN convs sum in their own order: fp32 rounding only)
@@ -107,6 +108,8 @@ def test_runner_compute_mode_rows(tmp_path):
     # BatchNorm folded into the float convs: float rounding only (the test net's BatchNorm is the identity)
     assert float(model["wfn_float_cl_fused_err"]) < 1e-5 and "float channels_last + folded BatchNorm/ReLU vs" in \
         (out / "results.md").read_text()
+    # the capped float model: the same arithmetic, and everything counted within a quarter of fp32
+    assert float(model["wfn_float_cl_fused_cap_err"]) < 1e-5 and float(model["wfn_float_cl_fused_cap_memory_ratio"]) <= 0.25
     assert float(model["wfn_int8_memory_ratio"]) < 0.25 and float(model["wfn_bf16_err"]) < 0.03
     # the channels_last int8 model computes the same logits as the NCHW one
     assert float(model["wfn_int8_cl_err"]) == float(model["wfn_int8_err"])
