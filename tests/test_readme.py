@@ -73,3 +73,16 @@ def test_every_readme_figure_is_in_the_results_file_it_names(heading, body):
     corpus = "\n".join(texts)
     missing = [v for v in figures(body) if not re.search(rf"(?<![\d.]){re.escape(v)}(?!\d)", corpus)]
     assert not missing, f"{heading}: figures not found in {files}: {missing}"
+
+
+def test_cpu_results_page_figures_are_in_the_files_it_names():
+    """docs/cpu-results.md (the run-by-run record the README's compute-mode section points to) follows the
+    README's rule: every figure in it is in one of the results files it names."""
+    page = re.sub(r"```.*?```", "", (ROOT / "docs" / "cpu-results.md").read_text(), flags=re.S)
+    files = sorted(set(RESULTS_FILE.findall(page)))
+    assert files, "docs/cpu-results.md names no results file"
+    for f in files:
+        assert (ROOT / f).is_file(), f"docs/cpu-results.md names {f}, which is not committed"
+    corpus = "\n".join((ROOT / f).read_text() for f in files)
+    missing = [v for v in figures(page) if not re.search(rf"(?<![\d.]){re.escape(v)}(?!\d)", corpus)]
+    assert not missing, f"docs/cpu-results.md: figures not found in {files}: {missing}"
