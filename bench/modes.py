@@ -139,7 +139,8 @@ def linear_mode_rows(batches, repeats: int, threads: int, n: int = LLM_N,
             names.append(f"wfn_{mode}")
         fns.append(lambda: stream.sum())
         names.append("stream")
-        times = interleaved_times(fns, repeats)
+        # small M: milliseconds a call, so three times the samples for steadier medians on this noisy VM
+        times = interleaved_times(fns, repeats if m > 4 else 3 * repeats)
         med = {name: _median(ts) for name, ts in zip(names, times)}
         row = {"kind": "modes-linear", "M": m, "N": n, "K": k, "bits": 4, "threads": threads,
                "packed_bytes": packed_bytes, "stream_gbs": packed_bytes / med["stream"] / 1e9}
