@@ -311,6 +311,6 @@ def test_workspace_budget_caps_the_onednn_copies(measure):
 
 def test_workspace_budget_rejects_bad_values():
     net = _three_conv_net()
-    for bad in (-1, True):
+    for bad in (-1, True, 1.5, "4MB"):
         with pytest.raises(ValueError, match="max_workspace_bytes must be None or a byte count >= 0"):
             wk.optimize_for_inference(net, int_input((1, 8, 8, 8)), max_workspace_bytes=bad)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import numbers
 
 import torch
 from torch import nn
@@ -34,7 +35,9 @@ def optimize_for_inference(model: nn.Module, example_input: torch.Tensor, measur
     layout, whose decode workspace is a block of at most ``WFN_CONV_TILE_BYTES`` shared by every layer.
     ``None`` (default): no cap. Returns ``[(layer name, 'optimized ...' or the reason it was left alone)]``.
     """
-    if max_workspace_bytes is not None and (isinstance(max_workspace_bytes, bool) or max_workspace_bytes < 0):
+    if max_workspace_bytes is not None and (isinstance(max_workspace_bytes, bool)
+                                            or not isinstance(max_workspace_bytes, numbers.Integral)
+                                            or max_workspace_bytes < 0):
         raise ValueError(f"max_workspace_bytes must be None or a byte count >= 0, got {max_workspace_bytes!r}")
     shapes, formats, hooks = {}, {}, []
 
