@@ -39,25 +39,9 @@ def optimize_for_inference(model: nn.Module, example_input: torch.Tensor, measur
                                             or not isinstance(max_workspace_bytes, numbers.Integral)
                                             or max_workspace_bytes < 0):
         raise ValueError(f"max_workspace_bytes must be None or a byte count >= 0, got {max_workspace_bytes!r}")
-    shapes, formats, hooks = {}, {}, []
-
-    def record(name):
-        def hook(_module, inputs, _output):
-            shapes.setdefault(name, tuple(inputs[0].shape))  # returns None: the output is left alone
-            formats.setdefault(name, memory_format_of(inputs[0]))
-        return hook
-
-    for name, mod in model.named_modules():
-        if isinstance(mod, WFNConv2d):
-            hooks.append(mod.register_forward_hook(record(name)))
-    if not hooks:
+    shapes, formats = _conv_inputs(model, example_input)
+    if shapes is None:
         return []
-    try:
-        with torch.no_grad():
-            model(example_input)
-    finally:
-        for h in hooks:
-            h.remove()
     workspaces_before = set(onednn_layout._workspaces())
     result, wins = {}, []  # wins: (name, module, saved seconds or None, workspace key, workspace bytes)
     for name, mod in model.named_modules():
@@ -66,23 +50,11 @@ def optimize_for_inference(model: nn.Module, example_input: torch.Tensor, measur
         if name not in shapes:
             result[name] = "not called by the example forward pass"
             continue
-        trial = copy.deepcopy(mod)
-        why = trial.use_onednn_layout(shapes[name])
-        if why:
+        win, why = _try_layer(mod, shapes[name], formats[name], measure, repeats)
+        if win is None:
             result[name] = why
-            continue
-        key, nbytes = _workspace_of(trial, shapes[name])
-        if not measure:
-            wins.append((name, mod, None, key, nbytes))
-            continue
-        x = torch.randn(shapes[name]).contiguous(memory_format=formats[name])  # the layout the model runs
-        with torch.no_grad():
-            t_plain, t_opt = interleaved_medians([lambda: mod(x), lambda: trial(x)], repeats)
-        if t_opt < t_plain:
-            wins.append((name, mod, (t_plain, t_opt), key, nbytes))
         else:
-            result[name] = (f"kept the plain layout: the oneDNN layout measured slower here "
-                            f"({1e3 * t_opt:.3f} vs {1e3 * t_plain:.3f} ms)")
+            wins.append((name, mod) + win)
     chosen = _within_budget(wins, max_workspace_bytes, measure)
     for name, mod, times, key, nbytes in wins:
         if key in chosen:
@@ -97,6 +69,50 @@ def optimize_for_inference(model: nn.Module, example_input: torch.Tensor, measur
     for key in set(ws) - workspaces_before - chosen:
         del ws[key]
     return [(name, result[name]) for name, mod in model.named_modules() if name in result]
+
+
+def _conv_inputs(model: nn.Module, example_input: torch.Tensor):
+    """({conv name: input shape}, {conv name: memory format}) from one no-grad forward pass; (None, None) when
+    the model has no WFNConv2d."""
+    shapes, formats, hooks = {}, {}, []
+
+    def record(name):
+        def hook(_module, inputs, _output):
+            shapes.setdefault(name, tuple(inputs[0].shape))  # returns None: the output is left alone
+            formats.setdefault(name, memory_format_of(inputs[0]))
+        return hook
+
+    for name, mod in model.named_modules():
+        if isinstance(mod, WFNConv2d):
+            hooks.append(mod.register_forward_hook(record(name)))
+    if not hooks:
+        return None, None
+    try:
+        with torch.no_grad():
+            model(example_input)
+    finally:
+        for h in hooks:
+            h.remove()
+    return shapes, formats
+
+
+def _try_layer(mod: WFNConv2d, shape, memory_format, measure: bool, repeats: int):
+    """((saved (t_plain, t_opt) or None, workspace key, bytes), '') when the oneDNN layout applies (and, measured,
+    is faster) on a copy of ``mod``; else (None, why not). ``mod`` itself is left as it is."""
+    trial = copy.deepcopy(mod)
+    why = trial.use_onednn_layout(shape)
+    if why:
+        return None, why
+    key, nbytes = _workspace_of(trial, shape)
+    if not measure:
+        return (None, key, nbytes), ""
+    x = torch.randn(shape).contiguous(memory_format=memory_format)  # the layout the model runs
+    with torch.no_grad():
+        t_plain, t_opt = interleaved_medians([lambda: mod(x), lambda: trial(x)], repeats)
+    if t_opt < t_plain:
+        return ((t_plain, t_opt), key, nbytes), ""
+    return None, (f"kept the plain layout: the oneDNN layout measured slower here "
+                  f"({1e3 * t_opt:.3f} vs {1e3 * t_plain:.3f} ms)")
 
 
 def _workspace_of(trial: WFNConv2d, input_shape) -> tuple[tuple, int]:
