@@ -6,34 +6,23 @@ channels_last and the TorchScript-frozen fp32 model, interleaved medians, one pr
 
     python bench/float_memory_budget.py [--threads 1] [--batches 1,8] [--repeats 9]
 
-Runtime weight memory as bench/modes.py counts it: packed codes + the extension's decode workspaces + the
-oneDNN-layout copies, each model's measured alone after one forward pass.
+Runtime weight memory as bench/modes.py counts it (runtime_weight_bytes): packed codes + the extension's
+decode workspaces + the oneDNN-layout copies, each model's measured alone after one forward pass.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import os
 import subprocess
 
 import torch
 from common import interleaved_medians
-from modes import _kaiming_pow2_scale, int8_friendly_pow2
+from modes import _kaiming_pow2_scale, float_memory_cap, int8_friendly_pow2, runtime_weight_bytes
 from shapes import ResNet18, put_on_codebook
 from torch import nn
 
 import wfn_kernels as wk
-from wfn_kernels.nn import onednn_layout as onednn
-
-
-def weight_memory(model: nn.Module, x: torch.Tensor) -> int:
-    torch.ops.wfn_cpu.reset_workspaces()
-    onednn.clear_workspaces()
-    with torch.no_grad():
-        model(x)
-    ws = int(torch.ops.wfn_cpu.workspace_bytes()) - int(torch.ops.wfn_cpu.activation_workspace_bytes())
-    return wk.weight_bytes(model)["packed_bytes"] + ws + onednn.workspace_bytes()
 
 
 def main() -> None:
@@ -51,8 +40,7 @@ def main() -> None:
     fp32_bytes = sum(4 * m.weight.numel() for m in net.modules() if type(m) in (nn.Linear, nn.Conv2d))
     wfn = copy.deepcopy(net)
     wk.convert(wfn, compute="float")
-    block = int(os.environ.get("WFN_CONV_TILE_BYTES", 4 << 20))
-    budget = fp32_bytes // 4 - wk.weight_bytes(wfn)["packed_bytes"] - block
+    budget = float_memory_cap(wfn, fp32_bytes)
     print(f"fp32 weights {fp32_bytes} bytes; max_workspace_bytes {budget}")
     print("| batch | fp32 channels_last ms | fp32 frozen ms | WFN float, no cap ms | WFN float, cap ms | "
           "cap vs no cap | cap vs fastest fp32 | memory no cap / cap (of fp32) | layers on the oneDNN layout, no cap / cap |")
@@ -67,7 +55,7 @@ def main() -> None:
         capped = wk.fuse_batchnorm(wfn).to(memory_format=torch.channels_last)
         r_free = wk.optimize_for_inference(free, x_cl)
         r_cap = wk.optimize_for_inference(capped, x_cl, max_workspace_bytes=budget)
-        mem = [weight_memory(m, x_cl) / fp32_bytes for m in (free, capped)]
+        mem = [sum(runtime_weight_bytes(m, x_cl)[:2]) / fp32_bytes for m in (free, capped)]
         n_opt = [sum(why.startswith("optimized") for _, why in r) for r in (r_free, r_cap)]
         with torch.no_grad():
             y_ref = net(x)

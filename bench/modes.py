@@ -195,6 +195,21 @@ def _int8_static(float_model: nn.Module, x: torch.Tensor):
     return compiled
 
 
+def runtime_weight_bytes(model: nn.Module, x: torch.Tensor) -> tuple[int, int, int]:
+    """(packed bytes, weight workspace bytes, activation workspace bytes) the model holds after one no-grad
+    forward pass on x, measured alone: the extension's decode workspaces (weight tiles included, the AMX
+    path's packed activations separated out) plus the oneDNN-layout copies of optimize_for_inference."""
+    from wfn_kernels.nn import onednn_layout as onednn
+
+    torch.ops.wfn_cpu.reset_workspaces()
+    onednn.clear_workspaces()  # the oneDNN-layout decode workspaces this model makes, alone
+    with torch.no_grad():
+        model(x)
+    act = int(torch.ops.wfn_cpu.activation_workspace_bytes())
+    ws = int(torch.ops.wfn_cpu.workspace_bytes()) - act + onednn.workspace_bytes()
+    return wk.weight_bytes(model)["packed_bytes"], ws, act
+
+
 def float_memory_cap(model: nn.Module, fp32_bytes: int) -> int:
     """max_workspace_bytes that keeps a float model's runtime weight memory within 1/4 of fp32: the quarter,
     less its packed codes and the plain conv path's decode block (WFN_CONV_TILE_BYTES, 4 MiB by default)."""
@@ -308,17 +323,10 @@ def model_mode_rows(batches, repeats: int, threads: int, int8_static: bool = Tru
                 row[f"{name}_vs_{p}"] = med[p] / t
         # runtime weight memory of each WFN mode: packed codes + local codebooks + biases + workspaces
         for name, m in cands.items():
-            torch.ops.wfn_cpu.reset_workspaces()
-            onednn.clear_workspaces()  # the oneDNN-layout decode workspaces this model makes, alone
-            with torch.no_grad():
-                m(inputs[name])
-            onednn_ws = onednn.workspace_bytes()
-            mem = wk.weight_bytes(m)
-            act = int(torch.ops.wfn_cpu.activation_workspace_bytes())
-            ws = int(torch.ops.wfn_cpu.workspace_bytes()) - act + onednn_ws
-            row[f"{name}_weight_bytes"] = mem["packed_bytes"] + ws
+            packed, ws, act = runtime_weight_bytes(m, inputs[name])
+            row[f"{name}_weight_bytes"] = packed + ws
             row[f"{name}_workspace_bytes"] = ws
             row[f"{name}_activation_workspace_bytes"] = act
-            row[f"{name}_memory_ratio"] = (mem["packed_bytes"] + ws) / fp32_bytes
+            row[f"{name}_memory_ratio"] = (packed + ws) / fp32_bytes
         rows.append(row)
     return rows, notes

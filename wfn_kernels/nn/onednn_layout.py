@@ -216,8 +216,9 @@ def _folded_post(mod) -> tuple[torch.Tensor, torch.Tensor]:
     scale = torch.ones(rows)
     scale[:n] = mod.post_scale
     bias = mod.post_shift + (0.0 if mod.bias is None else mod.bias.float() * mod.post_scale)
-    mod._onednn["post"] = (key, scale, bias.contiguous())
-    return scale, mod._onednn["post"][2]
+    bias = bias.contiguous()
+    mod._onednn["post"] = (key, scale, bias)
+    return scale, bias
 
 
 def forward(mod, x: torch.Tensor, fold_post: bool = False):
@@ -235,11 +236,9 @@ def forward(mod, x: torch.Tensor, fold_post: bool = False):
     # oneDNN reads NHWC activations as they are (a channels_last model runs with no layout copy); its output
     # is channels_last either way
     xc = x if x.is_contiguous(memory_format=torch.channels_last) else x.contiguous()
-    if fold_post:
-        scale, bias = _folded_post(mod)
-        torch.ops.wfn_cpu.decode_into_mkldnn(mod.packed, mod.codebook, mod.bits, mod._onednn["row"], ws, scale,
-                                             layout.block, mod._k())
-        return ti.mkldnn_conv(xc, ws, bias, mod.padding, mod.stride, mod.dilation, mod.groups, relu=mod.post_relu)
-    torch.ops.wfn_cpu.decode_into_mkldnn(mod.packed, mod.codebook, mod.bits, mod._onednn["row"], ws)
-    return ti.mkldnn_conv(xc, ws, mod.bias, mod.padding, mod.stride, mod.dilation, mod.groups)
+    scale, bias = _folded_post(mod) if fold_post else (None, mod.bias)
+    torch.ops.wfn_cpu.decode_into_mkldnn(mod.packed, mod.codebook, mod.bits, mod._onednn["row"], ws, scale,
+                                         layout.block, mod._k())
+    return ti.mkldnn_conv(xc, ws, bias, mod.padding, mod.stride, mod.dilation, mod.groups,
+                          relu=fold_post and mod.post_relu)
 
