@@ -90,8 +90,9 @@ def probe_layout(weight_shape, stride, padding, dilation, groups, input_shape) -
     total = nbytes // 4
     buf = (ctypes.c_float * total).from_address(address)
     perm = torch.from_numpy(np.frombuffer(buf, dtype=np.float32).astype(np.int64) - 1)  # -1: padding
+    # the block is where the second column starts; a block wider than O holds padding rows (-1)
     block = 1
-    while block < min(o, total // k) and int(perm[block]) == block * k:
+    while block < total // k and int(perm[block]) == (block * k if block < o else -1):
         block += 1
     rows = -(-o // block) * block
     if rows * k != total:
