@@ -8,7 +8,7 @@ from torch import nn
 import wfn_kernels as wk
 from wfn_kernels import ops
 from wfn_kernels.format.codebook import Codebook
-from wfn_kernels.format.packing import pack_codes, pack_weight
+from wfn_kernels.format.packing import pack_codes, pack_weight, unpack_codes
 from wfn_kernels.ops import bf16 as bf16_ops
 from wfn_kernels.ops import int8 as int8_ops
 from wfn_kernels.ops import shift_add as sa
@@ -419,6 +419,82 @@ def test_bf16_conv_channels_last(level, rng):
         assert bool(((y.double() - exact).abs() <= mag * 2.0 ** -7 + bias.double().abs().view(1, -1, 1, 1) * 2.0 ** -8
                      + 1e-6).all())
     assert int8_ops.memory_format_of(x.contiguous(memory_format=torch.channels_last)) == torch.channels_last
+
+
+@needs_ext
+@pytest.mark.parametrize("cin,kernel", [(16, 3), (40, 3), (8, 5), (33, 1)])
+@pytest.mark.parametrize("hwc", [False, True])
+def test_bf16_conv_channels_last_weight_order(level, cin, kernel, hwc, rng):
+    """A bf16 channels_last input with no bias, canonical codes (bf16_conv2d) or codes in (kh, kw, C) order
+    (bf16_conv2d_hwc, whose decoded weight is channels_last as it is): oneDNN's output comes back as it is, equal
+    bit for bit to torch's own bf16 channels_last conv of the same weight where the CPU has bf16 arithmetic (the
+    hwc op refuses to run elsewhere, naming why)."""
+    cb = order0_codebook()
+    k = cin * kernel * kernel
+    codes = torch.randint(0, len(cb), (24, k), generator=rng)
+    shape = (24, cin, kernel, kernel)
+    packed = pack_codes(bf16_ops.hwc_codes(codes, shape) if hwc else codes, 4)
+    cl = torch.channels_last
+    x = torch.randn(2, cin, 9, 8, generator=rng).bfloat16().contiguous(memory_format=cl)
+    w = cb.values.float()[codes].reshape(shape).bfloat16().contiguous(memory_format=cl)
+    expected = F.conv2d(x, w, None, 1, kernel // 2)
+    op = torch.ops.wfn.bf16_conv2d_hwc if hwc else torch.ops.wfn.bf16_conv2d
+    args = (x, packed, cb.values.float(), 4, list(shape), None, [1, 1], [kernel // 2] * 2, [1, 1], 1)
+    native = not torch.ops.wfn_cpu.bf16_capability().startswith("fp32 kernels")
+    if hwc and not native:
+        with pytest.raises(RuntimeError, match="needs bf16 arithmetic"):
+            op(*args)
+        return
+    y = op(*args)
+    assert y.dtype == torch.bfloat16 and y.is_contiguous(memory_format=cl)
+    if native:
+        assert torch.equal(y, expected)
+    else:
+        mag = F.conv2d(x.double().abs(), w.double().abs(), None, 1, kernel // 2)
+        assert bool(((y.double() - expected.double()).abs() <= mag * 2.0 ** -7 + 1e-6).all())
+    # the reference kernel of each op decodes the same weight
+    ref_op = bf16_ops.bf16_conv2d_hwc_reference if hwc else bf16_ops.bf16_conv2d_reference
+    assert torch.equal(ref_op(*args), bf16_ops.bf16_conv2d_reference(x, pack_codes(codes, 4), *args[2:]))
+
+
+@needs_ext
+def test_bf16_module_relays_codes_for_channels_last(rng):
+    """WFNConv2d in bf16 mode: a channels_last input re-lays the codes in (kh, kw, C) order (where the CPU has bf16
+    arithmetic), an NCHW input puts them back; codes(), state_dict() and the float mode always see canonical
+    codes, and model.bfloat16() leaves the codebook and bias in float32."""
+    conv = nn.Conv2d(40, 24, 3, padding=1, bias=True)
+    cb = order0_codebook()
+    codes = torch.randint(0, len(cb), (24, 40 * 9), generator=rng)
+    with torch.no_grad():
+        conv.weight.copy_(cb.values.float()[codes].reshape(24, 40, 3, 3))
+    net = nn.Sequential(conv)
+    wk.convert(net, compute="bf16")
+    net = net.bfloat16()
+    layer = net[0]
+    assert layer.codebook.dtype == torch.float32 and layer.bias.dtype == torch.float32
+    canonical = layer.packed.clone()
+    x = torch.randn(2, 40, 7, 6, generator=rng).bfloat16()
+    with torch.no_grad():
+        y_nchw = net(x)
+        y_cl = net(x.contiguous(memory_format=torch.channels_last))
+    native = not torch.ops.wfn_cpu.bf16_capability().startswith("fp32 kernels")
+    assert layer._hwc == native and ("layout=hwc" in repr(layer)) == native
+    assert y_cl.is_contiguous(memory_format=torch.channels_last) and y_cl.dtype == torch.bfloat16
+    assert torch.equal(layer.codes(), unpack_codes(canonical, 4, 40 * 9))
+    assert torch.equal(layer.state_dict()["packed"], canonical)
+    mag = F.conv2d(x.double().abs(), layer.dense_weight().double().abs(), None, 1, 1) + layer.bias.double().abs().view(
+        1, -1, 1, 1)
+    assert bool(((y_cl.double() - y_nchw.double()).abs() <= mag * 2.0 ** -7).all())
+    with torch.no_grad():
+        net(x)
+    assert not layer._hwc and torch.equal(layer.packed, canonical)
+    with torch.no_grad():
+        net(x.contiguous(memory_format=torch.channels_last))
+    layer.set_compute("float")
+    assert not layer._hwc and torch.equal(layer.packed, canonical)
+    xf = torch.randn(1, 40, 5, 5, generator=rng)
+    with torch.no_grad():
+        torch.testing.assert_close(net(xf), F.conv2d(xf, layer.dense_weight(), layer.bias, 1, 1), rtol=1e-5, atol=1e-5)
 
 
 @needs_ext

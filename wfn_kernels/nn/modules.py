@@ -73,6 +73,18 @@ class _WFNBase(nn.Module):
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
         self.register_load_state_dict_post_hook(_refresh_compute_hook)
 
+    # exact values that a dtype cast (model.bfloat16(), .half(), .to(dtype)) must not round
+    _FP32_BUFFERS = ("codebook", "bias", "post_scale", "post_shift")
+
+    def _apply(self, fn, recurse=True):
+        """Dtype casts (``model.bfloat16()``) leave the codebook, bias and folded-BatchNorm tensors in float32."""
+        before = {name: self._buffers.get(name) for name in self._FP32_BUFFERS}
+        out = super()._apply(fn, recurse)
+        for name, old in before.items():
+            if old is not None and (new := self._buffers.get(name)) is not None and new.dtype != old.dtype:
+                self._buffers[name] = old.to(device=new.device)
+        return out
+
     def weight_bytes(self) -> dict[str, int]:
         """Packed weight size (codes + local fp32 codebook, + a folded BatchNorm's scale and shift) vs the fp32
         dense weight, in bytes."""
@@ -113,8 +125,8 @@ class _WFNBase(nn.Module):
         why = self.compute_unavailable_reason(mode)
         if why:
             raise ComputeModeError(f"{self._describe()}: cannot use compute={mode!r}: {why}")
-        if mode != "float" and isinstance(self, WFNConv2d):
-            self.use_plain_layout()  # the int8/bf16 kernels read canonical codes
+        if isinstance(self, WFNConv2d) and (mode != "float" or self._hwc):
+            self.use_plain_layout()  # the int8/bf16 kernels read canonical codes (bf16 re-lays them per input)
         if mode == "int8":
             iw = int8_ops.integer_weights(self.codebook, self._k())
             self.register_buffer("int_table", iw.table.to(self.packed.device), persistent=False)
@@ -239,6 +251,8 @@ class WFNConv2d(FoldedEpilogue, _WFNBase):
         self._init_weight(packed, bias, backend)
         # None, or the oneDNN inference layout (wfn_kernels/nn/onednn_layout.py): {"layout", "row", "shapes", "rejected"}
         self._onednn = None
+        # True: each output channel's codes in (kh, kw, C) order (bf16 mode, channels_last input: bf16_conv_op)
+        self._hwc = False
         self._register_state_dict_hook(_canonical_packed_hook)
         self._init_epilogue()
         if parse_compute(compute) != "float":
@@ -265,6 +279,8 @@ class WFNConv2d(FoldedEpilogue, _WFNBase):
 
     def codes(self) -> torch.Tensor:
         """Unpacked int64 codes (out, K) in canonical row order (whatever the in-memory layout)."""
+        if self._hwc:
+            return bf16_ops.codes_from_hwc(unpack_codes(self.packed, self.bits, self._k()), self.weight_shape)
         if self._onednn is None:
             return unpack_codes(self.packed, self.bits, self._k())
         from . import onednn_layout as onednn
@@ -274,7 +290,7 @@ class WFNConv2d(FoldedEpilogue, _WFNBase):
 
     def canonical_packed(self) -> torch.Tensor:
         """The packed codes in the canonical (out, row_bytes) format (``packed`` unless re-laid out)."""
-        return self.packed if self._onednn is None else pack_codes(self.codes(), self.bits)
+        return self.packed if self._onednn is None and not self._hwc else pack_codes(self.codes(), self.bits)
 
     def use_onednn_layout(self, input_shape) -> str:
         """Re-lay the codes out in oneDNN's blocked weight order for inputs of ``input_shape`` (see
@@ -287,10 +303,11 @@ class WFNConv2d(FoldedEpilogue, _WFNBase):
         return onednn_layout.enable(self, input_shape)
 
     def use_plain_layout(self) -> None:
-        """Undo :meth:`use_onednn_layout` (codes back in canonical row order)."""
-        if self._onednn is not None:
+        """Undo :meth:`use_onednn_layout` or the bf16 mode's channels_last order (codes back in canonical row
+        order)."""
+        if self._onednn is not None or self._hwc:
             packed = self.canonical_packed()
-            self._onednn = None
+            self._onednn, self._hwc = None, False
             self.packed = packed
 
     def _forward_mode(self, x: torch.Tensor) -> torch.Tensor:
@@ -313,10 +330,12 @@ class WFNConv2d(FoldedEpilogue, _WFNBase):
                                         post_shift=self.post_shift, relu=self.post_relu)
         if direct:
             xc = x.contiguous(memory_format=memory_format_of(x))
-            return self._post(ti.redispatch_cpu(torch.ops.wfn.bf16_conv2d.default, xc, bufs["packed"],
-                                                bufs["codebook"], self.bits, list(self.weight_shape), bufs["bias"],
-                                                *geo))
-        return self._post(bf16_ops.bf16_conv2d(x, self.packed, self.codebook, self.bits, self.weight_shape, self.bias,
+            from . import onednn_layout
+
+            op = onednn_layout.bf16_conv_op(self, xc)
+            return self._post(ti.redispatch_cpu(op, xc, bufs["packed"], bufs["codebook"], self.bits,
+                                                list(self.weight_shape), bufs["bias"], *geo))
+        return self._post(bf16_ops.bf16_conv2d(x, self.canonical_packed(), self.codebook, self.bits, self.weight_shape, self.bias,
                                                self.stride, self.padding, self.dilation, self.groups,
                                                backend=self.backend))
 
@@ -361,6 +380,7 @@ class WFNConv2d(FoldedEpilogue, _WFNBase):
                 f"bias={self.bias is not None}, bits={self.bits}, codebook_size={self.codebook.numel()}, "
                 f"backend={self.backend}" + (f", compute={self.compute}" if self.compute != "float" else "")
                 + (f", layout=onednn(block={self._onednn['layout'].block})" if self._onednn is not None else "")
+                + (", layout=hwc" if self._hwc else "")
                 + (", post=" + ("bn" if self.post_scale is not None else "") + ("+relu" if self.post_relu else "")
                    if self._has_post() else ""))
 
@@ -373,7 +393,7 @@ def _refresh_compute_hook(module, incompatible_keys) -> None:
 
 def _canonical_packed_hook(module, state_dict, prefix, local_metadata):
     """state_dict() always holds canonical codes, whatever the in-memory layout."""
-    if module._onednn is not None:
+    if module._onednn is not None or module._hwc:
         state_dict[prefix + "packed"] = module.canonical_packed()
     return state_dict
 

@@ -16,6 +16,9 @@ stay in the canonical row order.
 
 Costs: one oneDNN weight tensor per distinct (weight shape, conv geometry, input shape) and thread, as
 decode workspace (``workspace_bytes()``), on top of the packed codes.
+
+The bf16 mode's counterpart (:func:`bf16_conv_op`) is simpler: for channels_last inputs the codes go in
+(kh, kw, C) order, so the decoded bf16 weight is channels_last as at::conv2d wants it.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ import torch
 
 from .. import ops
 from ..format.packing import pack_codes
+from ..ops import bf16 as bf16_ops
+from ..ops.reference import memory_format_of
 from . import torch_internals as ti
 
 _WORKSPACES = threading.local()
@@ -243,3 +248,18 @@ def forward(mod, x: torch.Tensor, fold_post: bool = False):
     return ti.mkldnn_conv(xc, ws, bias, mod.padding, mod.stride, mod.dilation, mod.groups,
                           relu=fold_post and mod.post_relu)
 
+
+
+def bf16_conv_op(mod, x: torch.Tensor):
+    """The bf16 conv op for ``x``, with ``mod``'s codes re-laid out for it: a channels_last input on a CPU with
+    bf16 arithmetic gets each output channel's codes in (kh, kw, C) order, so the decoded weight is channels_last
+    as oneDNN's channels_last conv reads it (at::conv2d would copy an (O, C, kh, kw) one on every call); any
+    other input gets canonical codes (so alternating layouts re-lays them on every call)."""
+    hwc = (memory_format_of(x) == torch.channels_last and mod.weight_shape[2] * mod.weight_shape[3] > 1
+           and not torch.ops.wfn_cpu.bf16_capability().startswith("fp32"))
+    if hwc and not mod._hwc:
+        mod.packed = pack_codes(bf16_ops.hwc_codes(mod.codes(), mod.weight_shape), mod.bits)
+        mod._hwc = True
+    elif mod._hwc and not hwc:
+        mod.use_plain_layout()
+    return torch.ops.wfn.bf16_conv2d_hwc.default if hwc else torch.ops.wfn.bf16_conv2d.default

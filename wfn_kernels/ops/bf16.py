@@ -13,6 +13,9 @@ csrc/cpu/bf16_linear.cpp; the linear layer also on Triton, ops/triton/mode_ops.p
 
 - ``bf16_linear(x, packed, codebook, bits, in_features, bias) -> x.dtype``
 - ``bf16_conv2d(x, packed, codebook, bits, weight_shape, bias, stride, padding, dilation, groups)``
+- ``bf16_conv2d_hwc(...)``: the same with each output channel's codes in (kh, kw, C) order (:func:`hwc_codes`),
+  which WFNConv2d uses for channels_last inputs on CPUs with bf16 arithmetic: the decoded weight is then
+  channels_last as it is, and oneDNN's channels_last conv reads it without a copy.
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ from .reference import memory_format_of
 _lib = torch.library.Library("wfn", "FRAGMENT")  # noqa: TOR901 (kept alive for the process lifetime)
 _lib.define("bf16_linear(Tensor x, Tensor packed, Tensor codebook, int bits, int in_features, "
             "Tensor? bias=None) -> Tensor")
-_lib.define("bf16_conv2d(Tensor x, Tensor packed, Tensor codebook, int bits, int[] weight_shape, Tensor? bias, "
-            "int[] stride, int[] padding, int[] dilation, int groups) -> Tensor")
+_CONV_ARGS = ("(Tensor x, Tensor packed, Tensor codebook, int bits, int[] weight_shape, Tensor? bias, int[] stride, "
+              "int[] padding, int[] dilation, int groups) -> Tensor")
+_lib.define("bf16_conv2d" + _CONV_ARGS)
+_lib.define("bf16_conv2d_hwc" + _CONV_ARGS)
 
 
 def bf16_inexact_values(codebook: torch.Tensor) -> list[float]:
@@ -45,15 +50,38 @@ def bf16_linear_reference(x, packed, codebook, bits: int, in_features: int, bias
     return y.to(x.dtype)
 
 
+def hwc_codes(codes: torch.Tensor, weight_shape) -> torch.Tensor:
+    """Canonical (O, C * kh * kw) codes -> each row in (kh, kw, C) order (the channels_last weight's order)."""
+    o, c, kh, kw = weight_shape
+    return codes.reshape(o, c, kh, kw).permute(0, 2, 3, 1).reshape(o, -1)
+
+
+def codes_from_hwc(codes: torch.Tensor, weight_shape) -> torch.Tensor:
+    """Inverse of :func:`hwc_codes`."""
+    o, c, kh, kw = weight_shape
+    return codes.reshape(o, kh, kw, c).permute(0, 3, 1, 2).reshape(o, -1)
+
+
+def bf16_conv2d_hwc_reference(x, packed, codebook, bits, weight_shape, bias, stride, padding, dilation, groups):
+    o, c, kh, kw = weight_shape
+    w = ref.decode_weight(packed, codebook, bits, c * kh * kw).reshape(o, kh, kw, c).permute(0, 3, 1, 2)
+    return _conv_reference(x, w, bias, stride, padding, dilation, groups)
+
+
 def bf16_conv2d_reference(x, packed, codebook, bits, weight_shape, bias, stride, padding, dilation, groups):
     k = weight_shape[1] * weight_shape[2] * weight_shape[3]
     w = ref.decode_weight(packed, codebook, bits, k).reshape(weight_shape)
+    return _conv_reference(x, w, bias, stride, padding, dilation, groups)
+
+
+def _conv_reference(x, w, bias, stride, padding, dilation, groups):
     y = F.conv2d(x.bfloat16().float(), w, None if bias is None else bias.float(), stride, padding, dilation, groups)
     return y.to(x.dtype).contiguous(memory_format=memory_format_of(x))
 
 
 _lib.impl("bf16_linear", bf16_linear_reference, "CompositeExplicitAutograd")
 _lib.impl("bf16_conv2d", bf16_conv2d_reference, "CompositeExplicitAutograd")
+_lib.impl("bf16_conv2d_hwc", bf16_conv2d_hwc_reference, "CompositeExplicitAutograd")
 
 
 @torch.library.register_fake("wfn::bf16_linear")
@@ -62,6 +90,7 @@ def _bf16_linear_fake(x, packed, codebook, bits, in_features, bias=None):
 
 
 @torch.library.register_fake("wfn::bf16_conv2d")
+@torch.library.register_fake("wfn::bf16_conv2d_hwc")
 def _bf16_conv2d_fake(x, packed, codebook, bits, weight_shape, bias, stride, padding, dilation, groups):
     out_hw = [(x.shape[2 + i] + 2 * padding[i] - dilation[i] * (weight_shape[2 + i] - 1) - 1) // stride[i] + 1
               for i in range(2)]
