@@ -225,6 +225,24 @@ def test_layout_permutation_round_trips():
     assert torch.equal(onednn.from_blocked(flat, padded, 6, 3), six)
 
 
+@pytest.mark.parametrize("o,block", [(40, 48), (40, 16), (64, 16), (7, 8), (48, 48)])
+def test_layout_read_from_a_probe_permutation(o, block):
+    """The probe's permutation -> Layout, whatever the hardware: a block wider than the layer (40 channels in one
+    48-channel block, as oneDNN lays them out on AVX-512) holds padding rows (-1) and still gives the layout; a
+    permutation of another form is refused with the reason."""
+    k = 6
+    colperm = torch.tensor([0, 3, 5, 1, 4, 2])  # oneDNN orders start at column 0, as the probe assumes
+    rows = -(-o // block) * block
+    perm = onednn.to_blocked(torch.arange(o * k).reshape(o, k), onednn.Layout(block, tuple(colperm.tolist()), rows),
+                             pad_code=-1)
+    layout, why = onednn.layout_from_perm(perm, o, k)
+    assert why == "" and layout == onednn.Layout(block, tuple(colperm.tolist()), rows)
+    swapped = perm.clone()
+    swapped[[0, -1]] = swapped[[-1, 0]]
+    layout, why = onednn.layout_from_perm(swapped, o, k)
+    assert layout is None and "oneDNN" in why
+
+
 # ResNet-18's layer4.0.downsample: on AVX-512 oneDNN blocks 48 output channels and pads 512 to 528
 PADDED_GEOM = (256, 512, 1, 2, 0, 14)
 

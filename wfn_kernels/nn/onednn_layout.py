@@ -95,6 +95,16 @@ def probe_layout(weight_shape, stride, padding, dilation, groups, input_shape) -
     total = nbytes // 4
     buf = (ctypes.c_float * total).from_address(address)
     perm = torch.from_numpy(np.frombuffer(buf, dtype=np.float32).astype(np.int64) - 1)  # -1: padding
+    layout, why = layout_from_perm(perm, o, k)
+    if layout is not None:
+        _workspaces()[_workspace_key(sig, layout)] = probe  # the probe's buffer becomes the decode workspace
+    return layout, why
+
+
+def layout_from_perm(perm: torch.Tensor, o: int, k: int) -> tuple[Layout | None, str]:
+    """(Layout, '') from the probe's permutation (element i of oneDNN's buffer holds canonical weight perm[i],
+    -1 for padding), or (None, reason) when it is not of the supported [O/B][columns][B] form."""
+    total = perm.numel()
     # the block is where the second column starts; a block wider than O holds padding rows (-1)
     block = 1
     while block < total // k and int(perm[block]) == (block * k if block < o else -1):
@@ -112,9 +122,7 @@ def probe_layout(weight_shape, stride, padding, dilation, groups, input_shape) -
     expected = torch.where(row < o, row * k + j, torch.full_like(row * j, -1)).reshape(-1)
     if not torch.equal(expected, perm):
         return None, "oneDNN's order is not of the supported [O/B][columns][B] form"
-    layout = Layout(block, tuple(colperm.tolist()), rows)
-    _workspaces()[_workspace_key(sig, layout)] = probe  # the probe's buffer becomes the decode workspace
-    return layout, ""
+    return Layout(block, tuple(colperm.tolist()), rows), ""
 
 
 def _workspaces() -> dict:
