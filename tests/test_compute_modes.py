@@ -459,8 +459,8 @@ def test_bf16_conv_channels_last_weight_order(level, cin, kernel, hwc, rng):
 
 @needs_ext
 def test_bf16_module_relays_codes_for_channels_last(rng):
-    """WFNConv2d in bf16 mode: a channels_last input re-lays the codes in (kh, kw, C) order (where the CPU has bf16
-    arithmetic), an NCHW input puts them back; codes(), state_dict() and the float mode always see canonical
+    """WFNConv2d in bf16 mode: a channels_last input re-lays the codes in (kh, kw, C) order (where the CPU has
+    AVX512_BF16 and no AMX), an NCHW input puts them back; codes(), state_dict() and the float mode always see canonical
     codes, and model.bfloat16() leaves the codebook and bias in float32."""
     conv = nn.Conv2d(40, 24, 3, padding=1, bias=True)
     cb = order0_codebook()
@@ -477,8 +477,8 @@ def test_bf16_module_relays_codes_for_channels_last(rng):
     with torch.no_grad():
         y_nchw = net(x)
         y_cl = net(x.contiguous(memory_format=torch.channels_last))
-    native = not torch.ops.wfn_cpu.bf16_capability().startswith("fp32 kernels")
-    assert layer._hwc == native and ("layout=hwc" in repr(layer)) == native
+    relaid = torch.ops.wfn_cpu.bf16_capability() == "avx512_bf16" and not torch.ops.wfn_cpu.amx_capability()
+    assert layer._hwc == relaid and ("layout=hwc" in repr(layer)) == relaid
     assert y_cl.is_contiguous(memory_format=torch.channels_last) and y_cl.dtype == torch.bfloat16
     assert torch.equal(layer.codes(), unpack_codes(canonical, 4, 40 * 9))
     assert torch.equal(layer.state_dict()["packed"], canonical)

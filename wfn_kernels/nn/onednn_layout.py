@@ -260,11 +260,12 @@ def forward(mod, x: torch.Tensor, fold_post: bool = False):
 
 def bf16_conv_op(mod, x: torch.Tensor):
     """The bf16 conv op for ``x``, with ``mod``'s codes re-laid out for it: a channels_last input on a CPU with
-    bf16 arithmetic gets each output channel's codes in (kh, kw, C) order, so the decoded weight is channels_last
-    as oneDNN's channels_last conv reads it (at::conv2d would copy an (O, C, kh, kw) one on every call); any
-    other input gets canonical codes (so alternating layouts re-lays them on every call)."""
+    AVX512_BF16 and no AMX gets each output channel's codes in (kh, kw, C) order, so the decoded weight is
+    channels_last as oneDNN's channels_last conv reads it (at::conv2d would copy an (O, C, kh, kw) one on every
+    call); any other input gets canonical codes (so alternating layouts re-lays them on every call). AMX CPUs
+    keep canonical codes: their few-pixel convs run on AMX tiles from those."""
     hwc = (memory_format_of(x) == torch.channels_last and mod.weight_shape[2] * mod.weight_shape[3] > 1
-           and not torch.ops.wfn_cpu.bf16_capability().startswith("fp32"))
+           and torch.ops.wfn_cpu.bf16_capability() == "avx512_bf16" and not torch.ops.wfn_cpu.amx_capability())
     if hwc and not mod._hwc:
         mod.packed = pack_codes(bf16_ops.hwc_codes(mod.codes(), mod.weight_shape), mod.bits)
         mod._hwc = True
