@@ -18,8 +18,9 @@ the frozen fp32 peer folds them; and the same with optimize_for_inference(max_wo
 that everything counted stays within 1/4 of fp32, float_memory_cap), bf16 and int8 (NCHW), and bf16 / int8 channels_last (the model and
 its input moved to channels_last as for the channels_last peers: the int8 convs then read and write NHWC, the
 bf16 ones run oneDNN's channels_last conv, and the BatchNorm / ReLU / max-pool between them run on torch's
-channels_last kernels; the bf16 ones as the bf16 peers run, model.bfloat16() and a bf16 input, so the layers between
-the convs run in bf16 too and no activation is converted per layer), and int8 channels_last with every BatchNorm (+ ReLU) folded into its conv's epilogue
+channels_last kernels; the bf16 ones as the bf16 peers run, model.bfloat16() and a bf16 input, so the layers
+between the convs run in bf16 too and no activation is converted per layer), and int8 channels_last with every
+BatchNorm (+ ReLU) folded into its conv's epilogue
 (wk.fuse_batchnorm). bf16 peers also include the channels_last model under torch.compile (inductor fuses its
 BatchNorm / ReLU), where it compiles. Logit error of each mode
 against the WFN float model.
@@ -296,7 +297,8 @@ def model_mode_rows(batches, repeats: int, threads: int, int8_static: bool = Tru
                   else (x_cl if "_cl" in name else x) for name in cands}
         with torch.no_grad():
             ref = wfn["float"](x)
-            errs = {name: float((m(inputs[name]).float() - ref).abs().max() / ref.abs().max()) for name, m in cands.items()}
+            errs = {name: float((m(inputs[name]).float() - ref).abs().max() / ref.abs().max())
+                    for name, m in cands.items()}
             peer_errs = {}
             for name, fn in peers.items():
                 y = fn().float()

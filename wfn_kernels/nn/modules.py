@@ -335,8 +335,8 @@ class WFNConv2d(FoldedEpilogue, _WFNBase):
             op = onednn_layout.bf16_conv_op(self, xc)
             return self._post(ti.redispatch_cpu(op, xc, bufs["packed"], bufs["codebook"], self.bits,
                                                 list(self.weight_shape), bufs["bias"], *geo))
-        return self._post(bf16_ops.bf16_conv2d(x, self.canonical_packed(), self.codebook, self.bits, self.weight_shape, self.bias,
-                                               self.stride, self.padding, self.dilation, self.groups,
+        return self._post(bf16_ops.bf16_conv2d(x, self.canonical_packed(), self.codebook, self.bits, self.weight_shape,
+                                               self.bias, self.stride, self.padding, self.dilation, self.groups,
                                                backend=self.backend))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
