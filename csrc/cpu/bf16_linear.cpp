@@ -217,14 +217,22 @@ at::Tensor bf16_onednn_conv(const at::Tensor& x, const at::Tensor& packed, const
   return y.to(x.scalar_type()).contiguous(x.suggest_memory_format());
 }
 
+// The conv ops' argument checks; the codebook's bf16 table.
+Bf16Table checked_conv_table(const at::Tensor& packed, const at::Tensor& codebook, int64_t bits,
+                             at::IntArrayRef weight_shape) {
+  TORCH_CHECK(weight_shape.size() == 4, "weight_shape must have 4 entries");
+  const int64_t k = weight_shape[1] * weight_shape[2] * weight_shape[3], n = weight_shape[0];
+  Bf16Table t = make_table(codebook, bits);
+  check_packed(packed, bits, k);
+  TORCH_CHECK(packed.size(0) == n, "packed has ", packed.size(0), " rows, expected out_channels=", n);
+  return t;
+}
+
 at::Tensor bf16_conv2d_cpu(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& codebook, int64_t bits,
                            at::IntArrayRef weight_shape, const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                            at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
-  TORCH_CHECK(weight_shape.size() == 4, "weight_shape must have 4 entries");
+  const Bf16Table t = checked_conv_table(packed, codebook, bits, weight_shape);
   const int64_t k = weight_shape[1] * weight_shape[2] * weight_shape[3], n = weight_shape[0];
-  const Bf16Table t = make_table(codebook, bits);
-  check_packed(packed, bits, k);
-  TORCH_CHECK(packed.size(0) == n, "packed has ", packed.size(0), " rows, expected out_channels=", n);
   const int64_t pixels = x.size(0) * conv_out_size(x, weight_shape, stride, padding, dilation, 0) *
                          conv_out_size(x, weight_shape, stride, padding, dilation, 1);
   if (groups == 1 && amx_conv_ok(pixels, k)) {  // im2col + AMX tiles, fp32 output (no bf16 output rounding)
@@ -250,11 +258,7 @@ at::Tensor bf16_conv2d_hwc_cpu(const at::Tensor& x, const at::Tensor& packed, co
                                at::IntArrayRef weight_shape, const std::optional<at::Tensor>& bias,
                                at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                                int64_t groups) {
-  TORCH_CHECK(weight_shape.size() == 4, "weight_shape must have 4 entries");
-  const int64_t k = weight_shape[1] * weight_shape[2] * weight_shape[3], n = weight_shape[0];
-  const Bf16Table t = make_table(codebook, bits);
-  check_packed(packed, bits, k);
-  TORCH_CHECK(packed.size(0) == n, "packed has ", packed.size(0), " rows, expected out_channels=", n);
+  const Bf16Table t = checked_conv_table(packed, codebook, bits, weight_shape);
   TORCH_CHECK(native_bf16(), "bf16_conv2d_hwc: needs bf16 arithmetic (AVX512_BF16 or AMX) at the active dispatch "
               "level; use bf16_conv2d with canonical codes");
   return bf16_onednn_conv(x, packed.contiguous(), t, bits, weight_shape, bias, stride, padding, dilation, groups,
