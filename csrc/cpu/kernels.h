@@ -122,17 +122,23 @@ at::Tensor linear_dispatch(const at::Tensor& x, const at::Tensor& packed, const 
                            int64_t bits, int64_t k);
 
 // Software prefetch for a GEMV tile streaming R code rows, called once per 64-byte block b of those rows.
-// Two streams: block b + 8 of the rows in use into L1, and block b of the next R rows into L2 (in step,
-// one tile ahead). Rows are often exactly one page (K = 8192 at 4 bits) and the hardware streamer stops at
-// page boundaries, so each new row group would otherwise start cold; into L2, not L1, because a tile's
-// next group (R * row_bytes, 57 KB at R = 8, K = 14336) is larger than L1 and would evict the rows in use.
-// At M = 1 (bench/int8_m1.py, Zen 4 EPYC, 1 thread) this took the int8 GEMV from 1.5x to 1.85-1.9x torch's
-// int8 dynamic path; prefetching past a row's end reads the next row early and cannot fault.
+// Two streams: block b + 4 of the rows in use (prefetcht0), and block b of the rows two tiles ahead
+// (rows 2R .. 3R - 1 past the tile's first, prefetcht2: kept out of the inner caches, since a tile's row
+// group, R * row_bytes = 57 KB at R = 8, K = 14336, is larger than L1 and would evict the rows in use). Rows
+// are often exactly one page (K = 8192 at 4 bits) and the hardware streamer stops at page boundaries, so
+// each new row group would otherwise start cold. `next` is the first row after the tile. Prefetching past
+// the last row reads nothing that can fault. Measured at M = 1 (N = 4096, K = 14336, 4-bit, 1 thread, Zen 4
+// EPYC, every contender's data evicted between calls): against the earlier setting (block b + 8, one tile
+// ahead, prefetcht1) the int8 GEMV ran 6-19 % faster in five interleaved runs, the float and bf16 GEMVs
+// 6 % and 5 % in one (bench/results/gemv_prefetch_zen4.md).
+constexpr int kPrefetchNear = 4;   // blocks ahead within the rows in use
+constexpr int kPrefetchTiles = 2;  // tiles ahead for the next row group
 template <int R>
 inline __attribute__((always_inline)) void prefetch_tile_rows(const uint8_t* const* rows, const uint8_t* next,
                                                               int64_t row_bytes, int64_t b) {
-  for (int j = 0; j < R; ++j) __builtin_prefetch(rows[j] + 64 * (b + 8), 0, 3);
-  for (int j = 0; j < R; ++j) __builtin_prefetch(next + j * row_bytes + 64 * b, 0, 2);
+  for (int j = 0; j < R; ++j) __builtin_prefetch(rows[j] + 64 * (b + kPrefetchNear), 0, 3);
+  const uint8_t* ahead = next + (kPrefetchTiles - 1) * R * row_bytes;
+  for (int j = 0; j < R; ++j) __builtin_prefetch(ahead + j * row_bytes + 64 * b, 0, 1);
 }
 
 // Output height (dim 0) or width (dim 1) of a conv of x (B, C, H, W) with an (O, C, kh, kw) weight.
