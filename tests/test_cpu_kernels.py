@@ -314,3 +314,61 @@ def test_cpp_entry_checks_name_the_argument():
         torch.ops.wfn.codebook_linear(x, torch.zeros(1, 3, dtype=torch.uint8), cb, 4, 4, None)
     with pytest.raises(RuntimeError, match="codebook must be a 1-D float32 tensor"):
         torch.ops.wfn.codebook_linear(x, torch.zeros(1, 2, dtype=torch.uint8), cb.double(), 4, 4, None)
+
+
+def test_set_gemv_prefetch_rejects_out_of_range_and_restores():
+    previous = torch.ops.wfn_cpu.set_gemv_prefetch(8, 1, 2)
+    try:
+        assert torch.ops.wfn_cpu.set_gemv_prefetch(4, 2, 1) == [8, 1, 2]
+        for args, what in [((65, 1, 1), "near"), ((4, 9, 1), "tiles"), ((4, 1, 4), "hint"), ((-1, 1, 1), "near")]:
+            with pytest.raises(RuntimeError, match=f"set_gemv_prefetch: {what} "):
+                torch.ops.wfn_cpu.set_gemv_prefetch(*args)
+        assert torch.ops.wfn_cpu.set_gemv_prefetch(8, 1, 2) == [4, 2, 1]  # a refused call changes nothing
+    finally:
+        torch.ops.wfn_cpu.set_gemv_prefetch(*previous)
+
+
+@pytest.mark.skipif(ops._C is None or hardware_level() != "avx512", reason="the prefetch settings apply to the AVX-512 GEMVs")
+@pytest.mark.parametrize("compute", ["float", "int8", "bf16"])
+def test_gemv_prefetch_settings_leave_results_unchanged(compute, rng):
+    """Every prefetch setting (none, far ahead, each hint) gives the same M=1 output: 37 rows (8-row tiles and
+    a tail), K not a multiple of the 64-byte block; the float mode also equals the exact product."""
+    cb = exact_codebook(4, rng)
+    w = cb[torch.randint(0, 16, (37, 1000), generator=rng)]
+    lin = torch.nn.Linear(1000, 37, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(w)
+    model = torch.nn.Sequential(lin)
+    wk.convert(model, compute=compute)
+    x = torch.randint(-3, 4, (1, 1000), generator=rng).float()
+    previous = torch.ops.wfn_cpu.capability()
+    torch.ops.wfn_cpu.set_dispatch("avx512")
+    pf = torch.ops.wfn_cpu.set_gemv_prefetch(8, 1, 2)
+    try:
+        with torch.no_grad():
+            want = model(x)
+            for setting in [(0, 0, 0), (4, 2, 1), (64, 8, 3), (1, 3, 0)]:
+                torch.ops.wfn_cpu.set_gemv_prefetch(*setting)
+                assert torch.equal(model(x), want), setting
+    finally:
+        torch.ops.wfn_cpu.set_gemv_prefetch(*pf)
+        torch.ops.wfn_cpu.set_dispatch(previous)
+    if compute == "float":
+        assert torch.equal(want, x @ w.T)
+
+
+@pytest.mark.parametrize("n", [0, 7, 8, 33, 1000, 4099])
+def test_stream_read_reads_every_byte(n, rng):
+    """The benchmarks' streaming reference folds every byte in: the XOR of its result's 8 bytes is the XOR of
+    all the tensor's bytes (lengths that are not whole words included)."""
+    t = torch.randint(0, 256, (n,), generator=rng, dtype=torch.uint8)
+    got = torch.ops.wfn_cpu.stream_read(t) & (2**64 - 1)
+    folded = 0
+    for i in range(8):
+        folded ^= (got >> (8 * i)) & 0xFF
+    want = 0
+    for b in t.tolist():
+        want ^= b
+    assert folded == want
+    with pytest.raises(RuntimeError, match="stream_read: needs a contiguous CPU tensor"):
+        torch.ops.wfn_cpu.stream_read(torch.zeros(4, 4).t())

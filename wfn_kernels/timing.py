@@ -6,6 +6,7 @@ the kernel's time, not its launch time.
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
 
@@ -34,21 +35,31 @@ def median_seconds(fn, repeats: int = 10, warmup: int = 2, min_time: float = 0.0
     return statistics.median(times)
 
 
-def interleaved_times(fns, repeats: int = 10, warmup: int = 2) -> list[list[float]]:
-    """Every timed run's seconds for each of ``fns``, timed in alternation (fn0, fn1, ..., fn0, fn1, ...)
-    so that load on a shared machine hits every candidate alike (CUDA synchronised after each call)."""
+def interleaved_times(fns, repeats: int = 10, warmup: int = 2, shuffle: bool = True) -> list[list[float]]:
+    """Every timed run's seconds for each of ``fns``, timed in alternation (one call of each per round) so
+    that load on a shared machine hits every candidate alike (CUDA synchronised after each call).
+
+    With ``shuffle`` (the default) each round calls them in a new order (a fixed-seed permutation), so no
+    candidate always follows the same one: a memory-bound kernel's time depends on what its predecessor
+    left in the caches, TLB and prefetchers, and in a fixed order that bias lands on one candidate every
+    round (measured on a Zen 4 EPYC: the GEMV called right after a 29 MB streaming sum ran up to 15 %
+    slower). The times are returned in the order of ``fns``."""
     sync = _sync()
     for fn in fns:
         for _ in range(warmup):
             fn()
     sync()
     times = [[] for _ in fns]
+    order = list(range(len(fns)))
+    rng = random.Random(0)
     for _ in range(repeats):
-        for fn, ts in zip(fns, times):
+        if shuffle:
+            rng.shuffle(order)
+        for i in order:
             t0 = time.perf_counter()
-            fn()
+            fns[i]()
             sync()
-            ts.append(time.perf_counter() - t0)
+            times[i].append(time.perf_counter() - t0)
     return times
 
 

@@ -268,8 +268,9 @@ void narrow_tile(const NarrowDec<BITS>& dec, const IntGemvArgs& a, int64_t r, in
       }
     }
   };
+  const GemvPrefetch pf = gemv_prefetch();
   for (int64_t b = 0; b < nfull; ++b) {
-    prefetch_tile_rows<R>(rows, next, a.row_bytes, b);
+    prefetch_tile_rows<R>(rows, next, a.row_bytes, b, pf);
     for (int j = 0; j < R; ++j) v[j] = _mm512_loadu_si512(rows[j] + 64 * b);
     block(b);
   }
@@ -424,8 +425,9 @@ void bf16_tile(const WordLut<BITS>& lut, const Bf16GemvArgs& a, int64_t r, int64
       }
     }
   };
+  const GemvPrefetch pf = gemv_prefetch();
   for (int64_t b = 0; b < nfull; ++b) {
-    prefetch_tile_rows<R>(rows, next, a.row_bytes, b);
+    prefetch_tile_rows<R>(rows, next, a.row_bytes, b, pf);
     for (int j = 0; j < R; ++j) v[j] = _mm512_loadu_si512(rows[j] + 64 * b);
     block(b);
   }

@@ -122,23 +122,31 @@ at::Tensor linear_dispatch(const at::Tensor& x, const at::Tensor& packed, const 
                            int64_t bits, int64_t k);
 
 // Software prefetch for a GEMV tile streaming R code rows, called once per 64-byte block b of those rows.
-// Two streams: block b + 4 of the rows in use (prefetcht0), and block b of the rows two tiles ahead
-// (rows 2R .. 3R - 1 past the tile's first, prefetcht2: kept out of the inner caches, since a tile's row
-// group, R * row_bytes = 57 KB at R = 8, K = 14336, is larger than L1 and would evict the rows in use). Rows
-// are often exactly one page (K = 8192 at 4 bits) and the hardware streamer stops at page boundaries, so
-// each new row group would otherwise start cold. `next` is the first row after the tile. Prefetching past
-// the last row reads nothing that can fault. Measured at M = 1 (N = 4096, K = 14336, 4-bit, 1 thread, Zen 4
-// EPYC, every contender's data evicted between calls): against the earlier setting (block b + 8, one tile
-// ahead, prefetcht1) the int8 GEMV ran 6-19 % faster in five interleaved runs, the float and bf16 GEMVs
-// 6 % and 5 % in one (bench/results/gemv_prefetch_zen4.md).
-constexpr int kPrefetchNear = 4;   // blocks ahead within the rows in use
-constexpr int kPrefetchTiles = 2;  // tiles ahead for the next row group
+// Two streams: block b + near of the rows in use (prefetcht0), and block b of the row group `tiles` tiles
+// ahead (`next` is the first row after the tile) with locality `hint` (__builtin_prefetch's 3 = prefetcht0,
+// 2 = t1, 1 = t2, 0 = nta). Rows are often exactly one page (K = 8192 at 4 bits) and the hardware streamer
+// stops at page boundaries, so each new row group would otherwise start cold. A tile's row group (R *
+// row_bytes = 57 KB at R = 8, K = 14336) is larger than L1, hence a hint that keeps it out of the inner
+// caches. Prefetches never fault, so reading ahead past the last row is harmless. Default near 8, 1 tile,
+// prefetcht1. Set by wfn_cpu::set_gemv_prefetch (dispatch.cpp) and measured by bench/gemv_prefetch.py: on a
+// Zen 4 EPYC (bench/results/gemv_prefetch_zen4.md) near 4 or 8, 1 or 2 tiles and hint t1 or t2 differ by
+// no more than the run-to-run noise (-7 % to +7 %, inconsistent in sign) once the timing order is shuffled.
+struct GemvPrefetch {
+  int near, tiles, hint;
+};
+GemvPrefetch gemv_prefetch();
 template <int R>
 inline __attribute__((always_inline)) void prefetch_tile_rows(const uint8_t* const* rows, const uint8_t* next,
-                                                              int64_t row_bytes, int64_t b) {
-  for (int j = 0; j < R; ++j) __builtin_prefetch(rows[j] + 64 * (b + kPrefetchNear), 0, 3);
-  const uint8_t* ahead = next + (kPrefetchTiles - 1) * R * row_bytes;
-  for (int j = 0; j < R; ++j) __builtin_prefetch(ahead + j * row_bytes + 64 * b, 0, 1);
+                                                              int64_t row_bytes, int64_t b, const GemvPrefetch& pf) {
+  for (int j = 0; j < R; ++j) __builtin_prefetch(rows[j] + 64 * (b + pf.near), 0, 3);
+  if (pf.tiles <= 0) return;
+  const uint8_t* ahead = next + (pf.tiles - 1) * R * row_bytes + 64 * b;
+  switch (pf.hint) {  // the hint must be a compile-time constant
+    case 3: for (int j = 0; j < R; ++j) __builtin_prefetch(ahead + j * row_bytes, 0, 3); break;
+    case 2: for (int j = 0; j < R; ++j) __builtin_prefetch(ahead + j * row_bytes, 0, 2); break;
+    case 0: for (int j = 0; j < R; ++j) __builtin_prefetch(ahead + j * row_bytes, 0, 0); break;
+    default: for (int j = 0; j < R; ++j) __builtin_prefetch(ahead + j * row_bytes, 0, 1); break;
+  }
 }
 
 // Output height (dim 0) or width (dim 1) of a conv of x (B, C, H, W) with an (O, C, kh, kw) weight.

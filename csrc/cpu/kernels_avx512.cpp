@@ -143,8 +143,9 @@ void gemv_tile(const Dec& dec, const GemvArgs& a, int64_t r, int64_t m0) {
   const int64_t nfull = a.row_bytes / 64, tail = a.row_bytes % 64;
   __m512i v[R];
   const uint8_t* next = rows[0] + R * a.row_bytes;
+  const GemvPrefetch pf = gemv_prefetch();
   for (int64_t b = 0; b < nfull; ++b) {
-    prefetch_tile_rows<R>(rows, next, a.row_bytes, b);
+    prefetch_tile_rows<R>(rows, next, a.row_bytes, b, pf);
     for (int j = 0; j < R; ++j) v[j] = _mm512_loadu_si512(rows[j] + 64 * b);
     block_fma<Dec, R, MT, NA>(dec, v, x + b * kElems, a.xstride, acc);
   }
