@@ -71,9 +71,9 @@ def main(argv=None) -> None:
     try:
         with torch.no_grad():
             t = dict(zip(names, interleaved_medians(fns, repeats=args.repeats, warmup=5)))
-    t["stream"] = min(t["stream"], t.pop("stream_read"))
     finally:
         torch.ops.wfn_cpu.set_gemv_prefetch(*previous)
+    t["stream"] = min(t["stream"], t.pop("stream_read"))
     env = environment()
     gb = LLM_N * LLM_K / 2 / 1e9
     lines = [f"## {datetime.date.today()} `python bench/gemv_prefetch.py {' '.join(sys.argv[1:] if argv is None else argv)}`",

@@ -2,7 +2,7 @@
 against the fused GEMV, the decode-tile + oneDNN path they replace, and torch's own int8 dynamic and bf16
 F.linear, N=4096 K=14336, 4-bit codes, by M; interleaved medians, one thread count per run.
 
-    python bench/panel_gemm.py --threads 1 [--ms 8 16 64 256] [--blocking 240:256 480:128] [--out FILE.md]
+    python bench/panel_gemm.py --threads 1 [--ms 8 16 64 256] [--blocking 240:256 48:1792] [--out FILE.md]
 
 With --blocking each NC:KDW pair (weight rows per packed block, dwords of K per block) adds a panel column.
 Nothing else should run on the machine meanwhile.

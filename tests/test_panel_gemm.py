@@ -28,8 +28,8 @@ def needs(mode: str):
     return pytest.mark.skipif(mode not in cap.split(", "), reason=f"panel GEMM {mode} not used here: {cap}")
 
 
-DEFAULT = (240, 256)
-BLOCKINGS = {"default": DEFAULT, "tiny": (48, 16), "mixed": (96, 32)}
+DEFAULT = (48, 1024)
+BLOCKINGS = {"default": DEFAULT, "tiny": (48, 16), "mixed": (96, 32), "earlier default": (240, 256)}
 
 
 @pytest.fixture(params=list(BLOCKINGS))
