@@ -76,7 +76,8 @@ def main(argv=None) -> None:
     t["stream"] = min(t["stream"], t.pop("stream_read"))
     env = environment()
     gb = LLM_N * LLM_K / 2 / 1e9
-    lines = [f"## {datetime.date.today()} `python bench/gemv_prefetch.py {' '.join(sys.argv[1:] if argv is None else argv)}`",
+    cmd = " ".join(sys.argv[1:] if argv is None else argv)
+    lines = [f"## {datetime.date.today()} `python bench/gemv_prefetch.py {cmd}`",
              "",
              f"cpu {env['cpu']}, flags {env['cpu_flags']}, torch {env['torch']}, commit {env['commit']}, 1 thread; "
              f"ms, medians of {args.repeats} interleaved runs. Stream {t['stream'] * 1e3:.3f} ms "

@@ -5,7 +5,8 @@ M in --batches. Peers: fp32 F.linear, bf16 F.linear, torch int8 dynamic quantisa
 int8 weight-only (torch._weight_int8pack_mm, bf16 activations), int4 weight-only group 128
 (torch._weight_int4pack_mm_for_cpu, bf16 activations: the kernel torchao's Int4WeightOnlyConfig runs on
 CPU), plus the weight-streaming rate of one core (the faster of torch.sum and wfn_cpu.stream_read, a plain
-XOR over every word, on a buffer the size of the packed weight, same process, interleaved). Every WFN mode is timed against every peer in one round robin.
+XOR over every word, on a buffer the size of the packed weight, same process, interleaved). Every WFN mode is
+timed against every peer in one round robin.
 
 Model rows: the ResNet-18-shaped net (shapes.py) with 4-bit power-of-two weights. Peers: fp32 eager,
 fp32 channels_last, TorchScript frozen + torch.jit.optimize_for_inference, bf16 eager and bf16 channels_last

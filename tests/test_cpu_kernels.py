@@ -328,7 +328,8 @@ def test_set_gemv_prefetch_rejects_out_of_range_and_restores():
         torch.ops.wfn_cpu.set_gemv_prefetch(*previous)
 
 
-@pytest.mark.skipif(ops._C is None or hardware_level() != "avx512", reason="the prefetch settings apply to the AVX-512 GEMVs")
+@pytest.mark.skipif(ops._C is None or hardware_level() != "avx512",
+                    reason="the prefetch settings apply to the AVX-512 GEMVs")
 @pytest.mark.parametrize("compute", ["float", "int8", "bf16"])
 def test_gemv_prefetch_settings_leave_results_unchanged(compute, rng):
     """Every prefetch setting (none, far ahead, each hint) gives the same M=1 output: 37 rows (8-row tiles and

@@ -83,12 +83,13 @@ namespace {
 std::atomic<int> g_pf_near{8}, g_pf_tiles{1}, g_pf_hint{2};
 
 std::vector<int64_t> set_gemv_prefetch_op(int64_t near, int64_t tiles, int64_t hint) {
-  TORCH_CHECK(near >= 0 && near <= 64, "set_gemv_prefetch: near (blocks ahead in the rows in use) must be in [0, 64], got ",
-              near);
+  TORCH_CHECK(near >= 0 && near <= 64,
+              "set_gemv_prefetch: near (blocks ahead in the rows in use) must be in [0, 64], got ", near);
   TORCH_CHECK(tiles >= 0 && tiles <= 8, "set_gemv_prefetch: tiles (row groups ahead, 0 = none) must be in [0, 8], got ",
               tiles);
   TORCH_CHECK(hint >= 0 && hint <= 3,
-              "set_gemv_prefetch: hint (locality: 3 = prefetcht0, 2 = t1, 1 = t2, 0 = nta) must be in [0, 3], got ", hint);
+              "set_gemv_prefetch: hint (locality: 3 = prefetcht0, 2 = t1, 1 = t2, 0 = nta) must be in [0, 3], got ",
+              hint);
   return {g_pf_near.exchange(int(near)), g_pf_tiles.exchange(int(tiles)), g_pf_hint.exchange(int(hint))};
 }
 
