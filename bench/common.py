@@ -20,6 +20,14 @@ def read_bandwidth_gbs(megabytes: int = 512, repeats: int = 10) -> float:
     return 4 * n / t / 1e9
 
 
+def stream_reads(buf: torch.Tensor) -> list:
+    """The two plain one-core reads of ``buf`` (torch.sum, and wfn_cpu.stream_read: an XOR over every word); the
+    faster one's time is the benchmarks' weight-streaming reference, so a slow reduction cannot flatter it."""
+    import wfn_kernels  # noqa: F401  (registers the extension's ops)
+
+    return [buf.sum, lambda: torch.ops.wfn_cpu.stream_read(buf)]
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -14,10 +14,10 @@ from __future__ import annotations
 import argparse
 import datetime
 import sys
-import warnings
 
 import torch
-from common import environment, interleaved_medians
+from cases import int8_dynamic
+from common import environment, interleaved_medians, stream_reads
 from modes import LLM_K, LLM_N, int8_friendly_pow2, wfn_linear
 
 import wfn_kernels  # noqa: F401  (loads the extension's ops)
@@ -47,10 +47,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(1)
     w = int8_friendly_pow2()[torch.randint(0, 16, (LLM_N, LLM_K))]
     x = torch.randn(1, LLM_K)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        dyn = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(torch.nn.Linear(LLM_K, LLM_N, bias=False)),
-                                                     {torch.nn.Linear}, dtype=torch.qint8)
+    dyn = int8_dynamic(torch.nn.Linear(LLM_K, LLM_N, bias=False))
     xb, wb = x.bfloat16(), w.bfloat16()
     buf = torch.ones(LLM_N * LLM_K // 8)  # fp32, the byte size of the 4-bit codes
     names, fns = [], []
@@ -65,8 +62,7 @@ def main(argv=None) -> None:
             names.append((mode, s))
             fns.append(run)
     names += ["int8 dynamic", "bf16 F.linear", "stream", "stream_read"]
-    fns += [lambda: dyn(x), lambda: torch.nn.functional.linear(xb, wb), buf.sum,
-            lambda: torch.ops.wfn_cpu.stream_read(buf)]
+    fns += [lambda: dyn(x), lambda: torch.nn.functional.linear(xb, wb), *stream_reads(buf)]
     previous = torch.ops.wfn_cpu.set_gemv_prefetch(8, 1, 2)
     try:
         with torch.no_grad():

@@ -9,10 +9,9 @@ the launch), medians of 401.
 
 from __future__ import annotations
 
-import warnings
-
 import torch
-from common import interleaved_medians
+from cases import int8_dynamic
+from common import interleaved_medians, stream_reads
 from modes import LLM_K, LLM_N, int8_friendly_pow2, wfn_linear
 
 
@@ -22,17 +21,15 @@ def main() -> None:
     torch.set_num_threads(1)
     w = int8_friendly_pow2()[torch.randint(0, 16, (LLM_N, LLM_K))]
     models = {mode: wfn_linear(w, mode) for mode in ("int8", "float", "bf16")}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        dyn = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(torch.nn.Linear(LLM_K, LLM_N, bias=False)),
-                                                     {torch.nn.Linear}, dtype=torch.qint8)
+    dyn = int8_dynamic(torch.nn.Linear(LLM_K, LLM_N, bias=False))
     buf = torch.ones(LLM_N * LLM_K // 8)  # fp32, the byte size of the 4-bit codes
     x = torch.randn(1, LLM_K)
     xb, wb = x.bfloat16(), w.bfloat16()
     with torch.no_grad():
-        t = interleaved_medians([lambda: models["int8"](x), lambda: models["float"](x), lambda: dyn(x), buf.sum,
-                                 lambda: models["bf16"](x), lambda: torch.nn.functional.linear(xb, wb),
-                                 lambda: torch.ops.wfn_cpu.stream_read(buf)], repeats=41, warmup=5)
+        read_sum, read_xor = stream_reads(buf)
+        t = interleaved_medians([lambda: models["int8"](x), lambda: models["float"](x), lambda: dyn(x), read_sum,
+                                 lambda: models["bf16"](x), lambda: torch.nn.functional.linear(xb, wb), read_xor],
+                                repeats=41, warmup=5)
     t[3] = min(t[3], t.pop())  # the faster of the two streaming reads
     gb = LLM_N * LLM_K / 2 / 1e9
     print(f"int8 {t[0] * 1e3:.3f} ms ({gb / t[0]:.1f} GB/s)  float {t[1] * 1e3:.3f} ms  int8 dynamic {t[2] * 1e3:.3f} ms  "

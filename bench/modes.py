@@ -39,7 +39,7 @@ import warnings
 
 import torch
 import torch.nn.functional as F
-from common import interleaved_times
+from common import interleaved_times, stream_reads
 from torch import nn
 
 import wfn_kernels as wk
@@ -140,7 +140,7 @@ def linear_mode_rows(batches, repeats: int, threads: int, n: int = LLM_N,
         for mode, layer in layers.items():
             fns.append(torch.no_grad()(lambda layer=layer: layer(x)))
             names.append(f"wfn_{mode}")
-        fns += [lambda: stream.sum(), lambda: torch.ops.wfn_cpu.stream_read(stream)]
+        fns += stream_reads(stream)
         names += ["stream_sum", "stream_read"]
         # small M: milliseconds a call, so three times the samples for steadier medians on this noisy VM
         times = interleaved_times(fns, repeats if m > 4 else 3 * repeats)
